@@ -1,0 +1,103 @@
+//! Command-line interface (native only).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use animatediff_wgpu::gpu::{Gpu, GpuOptions};
+use animatediff_wgpu::selftest::linear_selftest;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "animatediff", version, about = "AnimateDiff (SD1.5 + motion modules) on your GPU via wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the GPU adapter, enabled features and limits.
+    Info(DeviceArgs),
+    /// Run a kernel on the GPU and check it against a CPU float64 reference.
+    Selftest {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Rows of x.
+        #[arg(long, default_value_t = 256)]
+        m: usize,
+        /// Output features (rows of w).
+        #[arg(long, default_value_t = 256)]
+        n: usize,
+        /// Input features.
+        #[arg(long, default_value_t = 256)]
+        k: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// Use the software/fallback adapter (lavapipe, WARP).
+    #[arg(long)]
+    fallback_adapter: bool,
+    /// Do not enable shader-f16 even if the adapter offers it.
+    #[arg(long)]
+    no_f16: bool,
+    /// Cap the storage-binding size in bytes (emulate a browser's 128 MiB default).
+    #[arg(long)]
+    max_binding: Option<u64>,
+}
+
+impl DeviceArgs {
+    fn options(&self) -> GpuOptions {
+        GpuOptions {
+            force_fallback_adapter: self.fallback_adapter,
+            allow_f16: !self.no_f16,
+            max_storage_binding_size: self.max_binding,
+            ..GpuOptions::default()
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Info(dev) => {
+            let gpu = pollster::block_on(Gpu::new(dev.options()))?;
+            print!("{}", gpu.info());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Selftest { device, m, n, k, seed } => {
+            let gpu = pollster::block_on(Gpu::new(device.options()))?;
+            print!("{}", gpu.info());
+            // First run compiles the pipelines; time the second.
+            pollster::block_on(linear_selftest(&gpu, m.min(8), n.min(8), k.min(8), seed))?;
+            let t = Instant::now();
+            let r = pollster::block_on(linear_selftest(&gpu, m, n, k, seed))?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "linear {m}x{n}x{k}: rel L2 error {:.2e} (tolerance {:.0e}), max abs error {:.2e}, {:.3} s incl. upload/readback ({:.2} GFLOP/s) — {}",
+                r.rel_l2_error,
+                r.tolerance,
+                r.max_abs_error,
+                secs,
+                r.flops as f64 / secs / 1e9,
+                if r.passed { "PASS" } else { "FAIL" }
+            );
+            let mem = gpu.memory();
+            println!("GPU memory: {} bytes live, peak {} bytes", mem.live_bytes, mem.peak_bytes);
+            Ok(if r.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

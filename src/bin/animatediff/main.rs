@@ -1,0 +1,13 @@
+//! Native CLI. For now: `animatediff info` (adapter, limits, features) and
+//! `animatediff selftest` (runs a kernel on the GPU and checks it against the CPU).
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

@@ -1,0 +1,110 @@
+//! Recording kernel dispatches into one command buffer.
+//!
+//! Bind-group convention for every kernel in `shaders/`: `@binding(0)` is the op's uniform
+//! parameter struct, `@binding(1..)` are the tensors in the order the op passes them.
+
+use wgpu::util::DeviceExt;
+
+use super::context::Gpu;
+use super::dispatch::Grid;
+use super::error::{GpuError, GpuResult};
+use super::pipeline::Kernel;
+use super::tensor::Tensor;
+
+/// A sequence of dispatches submitted together.
+pub struct Batch<'g> {
+    gpu: &'g Gpu,
+    encoder: wgpu::CommandEncoder,
+    dispatches: u32,
+}
+
+impl Gpu {
+    /// Start recording dispatches.
+    pub fn batch(&self, label: &str) -> Batch<'_> {
+        let encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        Batch { gpu: self, encoder, dispatches: 0 }
+    }
+}
+
+impl<'g> Batch<'g> {
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Record one dispatch of `kernel` over `grid` with uniform `params` and `tensors` bound
+    /// at bindings 1, 2, ….
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        kernel: &Kernel,
+        params: &P,
+        tensors: &[&Tensor],
+        grid: Grid,
+    ) -> GpuResult<()> {
+        let max_binding = self.gpu.max_binding();
+        for t in tensors {
+            if t.size_bytes() > max_binding {
+                return Err(GpuError::LimitExceeded {
+                    what: format!("kernel `{}` binding {t:?}", kernel.name),
+                    requested: t.size_bytes(),
+                    limit: max_binding,
+                    limit_name: "max_storage_buffer_binding_size",
+                });
+            }
+        }
+        if grid.launched() == 0 {
+            return Ok(());
+        }
+        // Uniform structs are sized in multiples of 16 bytes in WGSL.
+        let mut bytes = bytemuck::bytes_of(params).to_vec();
+        bytes.resize(bytes.len().max(16).next_multiple_of(16), 0);
+        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.name),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = Vec::with_capacity(tensors.len() + 1);
+        entries.push(wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() });
+        for (i, t) in tensors.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
+        }
+        let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.name),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(kernel.name),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(grid.x, grid.y, grid.z);
+        drop(pass);
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    pub fn dispatch_count(&self) -> u32 {
+        self.dispatches
+    }
+
+    /// Copy `src` into `dst` (same byte size).
+    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> GpuResult<()> {
+        if src.size_bytes() != dst.size_bytes() {
+            return Err(GpuError::shape("copy", format!("{src:?} and {dst:?} differ in size")));
+        }
+        self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.offset(), dst.buffer().raw(), dst.offset(), src.size_bytes());
+        Ok(())
+    }
+
+    pub(crate) fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        &mut self.encoder
+    }
+
+    /// Submit everything recorded. Errors wgpu reported while recording surface here.
+    pub fn submit(self) -> GpuResult<()> {
+        self.gpu.check()?;
+        self.gpu.queue.submit([self.encoder.finish()]);
+        self.gpu.check()
+    }
+}

@@ -1,0 +1,22 @@
+//! GPU runtime: device context, tensors, pipelines, dispatch and readback.
+//!
+//! One [`Gpu`] is created asynchronously the same way natively (Vulkan/Metal/DX12) and in
+//! the browser (WebGPU). Everything fallible returns [`GpuError`]; nothing here panics on a
+//! GPU or user error.
+
+mod batch;
+mod context;
+mod dispatch;
+mod error;
+mod memory;
+mod pipeline;
+mod readback;
+mod tensor;
+
+pub use batch::Batch;
+pub use context::{Gpu, GpuInfo, GpuOptions};
+pub use dispatch::Grid;
+pub use error::{GpuError, GpuResult};
+pub use memory::{MemorySnapshot, MemoryStats};
+pub use pipeline::{compose_source, Kernel, PipelineCache, ShaderDef, Spec, SpecValue};
+pub use tensor::{DType, GpuBuffer, Shape, Tensor, TENSOR_ALIGN};

@@ -1,0 +1,256 @@
+//! Buffers and tensors.
+//!
+//! A [`Tensor`] is a view (`offset`, `shape`, `dtype`) into a reference-counted
+//! [`GpuBuffer`]; several tensors can share one arena buffer (the memory planner places them).
+//! Offsets of tensors that are bound to shaders must be multiples of
+//! `min_storage_buffer_offset_alignment` (256 on WebGPU).
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::memory::MemoryStats;
+
+/// Alignment of tensor offsets inside shared buffers (WebGPU's binding offset alignment).
+pub const TENSOR_ALIGN: u64 = 256;
+
+/// Element / storage types.
+///
+/// `Q8` and `Q4` describe *packed weight values* only (int8 = 4 per `u32`, int4 = 8 per
+/// `u32`, grouped along the reduction dimension); their scales are a separate `F16`/`F32`
+/// tensor of shape `[rows, K / group]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    U32,
+    Q8 { group: u32 },
+    Q4 { group: u32 },
+}
+
+impl DType {
+    /// Bytes used to store `numel` elements (packed types round up to whole `u32` words).
+    pub fn storage_bytes(self, numel: u64) -> u64 {
+        match self {
+            DType::F32 | DType::U32 => numel * 4,
+            // f16 tensors are bound as array<u32> (packed pairs) when shader-f16 is absent.
+            DType::F16 => numel.div_ceil(2) * 4,
+            DType::Q8 { .. } => numel.div_ceil(4) * 4,
+            DType::Q4 { .. } => numel.div_ceil(8) * 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+            DType::Q8 { .. } => "q8",
+            DType::Q4 { .. } => "q4",
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DType::Q8 { group } | DType::Q4 { group } => write!(f, "{}(group {group})", self.name()),
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// A tensor shape (row-major, last dimension contiguous).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Shape(Vec<usize>);
+
+impl Shape {
+    pub fn new(dims: impl Into<Vec<usize>>) -> Shape {
+        Shape(dims.into())
+    }
+
+    pub fn dims(&self) -> &[usize] {
+        &self.0
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Number of elements (1 for a scalar).
+    pub fn numel(&self) -> u64 {
+        self.0.iter().map(|&d| d as u64).product()
+    }
+
+    /// Dimension `i`, counting from the end when negative (`-1` = last).
+    pub fn dim(&self, i: isize) -> Option<usize> {
+        let idx = if i < 0 { self.0.len().checked_sub(i.unsigned_abs())? } else { i as usize };
+        self.0.get(idx).copied()
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        write!(f, "]")
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(d: [usize; N]) -> Shape {
+        Shape(d.to_vec())
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(d: &[usize]) -> Shape {
+        Shape(d.to_vec())
+    }
+}
+
+impl From<Vec<usize>> for Shape {
+    fn from(d: Vec<usize>) -> Shape {
+        Shape(d)
+    }
+}
+
+/// A device buffer counted in the owning context's [`MemoryStats`] while it lives.
+pub struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    size: u64,
+    label: String,
+    stats: Arc<MemoryStats>,
+}
+
+impl GpuBuffer {
+    pub(crate) fn new(buffer: wgpu::Buffer, size: u64, label: String, stats: Arc<MemoryStats>) -> Self {
+        stats.on_alloc(size);
+        GpuBuffer { buffer, size, label, stats }
+    }
+
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        // No `destroy()`: a command encoder that is not submitted yet may still use this
+        // buffer; wgpu frees the memory once its last internal reference is gone.
+        self.stats.on_free(self.size);
+    }
+}
+
+impl fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GpuBuffer({:?}, {} bytes)", self.label, self.size)
+    }
+}
+
+/// A typed, shaped view into a [`GpuBuffer`].
+#[derive(Clone)]
+pub struct Tensor {
+    buffer: Arc<GpuBuffer>,
+    offset: u64,
+    shape: Shape,
+    dtype: DType,
+}
+
+impl Tensor {
+    /// View `shape`/`dtype` at `offset` in `buffer`. `None` if it does not fit or the offset
+    /// is not [`TENSOR_ALIGN`]-aligned.
+    pub fn view(buffer: Arc<GpuBuffer>, offset: u64, shape: impl Into<Shape>, dtype: DType) -> Option<Tensor> {
+        let shape = shape.into();
+        let bytes = dtype.storage_bytes(shape.numel());
+        let end = offset.checked_add(bytes)?;
+        if offset % TENSOR_ALIGN != 0 || end > buffer.size() {
+            return None;
+        }
+        Some(Tensor { buffer, offset, shape, dtype })
+    }
+
+    pub fn buffer(&self) -> &Arc<GpuBuffer> {
+        &self.buffer
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    pub fn dims(&self) -> &[usize] {
+        self.shape.dims()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn numel(&self) -> u64 {
+        self.shape.numel()
+    }
+
+    /// Bytes this tensor occupies in its buffer.
+    pub fn size_bytes(&self) -> u64 {
+        self.dtype.storage_bytes(self.numel())
+    }
+
+    /// The tensor as a shader binding (offset + size inside its buffer).
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer.raw(),
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size_bytes().max(4)),
+        })
+    }
+
+    /// Same storage, new shape with the same number of elements.
+    pub fn reshape(&self, shape: impl Into<Shape>) -> Option<Tensor> {
+        let shape = shape.into();
+        (shape.numel() == self.numel()).then(|| Tensor { shape, ..self.clone() })
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({} {} @ {:?}+{})", self.dtype, self.shape, self.buffer.label(), self.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_bytes_pack() {
+        assert_eq!(DType::F32.storage_bytes(3), 12);
+        assert_eq!(DType::F16.storage_bytes(3), 8);
+        assert_eq!(DType::Q8 { group: 32 }.storage_bytes(5), 8);
+        assert_eq!(DType::Q4 { group: 32 }.storage_bytes(9), 8);
+    }
+
+    #[test]
+    fn shape_helpers() {
+        let s = Shape::from([2, 3, 4]);
+        assert_eq!(s.numel(), 24);
+        assert_eq!(s.dim(-1), Some(4));
+        assert_eq!(s.dim(-4), None);
+        assert_eq!(s.to_string(), "[2, 3, 4]");
+    }
+}

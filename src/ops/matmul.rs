@@ -1,0 +1,80 @@
+//! `shaders/matmul.wgsl`: linear layer `y = x · wᵀ (+ bias)` with `w` in `[out, in]` layout.
+
+use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
+use crate::shader;
+
+const TILE: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    tiles_n: u32,
+    tiles: u32,
+}
+
+/// Shapes of one linear call: `x [.., K]` (M rows in all), `w [N, K]`, `y [.., N]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl Linear {
+    /// Check the operands and derive M, N, K.
+    pub fn infer(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<Linear> {
+        const OP: &str = "linear";
+        for t in [Some(x), Some(w), bias, Some(y)].into_iter().flatten() {
+            if t.dtype() != DType::F32 {
+                return Err(GpuError::shape(OP, format!("f32 operands only, got {t:?}")));
+            }
+        }
+        let (n, k) = match w.dims() {
+            [n, k] => (*n, *k),
+            _ => return Err(GpuError::shape(OP, format!("weight must be [out, in], got {w:?}"))),
+        };
+        if x.shape().dim(-1) != Some(k) || k == 0 {
+            return Err(GpuError::shape(OP, format!("input {x:?} does not end in K = {k} (weight {w:?})")));
+        }
+        let m = (x.numel() / k as u64) as usize;
+        if y.shape().dim(-1) != Some(n) || y.numel() != (m * n) as u64 {
+            return Err(GpuError::shape(OP, format!("output {y:?} must hold {m} × {n}")));
+        }
+        if let Some(b) = bias {
+            if b.numel() != n as u64 {
+                return Err(GpuError::shape(OP, format!("bias {b:?} must have {n} elements")));
+            }
+        }
+        Ok(Linear { m, n, k })
+    }
+
+    pub fn flops(&self) -> u64 {
+        2 * self.m as u64 * self.n as u64 * self.k as u64
+    }
+}
+
+/// `y = x · wᵀ (+ bias)`.
+pub fn linear(b: &mut Batch<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<()> {
+    let s = Linear::infer(x, w, bias, y)?;
+    if s.m == 0 {
+        return Ok(());
+    }
+    let too_big = || GpuError::shape("linear", format!("{s:?} exceeds 32-bit indexing"));
+    let tiles_n = s.n.div_ceil(TILE);
+    let tiles = s.m.div_ceil(TILE).checked_mul(tiles_n).ok_or_else(too_big)?;
+    let params = Params {
+        m: u32::try_from(s.m).map_err(|_| too_big())?,
+        n: u32::try_from(s.n).map_err(|_| too_big())?,
+        k: u32::try_from(s.k).map_err(|_| too_big())?,
+        tiles_n: u32::try_from(tiles_n).map_err(|_| too_big())?,
+        tiles: u32::try_from(tiles).map_err(|_| too_big())?,
+    };
+    let gpu = b.gpu();
+    let kernel = gpu.kernel(&shader!("matmul"), &Spec::new().bool("HAS_BIAS", bias.is_some()))?;
+    let grid = Grid::linear(tiles as u64, gpu.limits().max_compute_workgroups_per_dimension)?;
+    let bias = bias.unwrap_or(gpu.zeros());
+    b.dispatch(&kernel, &params, &[x, w, bias, y], grid)
+}
