@@ -234,6 +234,10 @@ impl Gpu {
     /// Report (and clear) the first error wgpu reported since the last check, or the device
     /// loss if it happened. Called at every synchronisation point.
     pub fn check(&self) -> GpuResult<()> {
+        // Natively, device-lost and map callbacks fire inside `poll`; a non-blocking poll
+        // lets a pending loss be reported as such rather than as a later validation error.
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
         self.health.check()
     }
 
