@@ -46,7 +46,7 @@ pub async fn linear_selftest(gpu: &Gpu, m: usize, n: usize, k: usize, seed: u64)
         m,
         n,
         k,
-        flops: 2 * (m * n * k) as u64,
+        flops: 2 * m as u64 * n as u64 * k as u64,
         rel_l2_error: rel,
         max_abs_error: reference::max_abs_error(&y, &want),
         tolerance: F32_TOLERANCE,

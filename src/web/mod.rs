@@ -1,0 +1,150 @@
+//! wasm-bindgen API for the browser (the page and the npm package build on it).
+//!
+//! Rules: nothing here may panic (a panic kills the page's module), every GPU call is async
+//! (readback is `map_async` + await), and every error reaches JS as a rejected promise with an
+//! `Error` whose message names what failed.
+
+use std::rc::Rc;
+
+use js_sys::{Float32Array, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::gpu::{Gpu, GpuError, GpuOptions};
+use crate::ops;
+use crate::selftest::linear_selftest;
+use crate::DType;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_err(e: GpuError) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        // Setting a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+    }
+    o.into()
+}
+
+/// A WebGPU device with the adapter's maximum limits (shader-f16 when offered).
+#[wasm_bindgen]
+pub struct GpuContext {
+    gpu: Rc<Gpu>,
+}
+
+#[wasm_bindgen]
+impl GpuContext {
+    /// Create the context. `allowF16 = false` forces the f32 path; `maxBindingBytes` caps the
+    /// storage-binding size (to emulate smaller devices).
+    #[wasm_bindgen(unchecked_return_type = "Promise<GpuContext>")]
+    pub fn create(allow_f16: Option<bool>, max_binding_bytes: Option<f64>) -> Promise {
+        let opts = GpuOptions {
+            allow_f16: allow_f16.unwrap_or(true),
+            max_storage_binding_size: max_binding_bytes.filter(|b| b.is_finite() && *b > 0.0).map(|b| b as u64),
+            ..GpuOptions::default()
+        };
+        future_to_promise(async move {
+            let gpu = Gpu::new(opts).await.map_err(js_err)?;
+            Ok(GpuContext { gpu: Rc::new(gpu) }.into())
+        })
+    }
+
+    /// Adapter, enabled features and limits.
+    #[wasm_bindgen(unchecked_return_type = "GpuInfo")]
+    pub fn info(&self) -> JsValue {
+        let i = self.gpu.info();
+        object(&[
+            ("adapterName", i.adapter_name.as_str().into()),
+            ("backend", i.backend.as_str().into()),
+            ("deviceType", i.device_type.as_str().into()),
+            ("shaderF16", i.shader_f16.into()),
+            ("timestampQuery", i.timestamp_query.into()),
+            ("maxBufferSize", (i.max_buffer_size as f64).into()),
+            ("maxStorageBufferBindingSize", (i.max_storage_buffer_binding_size as f64).into()),
+            ("maxComputeWorkgroupStorageSize", i.max_compute_workgroup_storage_size.into()),
+            ("maxComputeInvocationsPerWorkgroup", i.max_compute_invocations_per_workgroup.into()),
+            ("maxComputeWorkgroupsPerDimension", i.max_compute_workgroups_per_dimension.into()),
+            ("maxStorageBuffersPerShaderStage", i.max_storage_buffers_per_shader_stage.into()),
+        ])
+    }
+
+    /// GPU memory held by this context: `{ liveBytes, peakBytes, liveBuffers }`.
+    #[wasm_bindgen(unchecked_return_type = "GpuMemory")]
+    pub fn memory(&self) -> JsValue {
+        let m = self.gpu.memory();
+        object(&[
+            ("liveBytes", (m.live_bytes as f64).into()),
+            ("peakBytes", (m.peak_bytes as f64).into()),
+            ("liveBuffers", (m.live_buffers as f64).into()),
+        ])
+    }
+
+    /// `y = x · wᵀ (+ bias)` on the GPU: `x` is `[m, k]`, `w` is `[n, k]`, `bias` is `[n]`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Float32Array>")]
+    pub fn linear(&self, x: Vec<f32>, w: Vec<f32>, bias: Option<Vec<f32>>, m: u32, n: u32, k: u32) -> Promise {
+        let gpu = self.gpu.clone();
+        future_to_promise(async move {
+            let (m, n, k) = (m as usize, n as usize, k as usize);
+            let xt = gpu.upload_f32(&x, [m, k], "x").map_err(js_err)?;
+            let wt = gpu.upload_f32(&w, [n, k], "w").map_err(js_err)?;
+            let bt = match &bias {
+                Some(b) => Some(gpu.upload_f32(b, [n], "bias").map_err(js_err)?),
+                None => None,
+            };
+            let yt = gpu.empty([m, n], DType::F32, "y").map_err(js_err)?;
+            let mut batch = gpu.batch("linear");
+            ops::fill(&mut batch, &yt, f32::NAN).map_err(js_err)?;
+            ops::linear(&mut batch, &xt, &wt, bt.as_ref(), &yt).map_err(js_err)?;
+            batch.submit().map_err(js_err)?;
+            let y = gpu.read_f32(&yt).await.map_err(js_err)?;
+            Ok(Float32Array::from(&y[..]).into())
+        })
+    }
+
+    /// Run the linear kernel on random data and compare with the CPU float64 reference.
+    #[wasm_bindgen(js_name = selfTest, unchecked_return_type = "Promise<SelfTestReport>")]
+    pub fn self_test(&self, m: u32, n: u32, k: u32, seed: f64) -> Promise {
+        let gpu = self.gpu.clone();
+        future_to_promise(async move {
+            let r = linear_selftest(&gpu, m as usize, n as usize, k as usize, seed as u64).await.map_err(js_err)?;
+            Ok(object(&[
+                ("m", m.into()),
+                ("n", n.into()),
+                ("k", k.into()),
+                ("flops", (r.flops as f64).into()),
+                ("relL2Error", r.rel_l2_error.into()),
+                ("maxAbsError", r.max_abs_error.into()),
+                ("tolerance", r.tolerance.into()),
+                ("passed", r.passed.into()),
+            ]))
+        })
+    }
+
+    /// Destroy the device (frees GPU memory; also how tests simulate device loss).
+    pub fn destroy(&self) {
+        self.gpu.destroy();
+    }
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+export interface GpuInfo {
+  adapterName: string; backend: string; deviceType: string;
+  shaderF16: boolean; timestampQuery: boolean;
+  maxBufferSize: number; maxStorageBufferBindingSize: number;
+  maxComputeWorkgroupStorageSize: number; maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupsPerDimension: number; maxStorageBuffersPerShaderStage: number;
+}
+export interface GpuMemory { liveBytes: number; peakBytes: number; liveBuffers: number; }
+export interface SelfTestReport {
+  m: number; n: number; k: number; flops: number;
+  relL2Error: number; maxAbsError: number; tolerance: number; passed: boolean;
+}
+"#;

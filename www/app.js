@@ -1,0 +1,80 @@
+// The page: WebGPU capability report and the runtime self-test (video generation UI comes
+// with the model). Plain ES module, no framework.
+import init, { GpuContext } from './pkg/animatediff_wgpu.js';
+
+const $ = (id) => document.getElementById(id);
+const status = $('gpu-status');
+
+function showInfo(info) {
+  const mib = (b) => `${Math.round(b / 2 ** 20)} MiB`;
+  const rows = [
+    ['Adapter', info.adapterName || '(name hidden by the browser)'],
+    ['Type', `${info.deviceType} (${info.backend})`],
+    ['shader-f16', info.shaderF16 ? 'yes' : 'no (f32 path)'],
+    ['Max buffer', mib(info.maxBufferSize)],
+    ['Max storage binding', mib(info.maxStorageBufferBindingSize)],
+    ['Workgroup memory', `${info.maxComputeWorkgroupStorageSize / 1024} KiB`],
+    ['Invocations / workgroup', info.maxComputeInvocationsPerWorkgroup],
+  ];
+  const dl = $('gpu-info');
+  dl.replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = String(v);
+    return [dt, dd];
+  }));
+  dl.hidden = false;
+}
+
+async function main() {
+  if (!('gpu' in navigator)) {
+    status.textContent = 'This browser does not expose WebGPU (navigator.gpu is missing). ' +
+      'Use Chrome/Edge 113+, Firefox 141+ or Safari 26+, over https or localhost.';
+    status.className = 'error';
+    return;
+  }
+  await init();
+  let ctx;
+  try {
+    ctx = await GpuContext.create();
+  } catch (e) {
+    status.textContent = `Could not start WebGPU: ${e.message ?? e}`;
+    status.className = 'error';
+    return;
+  }
+  window.animatediffGpu = ctx; // for debugging from the console
+  status.textContent = 'WebGPU ready.';
+  showInfo(ctx.info());
+
+  const form = $('selftest');
+  const run = $('run');
+  const out = $('result');
+  run.disabled = false;
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(form);
+    const [m, n, k, seed] = ['m', 'n', 'k', 'seed'].map((key) => Number(f.get(key)));
+    run.disabled = true;
+    out.className = '';
+    out.textContent = `Running ${m}×${n}×${k}…`;
+    try {
+      const t0 = performance.now();
+      const r = await ctx.selfTest(m, n, k, seed);
+      const ms = performance.now() - t0;
+      out.className = r.passed ? 'pass' : 'fail';
+      out.textContent = `${r.passed ? 'PASS' : 'FAIL'}: linear ${m}×${n}×${k}\n` +
+        `relative L2 error ${r.relL2Error.toExponential(2)} (tolerance ${r.tolerance.toExponential(0)}), ` +
+        `max abs error ${r.maxAbsError.toExponential(2)}\n` +
+        `${ms.toFixed(1)} ms incl. upload and readback (${(r.flops / ms / 1e6).toFixed(2)} GFLOP/s)`;
+    } catch (e) {
+      out.className = 'error';
+      out.textContent = `Error: ${e.message ?? e}`;
+    } finally {
+      run.disabled = false;
+    }
+  });
+}
+
+main().catch((e) => {
+  status.textContent = `Error: ${e.message ?? e}`;
+  status.className = 'error';
+});
