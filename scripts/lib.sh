@@ -21,16 +21,17 @@ locked_wasm_bindgen_version() {
   awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
 }
 
-# Which toolchain builds wasm32 here: "rustup" (target installed) or "debian" (rustc-web +
-# -Zbuild-std). Result cached by scripts/setup in $TOOLS/wasm-toolchain.
+# Which toolchain builds wasm32 here: "rustup" (target installed), "debian" (rustc-web +
+# -Zbuild-std) or "none". ANIMATEDIFF_WASM_TOOLCHAIN=rustup|debian forces one route.
 wasm_toolchain() {
-  if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    echo rustup
-  elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] ; then
-    echo debian
-  else
-    echo none
-  fi
+  local rustup_ok=0 debian_ok=0
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown && rustup_ok=1
+  [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && debian_ok=1
+  case "${ANIMATEDIFF_WASM_TOOLCHAIN:-}" in
+    rustup) [ $rustup_ok = 1 ] && echo rustup || echo none ;;
+    debian) [ $debian_ok = 1 ] && echo debian || echo none ;;
+    *) if [ $rustup_ok = 1 ]; then echo rustup; elif [ $debian_ok = 1 ]; then echo debian; else echo none; fi ;;
+  esac
 }
 
 chromium_path() {

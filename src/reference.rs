@@ -48,6 +48,98 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k:
     y
 }
 
+/// Exact GELU, `0.5·x·(1 + erf(x/√2))`, in f64.
+pub fn gelu_erf(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
+}
+
+/// erf to ~1e-15 (series for |x| < 3, continued fraction beyond), for references only.
+pub fn erf(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 3.0 {
+        // erf(x) = 2/√π · Σ (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut sum = 0f64;
+        let mut term = a;
+        let mut n = 0f64;
+        while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -a * a / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc continued fraction (Lentz), converges fast for a ≥ 3.
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
+    };
+    if x < 0.0 { -r } else { r }
+}
+
+pub fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn quick_gelu(x: f64) -> f64 {
+    x / (1.0 + (-1.702 * x).exp())
+}
+
+/// GroupNorm over channels-last `x [sets, positions, channels]` (+ optional SiLU).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(x: &[f32], gamma: &[f32], beta: &[f32], sets: usize, positions: usize, channels: usize, groups: usize, eps: f64, silu_after: bool) -> Vec<f64> {
+    let cpg = channels / groups;
+    let mut y = vec![0f64; x.len()];
+    for s in 0..sets {
+        for g in 0..groups {
+            let idx = |p: usize, c: usize| s * positions * channels + p * channels + g * cpg + c;
+            let count = (positions * cpg) as f64;
+            let mut mean = 0.0;
+            for p in 0..positions {
+                for c in 0..cpg {
+                    mean += f64::from(x[idx(p, c)]);
+                }
+            }
+            mean /= count;
+            let mut var = 0.0;
+            for p in 0..positions {
+                for c in 0..cpg {
+                    var += (f64::from(x[idx(p, c)]) - mean).powi(2);
+                }
+            }
+            let rstd = 1.0 / (var / count + eps).sqrt();
+            for p in 0..positions {
+                for c in 0..cpg {
+                    let ch = g * cpg + c;
+                    let v = (f64::from(x[idx(p, c)]) - mean) * rstd * f64::from(gamma[ch]) + f64::from(beta[ch]);
+                    y[idx(p, c)] = if silu_after { silu(v) } else { v };
+                }
+            }
+        }
+    }
+    y
+}
+
+/// LayerNorm over the last dimension of `x [rows, cols]`.
+pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], cols: usize, eps: f64) -> Vec<f64> {
+    let mut y = vec![0f64; x.len()];
+    for (row, out) in x.chunks(cols).zip(y.chunks_mut(cols)) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / cols as f64;
+        let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / cols as f64;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for c in 0..cols {
+            out[c] = (f64::from(row[c]) - mean) * rstd * f64::from(gamma[c]) + f64::from(beta[c]);
+        }
+    }
+    y
+}
+
+/// Round every value through f16 (what f16 storage does to an input).
+pub fn round_f16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
 /// `‖out − ref‖₂ / ‖ref‖₂`; NaN/inf anywhere in `out` gives +inf (so unwritten, NaN-poisoned
 /// elements fail every tolerance).
 pub fn rel_l2_error(out: &[f32], reference: &[f64]) -> f64 {
@@ -98,6 +190,15 @@ mod tests {
         // [1 2; 3 4] · [[1 0], [1 1]]ᵀ + [10, 20]
         let y = linear(&[1., 2., 3., 4.], &[1., 0., 1., 1.], Some(&[10., 20.]), 2, 2, 2);
         assert_eq!(y, vec![11., 23., 13., 27.]);
+    }
+
+    #[test]
+    fn erf_reference_is_accurate() {
+        // Values from tables of erf.
+        for (x, want) in [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7), (3.5, 0.999_999_256_901_627_7)] {
+            assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1e-13);
+        }
     }
 
     #[test]

@@ -64,7 +64,7 @@ async function main() {
       out.textContent = `${r.passed ? 'PASS' : 'FAIL'}: linear ${m}×${n}×${k}\n` +
         `relative L2 error ${r.relL2Error.toExponential(2)} (tolerance ${r.tolerance.toExponential(0)}), ` +
         `max abs error ${r.maxAbsError.toExponential(2)}\n` +
-        `${ms.toFixed(1)} ms incl. upload and readback (${(r.flops / ms / 1e6).toFixed(2)} GFLOP/s)`;
+        `${ms.toFixed(1)} ms end to end (upload, kernel, readback and the CPU check)`;
     } catch (e) {
       out.className = 'error';
       out.textContent = `Error: ${e.message ?? e}`;

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use super::context::Gpu;
 use super::error::{GpuError, GpuResult};
 
-/// Helpers shared by every kernel (linear workgroup index, f16 packing).
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
+/// Helpers shared by every kernel (linear workgroup index, activations).
+const COMMON: &str = include_str!("../../shaders/include/common.wgsl");
 
 /// A WGSL compute shader from `shaders/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,16 +23,20 @@ pub struct ShaderDef {
     pub name: &'static str,
     pub source: &'static str,
     pub entry: &'static str,
+    /// Helper snippets from `shaders/include/`, placed before `source`.
+    pub includes: &'static [&'static str],
 }
 
-/// Declares a [`ShaderDef`] for `shaders/<name>.wgsl` with entry point `main`.
+/// Declares a [`ShaderDef`] for `shaders/<name>.wgsl` with entry point `main`, optionally
+/// preceded by helper snippets `shaders/include/<inc>.wgsl`.
 #[macro_export]
 macro_rules! shader {
-    ($name:literal) => {
+    ($name:literal $(, $inc:literal)*) => {
         $crate::gpu::ShaderDef {
             name: $name,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
             entry: "main",
+            includes: &[$(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/include/", $inc, ".wgsl"))),*],
         }
     };
 }
@@ -105,6 +109,10 @@ pub fn compose_source(def: &ShaderDef, spec: &Spec) -> String {
     let mut s = String::with_capacity(prelude.len() + COMMON.len() + def.source.len() + 64);
     s.push_str(&prelude);
     s.push_str(COMMON);
+    for inc in def.includes {
+        s.push('\n');
+        s.push_str(inc);
+    }
     s.push('\n');
     s.push_str(def.source);
     s

@@ -1,10 +1,18 @@
 //! One Rust wrapper per WGSL kernel in `shaders/`: shape checks, parameter struct and
-//! dispatch next to each other.
+//! dispatch next to each other. Activations are channels-last (`[N, H, W, C]`, tokens
+//! `[N, T, C]`); weights keep PyTorch's `[out, in]` layout.
 
+pub mod binary;
 pub mod convert;
 pub mod fill;
 pub mod matmul;
+pub mod norm;
+pub mod unary;
+mod util;
 
+pub use binary::{add, axpby, mul, Broadcast};
 pub use convert::convert;
 pub use fill::fill;
 pub use matmul::{linear, Linear};
+pub use norm::{group_norm, layer_norm, GroupNorm, NormDomain};
+pub use unary::{unary, Activation};

@@ -1,0 +1,37 @@
+//! `shaders/unary.wgsl`: activations (SiLU, GELU-erf, QuickGELU) and scaling.
+
+use super::util::{distinct_output, same_numel, storage_type, to_u32, WG};
+use crate::gpu::{Batch, GpuResult, Grid, Spec, Tensor};
+use crate::shader;
+
+/// The function applied by [`unary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Identity = 0,
+    Silu = 1,
+    /// Exact GELU, `0.5·x·(1 + erf(x/√2))` (torch's default, diffusers' GEGLU).
+    GeluErf = 2,
+    /// CLIP's `x·σ(1.702·x)`.
+    QuickGelu = 3,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    scale: f32,
+}
+
+/// `y = act(scale · x)`.
+pub fn unary(b: &mut Batch<'_>, act: Activation, scale: f32, x: &Tensor, y: &Tensor) -> GpuResult<()> {
+    const OP: &str = "unary";
+    same_numel(OP, x, y)?;
+    distinct_output(OP, y, &[x])?;
+    let ty = storage_type(OP, &[x, y])?;
+    let n = to_u32(OP, "elements", x.numel())?;
+    let gpu = b.gpu();
+    let spec = Spec::new().u32("WG", WG).u32("OP", act as u32).ty("T", ty);
+    let kernel = gpu.kernel(&shader!("unary"), &spec)?;
+    let grid = Grid::for_elements(u64::from(n), WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+    b.dispatch(&kernel, &Params { n, scale }, &[x, y], grid)
+}

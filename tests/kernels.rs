@@ -1,0 +1,197 @@
+//! Kernel library vs CPU float64 references, in f32 storage and (where the adapter has
+//! shader-f16) f16 storage. Inputs are fresh random data each run; outputs are poisoned with
+//! NaN first so an unwritten element fails.
+
+use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions, Shape, Tensor};
+use animatediff_wgpu::ops::{self, Activation, Broadcast, GroupNorm, NormDomain};
+use animatediff_wgpu::reference::{self as r, Rng};
+use pollster::block_on;
+
+struct Case {
+    gpu: Gpu,
+    rng: Rng,
+}
+
+impl Case {
+    fn new() -> Case {
+        let gpu = block_on(Gpu::new(GpuOptions::default())).unwrap_or_else(|e| panic!("GPU adapter needed (lavapipe in CI): {e}"));
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        eprintln!("seed {seed}");
+        Case { gpu, rng: Rng::new(seed) }
+    }
+
+    fn dtypes(&self) -> Vec<DType> {
+        if self.gpu.info().shader_f16 {
+            vec![DType::F32, DType::F16]
+        } else {
+            vec![DType::F32]
+        }
+    }
+
+    /// Random values `scale·U(-1,1) + offset`, rounded to the storage type (so the reference
+    /// sees exactly what the kernel reads).
+    fn data(&mut self, n: usize, scale: f32, offset: f32, dtype: DType) -> Vec<f32> {
+        let v: Vec<f32> = self.rng.uniform_vec(n).iter().map(|x| x * scale + offset).collect();
+        if dtype == DType::F16 {
+            r::round_f16(&v)
+        } else {
+            v
+        }
+    }
+
+    fn upload(&self, data: &[f32], shape: impl Into<Shape>, dtype: DType) -> Tensor {
+        match dtype {
+            DType::F16 => self.gpu.upload_f32_as_f16(data, shape, "in").unwrap(),
+            _ => self.gpu.upload_f32(data, shape, "in").unwrap(),
+        }
+    }
+
+    fn poisoned(&self, shape: impl Into<Shape>, dtype: DType) -> Tensor {
+        let shape = shape.into();
+        self.upload(&vec![f32::NAN; shape.numel() as usize], shape, dtype)
+    }
+
+    fn read(&self, t: &Tensor) -> Vec<f32> {
+        block_on(self.gpu.read_f32(t)).unwrap()
+    }
+}
+
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 3e-3,
+        _ => 1e-5,
+    }
+}
+
+fn check(what: &str, dtype: DType, got: &[f32], want: &[f64]) {
+    let err = r::rel_l2_error(got, want);
+    eprintln!("{what} [{dtype}]: rel L2 error {err:.2e}");
+    assert!(err <= tolerance(dtype), "{what} [{dtype}]: rel L2 error {err:.3e} > {:.0e}", tolerance(dtype));
+}
+
+#[test]
+fn activations() {
+    let mut c = Case::new();
+    let n = 7 * 13 * 24 + 5;
+    for dtype in c.dtypes() {
+        let x = c.data(n, 4.0, 0.0, dtype);
+        let xt = c.upload(&x, [n], dtype);
+        for (act, f) in [
+            (Activation::Identity, (|v| v) as fn(f64) -> f64),
+            (Activation::Silu, r::silu),
+            (Activation::GeluErf, r::gelu_erf),
+            (Activation::QuickGelu, r::quick_gelu),
+        ] {
+            let scale = 1.25f32;
+            let y = c.poisoned([n], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::unary(&mut b, act, scale, &xt, &y).unwrap();
+            b.submit().unwrap();
+            let want: Vec<f64> = x.iter().map(|&v| f(f64::from(scale) * f64::from(v))).collect();
+            check(&format!("{act:?}"), dtype, &c.read(&y), &want);
+        }
+    }
+}
+
+#[test]
+fn binary_broadcasts() {
+    let mut c = Case::new();
+    let (n, p, ch) = (2usize, 7 * 13, 24usize);
+    for dtype in c.dtypes() {
+        let a = c.data(n * p * ch, 1.0, 0.0, dtype);
+        let at = c.upload(&a, [n, p, ch], dtype);
+        for (bc, blen) in [(Broadcast::Same, n * p * ch), (Broadcast::LastDim, ch), (Broadcast::PerRow { positions: p as u32 }, n * ch)] {
+            let bv = c.data(blen, 1.0, 0.0, dtype);
+            let bt = c.upload(&bv, [blen], dtype);
+            let bidx = |i: usize| match bc {
+                Broadcast::Same => i,
+                Broadcast::LastDim => i % ch,
+                Broadcast::PerRow { .. } => (i / (p * ch)) * ch + i % ch,
+            };
+            // CFG-style combine y = (1−g)·a + g·b, g = 7.5
+            let (alpha, beta) = (-6.5f32, 7.5f32);
+            let y = c.poisoned([n, p, ch], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::axpby(&mut b, alpha, &at, beta, &bt, bc, &y).unwrap();
+            b.submit().unwrap();
+            let want: Vec<f64> = (0..a.len()).map(|i| f64::from(alpha) * f64::from(a[i]) + f64::from(beta) * f64::from(bv[bidx(i)])).collect();
+            check(&format!("axpby {bc:?}"), dtype, &c.read(&y), &want);
+
+            let y = c.poisoned([n, p, ch], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::mul(&mut b, &at, &bt, bc, &y).unwrap();
+            b.submit().unwrap();
+            let want: Vec<f64> = (0..a.len()).map(|i| f64::from(a[i]) * f64::from(bv[bidx(i)])).collect();
+            check(&format!("mul {bc:?}"), dtype, &c.read(&y), &want);
+        }
+    }
+}
+
+#[test]
+fn group_norm_per_image_and_joint_over_frames() {
+    let mut c = Case::new();
+    // (videos, frames, h, w, channels, groups): odd spatial sizes, C = 24 with 3 channels per
+    // group, and SD's 32 groups on a scaled-down width.
+    for &(videos, frames, h, w, ch, groups) in &[(2usize, 3usize, 7usize, 13usize, 24usize, 8u32), (1, 4, 8, 8, 64, 32)] {
+        for dtype in c.dtypes() {
+            let images = videos * frames;
+            let x = c.data(images * h * w * ch, 3.0, 0.7, dtype);
+            let gamma = c.data(ch, 0.2, 1.0, dtype);
+            let beta = c.data(ch, 0.3, 0.0, dtype);
+            let xt = c.upload(&x, [images, h, w, ch], dtype);
+            let gt = c.upload(&gamma, [ch], dtype);
+            let bt = c.upload(&beta, [ch], dtype);
+            for (domain, sets, positions) in [
+                (NormDomain::PerImage, images, h * w),
+                (NormDomain::JointFrames { frames: frames as u32 }, videos, frames * h * w),
+            ] {
+                for silu in [false, true] {
+                    let gn = GroupNorm { groups, eps: 1e-6, domain, silu };
+                    let y = c.poisoned([images, h, w, ch], dtype);
+                    let mut b = c.gpu.batch("t");
+                    ops::group_norm(&mut b, gn, &xt, &gt, &bt, &y).unwrap();
+                    b.submit().unwrap();
+                    let want = r::group_norm(&x, &gamma, &beta, sets, positions, ch, groups as usize, 1e-6, silu);
+                    check(&format!("group_norm {domain:?} silu={silu} [{images},{h},{w},{ch}]/{groups}"), dtype, &c.read(&y), &want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn layer_norm_rows() {
+    let mut c = Case::new();
+    for &(rows, cols) in &[(7 * 13, 24usize), (5, 320), (3, 1280)] {
+        for dtype in c.dtypes() {
+            let x = c.data(rows * cols, 2.0, -0.4, dtype);
+            let gamma = c.data(cols, 0.2, 1.0, dtype);
+            let beta = c.data(cols, 0.3, 0.0, dtype);
+            let xt = c.upload(&x, [rows, cols], dtype);
+            let y = c.poisoned([rows, cols], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::layer_norm(&mut b, 1e-5, &xt, &c.upload(&gamma, [cols], dtype), &c.upload(&beta, [cols], dtype), &y).unwrap();
+            b.submit().unwrap();
+            check(&format!("layer_norm [{rows},{cols}]"), dtype, &c.read(&y), &r::layer_norm(&x, &gamma, &beta, cols, 1e-5));
+        }
+    }
+}
+
+#[test]
+fn ops_refuse_bad_shapes_and_aliasing() {
+    let c = Case::new();
+    let x = c.upload(&[1.0; 24], [2, 12], DType::F32);
+    let g = c.upload(&[1.0; 12], [12], DType::F32);
+    let mut b = c.gpu.batch("t");
+    // 12 channels do not split into 5 groups.
+    let gn = GroupNorm { groups: 5, eps: 1e-5, domain: NormDomain::PerImage, silu: false };
+    let y = c.poisoned([2, 12], DType::F32);
+    assert!(ops::group_norm(&mut b, gn, &x, &g, &g, &y).is_err());
+    // 2 images are not whole videos of 3 frames.
+    let gn = GroupNorm { groups: 4, eps: 1e-5, domain: NormDomain::JointFrames { frames: 3 }, silu: false };
+    assert!(ops::group_norm(&mut b, gn, &x, &g, &g, &y).is_err());
+    // In-place (output = input buffer) is refused rather than a validation error.
+    assert!(ops::unary(&mut b, Activation::Silu, 1.0, &x, &x).is_err());
+    // Broadcast that does not fit.
+    assert!(ops::add(&mut b, &x, &c.upload(&[1.0; 5], [5], DType::F32), Broadcast::LastDim, &y).is_err());
+}
