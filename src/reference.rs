@@ -135,6 +135,44 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], cols: usize, eps: f64)
     y
 }
 
+/// 2-D convolution with PyTorch semantics — weight `[Cout, Cin, KH, KW]` (OIHW), zero
+/// padding, optional nearest-×2 upsampling first — on channels-last `x [N, H, W, Cin]`;
+/// returns `[N, Ho, Wo, Cout]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_nhwc(x: &[f32], w_oihw: &[f32], bias: &[f32], dims: [usize; 4], cout: usize, kernel: (usize, usize), stride: usize, pad: usize, upsample: bool) -> Vec<f64> {
+    let [n, h, wd, cin] = dims;
+    let (kh, kw) = kernel;
+    let f = if upsample { 2 } else { 1 };
+    let (ih, iw) = (h * f, wd * f);
+    let ho = (ih + 2 * pad - kh) / stride + 1;
+    let wo = (iw + 2 * pad - kw) / stride + 1;
+    let mut y = vec![0f64; n * ho * wo * cout];
+    for b in 0..n {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for o in 0..cout {
+                    let mut acc = f64::from(bias[o]);
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let yy = (oy * stride + ky) as isize - pad as isize;
+                            let xx = (ox * stride + kx) as isize - pad as isize;
+                            if yy < 0 || xx < 0 || yy >= ih as isize || xx >= iw as isize {
+                                continue;
+                            }
+                            let (sy, sx) = (yy as usize / f, xx as usize / f);
+                            for i in 0..cin {
+                                acc += f64::from(x[((b * h + sy) * wd + sx) * cin + i]) * f64::from(w_oihw[((o * cin + i) * kh + ky) * kw + kx]);
+                            }
+                        }
+                    }
+                    y[((b * ho + oy) * wo + ox) * cout + o] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
 /// Round every value through f16 (what f16 storage does to an input).
 pub fn round_f16(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()

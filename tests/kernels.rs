@@ -3,7 +3,7 @@
 //! NaN first so an unwritten element fails.
 
 use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions, Shape, Tensor};
-use animatediff_wgpu::ops::{self, Activation, Broadcast, GroupNorm, NormDomain};
+use animatediff_wgpu::ops::{self, Activation, Broadcast, Conv2d, GroupNorm, NormDomain};
 use animatediff_wgpu::reference::{self as r, Rng};
 use pollster::block_on;
 
@@ -194,4 +194,52 @@ fn ops_refuse_bad_shapes_and_aliasing() {
     assert!(ops::unary(&mut b, Activation::Silu, 1.0, &x, &x).is_err());
     // Broadcast that does not fit.
     assert!(ops::add(&mut b, &x, &c.upload(&[1.0; 5], [5], DType::F32), Broadcast::LastDim, &y).is_err());
+}
+
+#[test]
+fn conv2d_variants() {
+    let mut c = Case::new();
+    // (name, cfg, n, h, w, c1, c2, cout, k, residual): 3×3 same / stride 2 / upsample on odd
+    // sizes, 1×1 with the virtual concat (up-block shortcut), C = 24.
+    let cases = [
+        ("3x3", Conv2d::SAME_3X3, 2, 7, 13, 24, 0, 24, 3, false),
+        ("3x3+residual", Conv2d::SAME_3X3, 1, 9, 6, 16, 0, 40, 3, true),
+        ("3x3 stride 2", Conv2d::DOWN_3X3, 2, 7, 13, 24, 0, 16, 3, false),
+        ("upsample 3x3", Conv2d::UP_3X3, 1, 5, 7, 24, 0, 24, 3, false),
+        ("1x1 concat", Conv2d::POINTWISE, 2, 7, 13, 24, 8, 20, 1, true),
+        ("3x3 concat", Conv2d::SAME_3X3, 1, 6, 5, 12, 20, 36, 3, false),
+        ("conv_in 4ch", Conv2d::SAME_3X3, 2, 8, 8, 4, 0, 32, 3, false),
+    ];
+    for (name, cfg, n, h, w, c1, c2, cout, k, with_res) in cases {
+        for dtype in c.dtypes() {
+            let cin = c1 + c2;
+            let x1 = c.data(n * h * w * c1, 1.0, 0.0, dtype);
+            let x2 = c.data(n * h * w * c2, 1.0, 0.0, dtype);
+            let w_oihw = c.data(cout * cin * k * k, 1.0 / ((cin * k * k) as f32).sqrt(), 0.0, dtype);
+            let bias = c.data(cout, 0.1, 0.0, dtype);
+            let (ho, wo) = cfg.output_size(h, w, k, k).unwrap();
+            let res = c.data(n * ho * wo * cout, 1.0, 0.0, dtype);
+            // CPU reference on the concatenated input and the PyTorch weight layout.
+            let mut x = Vec::with_capacity(n * h * w * cin);
+            for p in 0..n * h * w {
+                x.extend_from_slice(&x1[p * c1..(p + 1) * c1]);
+                x.extend_from_slice(&x2[p * c2..(p + 1) * c2]);
+            }
+            let mut want = r::conv2d_nhwc(&x, &w_oihw, &bias, [n, h, w, cin], cout, (k, k), cfg.stride as usize, cfg.padding as usize, cfg.upsample);
+            if with_res {
+                want.iter_mut().zip(&res).for_each(|(v, &r)| *v += f64::from(r));
+            }
+
+            let x1t = c.upload(&x1, [n, h, w, c1], dtype);
+            let x2t = (c2 > 0).then(|| c.upload(&x2, [n, h, w, c2], dtype));
+            let wt = c.upload(&ops::weight_oihw_to_ohwi(&w_oihw, cout, cin, k, k).unwrap(), [cout, k, k, cin], dtype);
+            let bt = c.upload(&bias, [cout], dtype);
+            let rt = with_res.then(|| c.upload(&res, [n, ho, wo, cout], dtype));
+            let y = c.poisoned([n, ho, wo, cout], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::conv2d(&mut b, cfg, &x1t, x2t.as_ref(), &wt, &bt, rt.as_ref(), &y).unwrap();
+            b.submit().unwrap();
+            check(&format!("conv2d {name}"), dtype, &c.read(&y), &want);
+        }
+    }
 }

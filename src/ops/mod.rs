@@ -3,6 +3,7 @@
 //! `[N, T, C]`); weights keep PyTorch's `[out, in]` layout.
 
 pub mod binary;
+pub mod conv2d;
 pub mod convert;
 pub mod fill;
 pub mod matmul;
@@ -11,6 +12,7 @@ pub mod unary;
 mod util;
 
 pub use binary::{add, axpby, mul, Broadcast};
+pub use conv2d::{conv2d, weight_oihw_to_ohwi, Conv2d};
 pub use convert::convert;
 pub use fill::fill;
 pub use matmul::{linear, Linear};

@@ -1,0 +1,125 @@
+// conv2d: implicit-GEMM 2-D convolution on channels-last data.
+//   x1 [N, H, W, C1] (+ x2 [N, H, W, C2] read as channels C1.. — "virtual concat", so the
+//   up-block skip concatenation is never materialised), optionally nearest-×2 upsampled on
+//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [Cout, KH, KW, C1+C2] (OHWI),
+//   y [N, Ho, Wo, Cout] = conv + bias (+ residual [N, Ho, Wo, Cout]).
+// GEMM view: M = N·Ho·Wo pixels × Cout outputs, K = KH·KW·Cin. Each invocation computes
+// 4 pixels × 4 output channels in registers; 8×8 invocations cover a 32×32 tile. Padding is
+// zero; out-of-range rows/columns are clamped on read and not written. Math in f32.
+
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    c1: u32,
+    c2: u32,
+    ho: u32,
+    wo: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    tiles_n: u32,
+    tiles: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x1: array<T>;
+@group(0) @binding(2) var<storage, read> x2: array<T>;
+@group(0) @binding(3) var<storage, read> wt: array<T>;
+@group(0) @binding(4) var<storage, read> bias: array<T>;
+@group(0) @binding(5) var<storage, read> residual: array<T>;
+@group(0) @binding(6) var<storage, read_write> y: array<T>;
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = linear_workgroup(wid, nwg);
+    if (tile >= p.tiles) {
+        return;
+    }
+    let m_total = p.n * p.ho * p.wo;
+    let row0 = (tile / p.tiles_n) * 32u + lid.y * 4u;
+    let col0 = (tile % p.tiles_n) * 32u + lid.x * 4u;
+    let cin = p.c1 + p.c2;
+    // Input extent as the convolution sees it.
+    var ih = p.h;
+    var iw = p.w;
+    if (UPSAMPLE) {
+        ih = 2u * p.h;
+        iw = 2u * p.w;
+    }
+
+    // Output pixel coordinates of the 4 rows (clamped into range).
+    var pn: array<u32, 4>;
+    var py: array<i32, 4>;
+    var px: array<i32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        let m = min(row0 + i, m_total - 1u);
+        pn[i] = m / (p.ho * p.wo);
+        let rem = m % (p.ho * p.wo);
+        py[i] = i32((rem / p.wo) * p.stride) - i32(p.pad);
+        px[i] = i32((rem % p.wo) * p.stride) - i32(p.pad);
+    }
+    var wrow: array<u32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        wrow[j] = min(col0 + j, p.cout - 1u) * p.kh * p.kw * cin;
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        for (var kx = 0u; kx < p.kw; kx++) {
+            // Source pixel index (in x1/x2 pixel units) per row, or -1 for zero padding.
+            var src: array<i32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                let yy = py[i] + i32(ky);
+                let xx = px[i] + i32(kx);
+                if (yy < 0 || xx < 0 || yy >= i32(ih) || xx >= i32(iw)) {
+                    src[i] = -1;
+                } else {
+                    var sy = u32(yy);
+                    var sx = u32(xx);
+                    if (UPSAMPLE) {
+                        sy /= 2u;
+                        sx /= 2u;
+                    }
+                    src[i] = i32((pn[i] * p.h + sy) * p.w + sx);
+                }
+            }
+            let kbase = (ky * p.kw + kx) * cin;
+            for (var ci = 0u; ci < cin; ci++) {
+                let b = vec4<f32>(f32(wt[wrow[0] + kbase + ci]), f32(wt[wrow[1] + kbase + ci]),
+                                  f32(wt[wrow[2] + kbase + ci]), f32(wt[wrow[3] + kbase + ci]));
+                for (var i = 0u; i < 4u; i++) {
+                    var a = 0.0;
+                    if (src[i] >= 0) {
+                        if (ci < p.c1) {
+                            a = f32(x1[u32(src[i]) * p.c1 + ci]);
+                        } else if (HAS_X2) {
+                            a = f32(x2[u32(src[i]) * p.c2 + (ci - p.c1)]);
+                        }
+                    }
+                    acc[i] = fma(vec4<f32>(a), b, acc[i]);
+                }
+            }
+        }
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let m = row0 + i;
+        if (m >= m_total) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let c = col0 + j;
+            if (c < p.cout) {
+                var v = acc[i][j] + f32(bias[c]);
+                if (HAS_RESIDUAL) {
+                    v += f32(residual[m * p.cout + c]);
+                }
+                y[m * p.cout + c] = T(v);
+            }
+        }
+    }
+}

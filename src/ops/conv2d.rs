@@ -1,0 +1,161 @@
+//! `shaders/conv2d.wgsl`: 2-D convolution (3×3 stride 1/2, 1×1, any odd kernel) as implicit
+//! GEMM on channels-last activations, with nearest-×2 upsampling folded into the input read,
+//! a "virtual concat" second input, bias and an optional fused residual add.
+
+use super::util::{distinct_output, storage_type, to_u32};
+use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
+use crate::shader;
+
+const TILE: u64 = 32;
+
+/// Convolution settings (padding is zero padding on every side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2d {
+    pub stride: u32,
+    pub padding: u32,
+    /// Nearest-neighbour ×2 upsampling of the input before the convolution (`Upsample2D`).
+    pub upsample: bool,
+}
+
+impl Conv2d {
+    pub const SAME_3X3: Conv2d = Conv2d { stride: 1, padding: 1, upsample: false };
+    pub const DOWN_3X3: Conv2d = Conv2d { stride: 2, padding: 1, upsample: false };
+    pub const UP_3X3: Conv2d = Conv2d { stride: 1, padding: 1, upsample: true };
+    pub const POINTWISE: Conv2d = Conv2d { stride: 1, padding: 0, upsample: false };
+
+    /// Output height/width for an `h × w` input and a `kh × kw` kernel.
+    pub fn output_size(&self, h: usize, w: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
+        let f = if self.upsample { 2 } else { 1 };
+        let s = self.stride.max(1) as usize;
+        let p = self.padding as usize;
+        let oh = (h * f + 2 * p).checked_sub(kh)? / s + 1;
+        let ow = (w * f + 2 * p).checked_sub(kw)? / s + 1;
+        Some((oh, ow))
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    c1: u32,
+    c2: u32,
+    ho: u32,
+    wo: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    tiles_n: u32,
+    tiles: u32,
+}
+
+/// `y = conv(concat(x1, x2)) + bias (+ residual)`: `x1 [N, H, W, C1]`, optional
+/// `x2 [N, H, W, C2]`, `w [Cout, KH, KW, C1+C2]` (OHWI, see [`weight_oihw_to_ohwi`]),
+/// `bias [Cout]`, `y` and `residual` `[N, Ho, Wo, Cout]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    b: &mut Batch<'_>,
+    cfg: Conv2d,
+    x1: &Tensor,
+    x2: Option<&Tensor>,
+    w: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+    y: &Tensor,
+) -> GpuResult<()> {
+    const OP: &str = "conv2d";
+    let inputs: Vec<&Tensor> = [Some(x1), x2, Some(w), Some(bias), residual].into_iter().flatten().collect();
+    distinct_output(OP, y, &inputs)?;
+    let ty = storage_type(OP, &[inputs.as_slice(), &[y]].concat())?;
+
+    let [n, h, wd, c1] = match *x1.dims() {
+        [n, h, w, c] => [n, h, w, c],
+        _ => return Err(GpuError::shape(OP, format!("input must be [N, H, W, C], got {x1:?}"))),
+    };
+    let c2 = match x2 {
+        Some(t) => match *t.dims() {
+            [n2, h2, w2, c] if (n2, h2, w2) == (n, h, wd) => c,
+            _ => return Err(GpuError::shape(OP, format!("second input {t:?} must be [{n}, {h}, {wd}, C2]"))),
+        },
+        None => 0,
+    };
+    let [cout, kh, kw, cin] = match *w.dims() {
+        [o, kh, kw, i] => [o, kh, kw, i],
+        _ => return Err(GpuError::shape(OP, format!("weight must be [Cout, KH, KW, Cin], got {w:?}"))),
+    };
+    if cin != c1 + c2 || cout == 0 || cin == 0 {
+        return Err(GpuError::shape(OP, format!("weight {w:?} expects {cin} input channels, inputs have {}", c1 + c2)));
+    }
+    if bias.numel() != cout as u64 {
+        return Err(GpuError::shape(OP, format!("bias {bias:?} must have {cout} elements")));
+    }
+    let (ho, wo) = cfg
+        .output_size(h, wd, kh, kw)
+        .ok_or_else(|| GpuError::shape(OP, format!("kernel {kh}×{kw} larger than the padded input {h}×{wd}")))?;
+    let out_dims = [n, ho, wo, cout];
+    if y.dims() != out_dims {
+        return Err(GpuError::shape(OP, format!("output must be {out_dims:?}, got {y:?}")));
+    }
+    if let Some(r) = residual {
+        if r.dims() != out_dims {
+            return Err(GpuError::shape(OP, format!("residual must be {out_dims:?}, got {r:?}")));
+        }
+    }
+
+    let m = (n * ho * wo) as u64;
+    let tiles_n = (cout as u64).div_ceil(TILE);
+    let tiles = m.div_ceil(TILE) * tiles_n;
+    let u = |what, v: usize| to_u32(OP, what, v as u64);
+    let params = Params {
+        n: u("batch", n)?,
+        h: u("height", h)?,
+        w: u("width", wd)?,
+        c1: u("channels", c1)?,
+        c2: u("channels", c2)?,
+        ho: u("height", ho)?,
+        wo: u("width", wo)?,
+        cout: u("out channels", cout)?,
+        kh: u("kernel", kh)?,
+        kw: u("kernel", kw)?,
+        stride: cfg.stride.max(1),
+        pad: cfg.padding,
+        tiles_n: to_u32(OP, "tiles", tiles_n)?,
+        tiles: to_u32(OP, "tiles", tiles)?,
+    };
+    // Indices inside the kernel are u32 over whole tensors.
+    to_u32(OP, "input elements", x1.numel().max(m * cout as u64))?;
+
+    let gpu = b.gpu();
+    let spec = Spec::new()
+        .bool("UPSAMPLE", cfg.upsample)
+        .bool("HAS_X2", x2.is_some())
+        .bool("HAS_RESIDUAL", residual.is_some())
+        .ty("T", ty);
+    let kernel = gpu.kernel(&shader!("conv2d"), &spec)?;
+    let grid = Grid::linear(tiles, gpu.limits().max_compute_workgroups_per_dimension)?;
+    let zeros = gpu.zeros();
+    b.dispatch(&kernel, &params, &[x1, x2.unwrap_or(zeros), w, bias, residual.unwrap_or(zeros), y], grid)
+}
+
+/// Reorder a PyTorch conv weight `[Cout, Cin, KH, KW]` (OIHW) into the `[Cout, KH, KW, Cin]`
+/// (OHWI) layout the kernel reads, so that `Cin` is contiguous like the activations.
+pub fn weight_oihw_to_ohwi<T: Copy>(w: &[T], cout: usize, cin: usize, kh: usize, kw: usize) -> Option<Vec<T>> {
+    if w.len() != cout * cin * kh * kw {
+        return None;
+    }
+    let mut out = Vec::with_capacity(w.len());
+    for o in 0..cout {
+        for y in 0..kh {
+            for x in 0..kw {
+                for i in 0..cin {
+                    out.push(w[((o * cin + i) * kh + y) * kw + x]);
+                }
+            }
+        }
+    }
+    Some(out)
+}
