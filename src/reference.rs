@@ -173,6 +173,37 @@ pub fn conv2d_nhwc(x: &[f32], w_oihw: &[f32], bias: &[f32], dims: [usize; 4], co
     y
 }
 
+/// Multi-head attention in f64 with the same strided addressing as `ops::attention`:
+/// `addr(layout, s, t, h) = (s / inner)·outer + (s % inner)·inner_stride + t·token_stride + h·D`,
+/// layouts given as `(inner, outer_stride, inner_stride, token_stride)`. Returns a copy of
+/// `q`'s buffer (as f64) with the attended rows written.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], sequences: usize, heads: usize, head_dim: usize, q_len: usize, kv_len: usize, q_layout: [usize; 4], kv_layout: [usize; 4], kv_div: usize, causal: bool, scale: f64) -> Vec<f64> {
+    let addr = |l: [usize; 4], s: usize, t: usize, h: usize| (s / l[0]) * l[1] + (s % l[0]) * l[2] + t * l[3] + h * head_dim;
+    let mut o: Vec<f64> = q.iter().map(|&x| f64::from(x)).collect();
+    for s in 0..sequences {
+        for h in 0..heads {
+            for i in 0..q_len {
+                let qa = addr(q_layout, s, i, h);
+                let n = if causal { (i + 1).min(kv_len) } else { kv_len };
+                let scores: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let ka = addr(kv_layout, s / kv_div, j, h);
+                        (0..head_dim).map(|d| f64::from(q[qa + d]) * f64::from(k[ka + d])).sum::<f64>() * scale
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..head_dim {
+                    o[qa + d] = (0..n).map(|j| e[j] * f64::from(v[addr(kv_layout, s / kv_div, j, h) + d])).sum::<f64>() / z;
+                }
+            }
+        }
+    }
+    o
+}
+
 /// Round every value through f16 (what f16 storage does to an input).
 pub fn round_f16(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()

@@ -3,7 +3,7 @@
 //! NaN first so an unwritten element fails.
 
 use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions, Shape, Tensor};
-use animatediff_wgpu::ops::{self, Activation, Broadcast, Conv2d, GroupNorm, NormDomain};
+use animatediff_wgpu::ops::{self, Activation, Broadcast, Conv2d, GroupNorm, NormDomain, TokenLayout};
 use animatediff_wgpu::reference::{self as r, Rng};
 use pollster::block_on;
 
@@ -240,6 +240,59 @@ fn conv2d_variants() {
             ops::conv2d(&mut b, cfg, &x1t, x2t.as_ref(), &wt, &bt, rt.as_ref(), &y).unwrap();
             b.submit().unwrap();
             check(&format!("conv2d {name}"), dtype, &c.read(&y), &want);
+        }
+    }
+}
+
+#[test]
+fn attention_spatial_cross_causal_and_temporal() {
+    let mut c = Case::new();
+    let lay = |l: TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
+    // (name, sequences, heads, head_dim, q_len, kv_len, kv_div, causal, temporal frames)
+    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 6] = [
+        ("self 7x13 tokens, 2 heads of 12", 2, 2, 12, 91, 91, 1, false, 0),
+        ("self, SD head dim 40", 1, 2, 40, 37, 37, 1, false, 0),
+        ("cross 77 text tokens shared by 3 frames", 6, 2, 16, 20, 77, 3, false, 0),
+        ("causal CLIP", 2, 4, 8, 77, 77, 1, true, 0),
+        ("single head 64 (VAE mid)", 1, 1, 64, 49, 49, 1, false, 0),
+        ("temporal over 16 frames", 2, 2, 12, 16, 16, 1, false, 16),
+    ];
+    for (name, seqs, heads, hd, q_len, kv_len, kv_div, causal, frames) in cases {
+        for dtype in c.dtypes() {
+            let ch = heads * hd;
+            let (ql, kvl, q_elems, kv_elems, sequences) = if frames > 0 {
+                // Activations [videos·F, P, C] with P = 5 positions per frame; one sequence per
+                // (video, position).
+                let positions = 5;
+                let l = TokenLayout::frames(frames, positions, ch);
+                let n = (seqs * frames * positions * ch) as usize;
+                (l, l, n, n, seqs * positions)
+            } else {
+                let kv_seqs = seqs.div_ceil(kv_div);
+                (TokenLayout::rows(q_len, ch), TokenLayout::rows(kv_len, ch), (seqs * q_len * ch) as usize, (kv_seqs * kv_len * ch) as usize, seqs)
+            };
+            let q = c.data(q_elems, 1.0, 0.0, dtype);
+            let k = c.data(kv_elems, 1.0, 0.0, dtype);
+            let v = c.data(kv_elems, 1.0, 0.0, dtype);
+            let a = ops::Attention {
+                sequences,
+                heads,
+                head_dim: hd,
+                q_len,
+                kv_len,
+                q_layout: ql,
+                kv_layout: kvl,
+                kv_div,
+                causal,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            let want = r::attention(&q, &k, &v, sequences as usize, heads as usize, hd as usize, q_len as usize, kv_len as usize, lay(ql), lay(kvl), kv_div as usize, causal, f64::from(a.scale));
+            let (qt, kt, vt) = (c.upload(&q, [q_elems], dtype), c.upload(&k, [kv_elems], dtype), c.upload(&v, [kv_elems], dtype));
+            let o = c.poisoned([q_elems], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::attention(&mut b, &a, &qt, &kt, &vt, &o).unwrap();
+            b.submit().unwrap();
+            check(&format!("attention {name}"), dtype, &c.read(&o), &want);
         }
     }
 }

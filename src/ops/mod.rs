@@ -2,6 +2,7 @@
 //! dispatch next to each other. Activations are channels-last (`[N, H, W, C]`, tokens
 //! `[N, T, C]`); weights keep PyTorch's `[out, in]` layout.
 
+pub mod attention;
 pub mod binary;
 pub mod conv2d;
 pub mod convert;
@@ -11,6 +12,7 @@ pub mod norm;
 pub mod unary;
 mod util;
 
+pub use attention::{attention, Attention, TokenLayout};
 pub use binary::{add, axpby, mul, Broadcast};
 pub use conv2d::{conv2d, weight_oihw_to_ohwi, Conv2d};
 pub use convert::convert;

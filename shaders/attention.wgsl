@@ -1,0 +1,87 @@
+// attention: softmax(q·kᵀ·scale [+ causal mask])·v with an online softmax in f32 — the
+// score matrix is never materialised ("flash" style). One invocation per (sequence, head,
+// query); it keeps its query row and output accumulator (HEAD_DIM floats) in registers and
+// streams the keys/values. No workgroup memory, so it is also the fast path where barriers
+// are expensive (lavapipe, SwiftShader); the tiled variant is the kernel library's next step.
+//
+// Layout-agnostic addressing (elements): token t of head h in sequence s is at
+//   (s / inner)·outer_stride + (s % inner)·inner_stride + t·token_stride + h·HEAD_DIM
+// Spatial/cross attention on [B, T, H·D] tokens: inner = 1, outer_stride = T·C,
+// token_stride = C. Temporal attention on frame-major [B·F, HW, C] activations: a sequence is
+// one (video, position) pair: inner = HW, outer_stride = F·HW·C, inner_stride = C,
+// token_stride = HW·C — no transpose. K/V sequences are s / kv_div (text K/V shared by the
+// F frames of a video).
+
+struct Layout {
+    inner: u32,
+    outer_stride: u32,
+    inner_stride: u32,
+    token_stride: u32,
+}
+
+struct Params {
+    q: Layout,
+    kv: Layout,
+    sequences: u32,
+    heads: u32,
+    q_len: u32,
+    kv_len: u32,
+    kv_div: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<T>;
+@group(0) @binding(3) var<storage, read> v: array<T>;
+@group(0) @binding(4) var<storage, read_write> o: array<T>;
+
+fn addr(l: Layout, s: u32, t: u32, h: u32) -> u32 {
+    return (s / l.inner) * l.outer_stride + (s % l.inner) * l.inner_stride + t * l.token_stride + h * HEAD_DIM;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let id = linear_workgroup(wid, nwg) * WG + lid;
+    if (id >= p.sequences * p.heads * p.q_len) {
+        return;
+    }
+    let i = id % p.q_len;
+    let h = (id / p.q_len) % p.heads;
+    let s = id / (p.q_len * p.heads);
+    let qa = addr(p.q, s, i, h);
+
+    var qr: array<f32, HEAD_DIM>;
+    var acc: array<f32, HEAD_DIM>;
+    for (var d = 0u; d < HEAD_DIM; d++) {
+        qr[d] = f32(q[qa + d]) * p.scale;
+        acc[d] = 0.0;
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    var n_keys = p.kv_len;
+    if (CAUSAL) {
+        n_keys = min(i + 1u, p.kv_len);
+    }
+    let skv = s / p.kv_div;
+    for (var j = 0u; j < n_keys; j++) {
+        let ka = addr(p.kv, skv, j, h);
+        var sc = 0.0;
+        for (var d = 0u; d < HEAD_DIM; d++) {
+            sc = fma(qr[d], f32(k[ka + d]), sc);
+        }
+        let m_new = max(m, sc);
+        let corr = exp(m - m_new);
+        let e = exp(sc - m_new);
+        l = l * corr + e;
+        for (var d = 0u; d < HEAD_DIM; d++) {
+            acc[d] = fma(e, f32(v[ka + d]), acc[d] * corr);
+        }
+        m = m_new;
+    }
+    let inv = 1.0 / l;
+    for (var d = 0u; d < HEAD_DIM; d++) {
+        o[qa + d] = T(acc[d] * inv);
+    }
+}

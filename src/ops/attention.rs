@@ -1,0 +1,108 @@
+//! `shaders/attention.wgsl`: multi-head attention with an online softmax, over any token
+//! layout expressible as (sequence, token, head) strides — spatial self-attention,
+//! cross-attention with per-video text K/V, causal CLIP attention, and temporal (motion
+//! module) attention directly on frame-major activations.
+
+use super::util::{distinct_output, storage_type, to_u32};
+use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
+use crate::shader;
+
+const WG: u32 = 64;
+
+/// Where the tokens of each sequence live (element strides; a token's heads are contiguous:
+/// `[.., heads·head_dim]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct TokenLayout {
+    pub inner: u32,
+    pub outer_stride: u32,
+    pub inner_stride: u32,
+    pub token_stride: u32,
+}
+
+impl TokenLayout {
+    /// `[S, T, C]`: sequence `s` is row block `s`.
+    pub fn rows(tokens: u32, channels: u32) -> TokenLayout {
+        TokenLayout { inner: 1, outer_stride: tokens * channels, inner_stride: 0, token_stride: channels }
+    }
+
+    /// Frame-major `[B·F, P, C]` activations attended over frames: sequence `b·P + p`, token
+    /// = frame.
+    pub fn frames(frames: u32, positions: u32, channels: u32) -> TokenLayout {
+        TokenLayout { inner: positions, outer_stride: frames * positions * channels, inner_stride: channels, token_stride: positions * channels }
+    }
+}
+
+/// Attention problem description.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    pub sequences: u32,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub q_len: u32,
+    pub kv_len: u32,
+    pub q_layout: TokenLayout,
+    pub kv_layout: TokenLayout,
+    /// Query sequence `s` uses K/V sequence `s / kv_div`.
+    pub kv_div: u32,
+    pub causal: bool,
+    /// Softmax scale (usually `1/√head_dim`).
+    pub scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    q: TokenLayout,
+    kv: TokenLayout,
+    sequences: u32,
+    heads: u32,
+    q_len: u32,
+    kv_len: u32,
+    kv_div: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+fn max_index(l: &TokenLayout, seqs: u64, len: u64, heads: u64, head_dim: u64) -> u64 {
+    let s = seqs.saturating_sub(1);
+    (s / u64::from(l.inner.max(1))) * u64::from(l.outer_stride)
+        + (s % u64::from(l.inner.max(1))) * u64::from(l.inner_stride)
+        + len.saturating_sub(1) * u64::from(l.token_stride)
+        + heads * head_dim
+}
+
+/// `o = softmax(q·kᵀ·scale)·v` per head; `o` has `q`'s layout.
+pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor) -> GpuResult<()> {
+    const OP: &str = "attention";
+    distinct_output(OP, o, &[q, k, v])?;
+    let ty = storage_type(OP, &[q, k, v, o])?;
+    if a.head_dim == 0 || a.head_dim > 256 || a.heads == 0 || a.kv_len == 0 || a.kv_div == 0 || a.q_layout.inner == 0 || a.kv_layout.inner == 0 {
+        return Err(GpuError::shape(OP, format!("invalid problem {a:?}")));
+    }
+    let (hs, hd) = (u64::from(a.heads), u64::from(a.head_dim));
+    let kv_seqs = u64::from(a.sequences).div_ceil(u64::from(a.kv_div));
+    if max_index(&a.q_layout, a.sequences.into(), a.q_len.into(), hs, hd) > q.numel().min(o.numel())
+        || max_index(&a.kv_layout, kv_seqs, a.kv_len.into(), hs, hd) > k.numel().min(v.numel())
+    {
+        return Err(GpuError::shape(OP, format!("{a:?} reads past q {q:?} / k {k:?} / v {v:?} / o {o:?}")));
+    }
+    let threads = u64::from(a.sequences) * hs * u64::from(a.q_len);
+    to_u32(OP, "queries", threads)?;
+    let params = Params {
+        q: a.q_layout,
+        kv: a.kv_layout,
+        sequences: a.sequences,
+        heads: a.heads,
+        q_len: a.q_len,
+        kv_len: a.kv_len,
+        kv_div: a.kv_div,
+        scale: a.scale,
+        _pad: [0; 2],
+    };
+    let gpu = b.gpu();
+    let spec = Spec::new().u32("WG", WG).u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
+    let kernel = gpu.kernel(&shader!("attention"), &spec)?;
+    let grid = Grid::for_elements(threads, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+    b.dispatch(&kernel, &params, &[q, k, v, o], grid)
+}
