@@ -1,5 +1,6 @@
 // binary: y[i] = alpha·a[i] + beta·b[j]   (OP 0)   or   y[i] = a[i]·b[j]   (OP 1)
-// with b broadcast: j = (i / (inner·rep))·inner + i % inner. Same shape: inner = n, rep = 1;
+// with b broadcast: j = (g / (inner·rep))·inner + g % inner, g = i0 + i the element's index in
+// the whole tensor (i0 ≠ 0 when the host splits a over several dispatches and shares b). Same shape: inner = n, rep = 1;
 // a per-channel vector [C] on [.., C]: inner = C, rep = n / C; a per-image [N, C] vector on
 // [N, HW, C]: inner = C, rep = HW. Covers bias / residual adds, time-embedding adds, CFG
 // combine (u + g(c − u) = (1−g)·u + g·c) and scaling. T: storage type; math in f32.
@@ -10,6 +11,7 @@ struct Params {
     rep: u32,
     alpha: f32,
     beta: f32,
+    i0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,7 +26,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= p.n) {
         return;
     }
-    let j = (i / (p.inner * p.rep)) * p.inner + i % p.inner;
+    let g = p.i0 + i;
+    let j = (g / (p.inner * p.rep)) * p.inner + g % p.inner;
     let av = f32(a[i]);
     let bv = f32(b[j]);
     var r: f32;

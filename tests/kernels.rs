@@ -296,3 +296,93 @@ fn attention_spatial_cross_causal_and_temporal() {
         }
     }
 }
+
+/// A device whose storage bindings are capped at 64 KiB: every op must split its work over
+/// several dispatches / bindings and still match the references exactly as unsplit.
+#[test]
+fn ops_split_work_when_tensors_exceed_the_binding_limit() {
+    let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: Some(64 << 10), ..GpuOptions::default() })).unwrap();
+    assert_eq!(gpu.max_binding(), 64 << 10);
+    let mut c = Case { gpu, rng: Rng::new(42 ^ std::process::id() as u64) };
+    let dt = DType::F32;
+    let run = |c: &Case, f: &dyn Fn(&mut animatediff_wgpu::gpu::Batch<'_>)| {
+        let mut b = c.gpu.batch("t");
+        f(&mut b);
+        let dispatches = b.dispatch_count();
+        b.submit().unwrap();
+        dispatches
+    };
+
+    // unary over 200 KB
+    let n = 50_000;
+    let x = c.data(n, 3.0, 0.0, dt);
+    let (xt, y) = (c.upload(&x, [n], dt), c.poisoned([n], dt));
+    let d = run(&c, &|b| ops::unary(b, Activation::Silu, 1.0, &xt, &y).unwrap());
+    assert!(d >= 4, "expected a split dispatch, got {d}");
+    check("split unary", dt, &c.read(&y), &x.iter().map(|&v| r::silu(f64::from(v))).collect::<Vec<_>>());
+
+    // binary, each broadcast mode, on [20, 91, 24] (175 KB)
+    let (rows, p, ch) = (20usize, 91usize, 24usize);
+    let a = c.data(rows * p * ch, 1.0, 0.0, dt);
+    let at = c.upload(&a, [rows, p, ch], dt);
+    for (bc, blen) in [(Broadcast::Same, rows * p * ch), (Broadcast::LastDim, ch), (Broadcast::PerRow { positions: p as u32 }, rows * ch)] {
+        let bv = c.data(blen, 1.0, 0.0, dt);
+        let bt = c.upload(&bv, [blen], dt);
+        let y = c.poisoned([rows, p, ch], dt);
+        assert!(run(&c, &|b| ops::axpby(b, 0.5, &at, 2.0, &bt, bc, &y).unwrap()) > 1);
+        let bidx = |i: usize| match bc {
+            Broadcast::Same => i,
+            Broadcast::LastDim => i % ch,
+            Broadcast::PerRow { .. } => (i / (p * ch)) * ch + i % ch,
+        };
+        let want: Vec<f64> = (0..a.len()).map(|i| 0.5 * f64::from(a[i]) + 2.0 * f64::from(bv[bidx(i)])).collect();
+        check(&format!("split axpby {bc:?}"), dt, &c.read(&y), &want);
+    }
+
+    // linear: x [2000, 24] (192 KB), y [2000, 40]
+    let (m, k, nn) = (2000, 24, 40);
+    let (x, w, bias) = (c.data(m * k, 1.0, 0.0, dt), c.data(nn * k, 1.0, 0.0, dt), c.data(nn, 1.0, 0.0, dt));
+    let (xt, wt, bt, y) = (c.upload(&x, [m, k], dt), c.upload(&w, [nn, k], dt), c.upload(&bias, [nn], dt), c.poisoned([m, nn], dt));
+    assert!(run(&c, &|b| ops::linear(b, &xt, &wt, Some(&bt), &y).unwrap()) > 1);
+    check("split linear", dt, &c.read(&y), &r::linear(&x, &w, Some(&bias), m, nn, k));
+
+    // layer norm rows [2000, 24]
+    let (g, be) = (c.data(k, 0.2, 1.0, dt), c.data(k, 0.2, 0.0, dt));
+    let (gt, bet, y) = (c.upload(&g, [k], dt), c.upload(&be, [k], dt), c.poisoned([m, k], dt));
+    assert!(run(&c, &|b| ops::layer_norm(b, 1e-5, &xt, &gt, &bet, &y).unwrap()) > 1);
+    check("split layer_norm", dt, &c.read(&y), &r::layer_norm(&x, &g, &be, k, 1e-5));
+
+    // group norm: 12 images of 16×16×24 (288 KB), per image and joint over 2 frames
+    let (imgs, hw) = (12usize, 16 * 16);
+    let x = c.data(imgs * hw * k, 2.0, 0.3, dt);
+    let xt = c.upload(&x, [imgs, 16, 16, k], dt);
+    for (domain, sets, positions) in [(NormDomain::PerImage, imgs, hw), (NormDomain::JointFrames { frames: 2 }, imgs / 2, 2 * hw)] {
+        let y = c.poisoned([imgs, 16, 16, k], dt);
+        let gn = GroupNorm { groups: 8, eps: 1e-6, domain, silu: true };
+        assert!(run(&c, &|b| ops::group_norm(b, gn, &xt, &gt, &bet, &y).unwrap()) > 2);
+        check(&format!("split group_norm {domain:?}"), dt, &c.read(&y), &r::group_norm(&x, &g, &be, sets, positions, k, 8, 1e-6, true));
+    }
+
+    // conv 3×3 with residual over 12 images
+    let cout = 16;
+    let w_oihw = c.data(cout * k * 9, 0.2, 0.0, dt);
+    let cb = c.data(cout, 0.1, 0.0, dt);
+    let res = c.data(imgs * hw * cout, 1.0, 0.0, dt);
+    let wt = c.upload(&ops::weight_oihw_to_ohwi(&w_oihw, cout, k, 3, 3).unwrap(), [cout, 3, 3, k], dt);
+    let (cbt, rt, y) = (c.upload(&cb, [cout], dt), c.upload(&res, [imgs, 16, 16, cout], dt), c.poisoned([imgs, 16, 16, cout], dt));
+    assert!(run(&c, &|b| ops::conv2d(b, Conv2d::SAME_3X3, &xt, None, &wt, &cbt, Some(&rt), &y).unwrap()) > 1);
+    let mut want = r::conv2d_nhwc(&x, &w_oihw, &cb, [imgs, 16, 16, k], cout, (3, 3), 1, 1, false);
+    want.iter_mut().zip(&res).for_each(|(v, &r)| *v += f64::from(r));
+    check("split conv2d", dt, &c.read(&y), &want);
+
+    // temporal attention: 8 videos × 8 frames × 20 positions × 24 channels (123 KB)
+    let (videos, frames, positions) = (8u32, 8u32, 20u32);
+    let l = TokenLayout::frames(frames, positions, k as u32);
+    let len = (videos * frames * positions) as usize * k;
+    let (q, kk, v) = (c.data(len, 1.0, 0.0, dt), c.data(len, 1.0, 0.0, dt), c.data(len, 1.0, 0.0, dt));
+    let (qt, kt, vt, o) = (c.upload(&q, [len], dt), c.upload(&kk, [len], dt), c.upload(&v, [len], dt), c.poisoned([len], dt));
+    let a = ops::Attention { sequences: videos * positions, heads: 2, head_dim: 12, q_len: frames, kv_len: frames, q_layout: l, kv_layout: l, kv_div: 1, causal: false, scale: 0.3 };
+    assert!(run(&c, &|b| ops::attention(b, &a, &qt, &kt, &vt, &o).unwrap()) > 1);
+    let lay = [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
+    check("split temporal attention", dt, &c.read(&o), &r::attention(&q, &kk, &v, (videos * positions) as usize, 2, 12, frames as usize, frames as usize, lay, lay, 1, false, 0.3));
+}

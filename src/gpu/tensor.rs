@@ -220,6 +220,36 @@ impl Tensor {
         })
     }
 
+    /// Bytes per element for sliceable (unpacked) types.
+    fn element_bytes(&self) -> Option<u64> {
+        match self.dtype {
+            DType::F32 | DType::U32 => Some(4),
+            DType::F16 => Some(2),
+            DType::Q8 { .. } | DType::Q4 { .. } => None,
+        }
+    }
+
+    /// Rows `[start, start + count)` of this tensor seen as `units` equal rows. The result
+    /// keeps the inner dimensions when `units` equals the leading dimension, otherwise it is
+    /// `[count, numel / units]`. `None` when the rows do not divide the tensor, the range is
+    /// out of bounds, or the slice would start at an offset that is not [`TENSOR_ALIGN`]ed.
+    pub fn slice_units(&self, start: u64, count: u64, units: u64) -> Option<Tensor> {
+        let per = (units > 0 && self.numel() % units == 0).then(|| self.numel() / units)?;
+        if start.checked_add(count)? > units {
+            return None;
+        }
+        let offset = self.offset + start * per * self.element_bytes()?;
+        let dims = self.shape.dims();
+        let shape = if dims.first().map(|&d| d as u64) == Some(units) {
+            let mut d = dims.to_vec();
+            d[0] = count as usize;
+            Shape::new(d)
+        } else {
+            Shape::new(vec![count as usize, per as usize])
+        };
+        Tensor::view(self.buffer.clone(), offset, shape, self.dtype)
+    }
+
     /// Same storage, new shape with the same number of elements.
     pub fn reshape(&self, shape: impl Into<Shape>) -> Option<Tensor> {
         let shape = shape.into();

@@ -3,7 +3,7 @@
 //! cross-attention with per-video text K/V, causal CLIP attention, and temporal (motion
 //! module) attention directly on frame-major activations.
 
-use super::util::{distinct_output, storage_type, to_u32};
+use super::util::{distinct_output, gcd, split_units, storage_type, to_u32};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -87,22 +87,37 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
     {
         return Err(GpuError::shape(OP, format!("{a:?} reads past q {q:?} / k {k:?} / v {v:?} / o {o:?}")));
     }
-    let threads = u64::from(a.sequences) * hs * u64::from(a.q_len);
-    to_u32(OP, "queries", threads)?;
-    let params = Params {
-        q: a.q_layout,
-        kv: a.kv_layout,
-        sequences: a.sequences,
-        heads: a.heads,
-        q_len: a.q_len,
-        kv_len: a.kv_len,
-        kv_div: a.kv_div,
-        scale: a.scale,
-        _pad: [0; 2],
-    };
     let gpu = b.gpu();
     let spec = Spec::new().u32("WG", WG).u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
     let kernel = gpu.kernel(&shader!("attention"), &spec)?;
-    let grid = Grid::for_elements(threads, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
-    b.dispatch(&kernel, &params, &[q, k, v, o], grid)
+    // Split into groups of whole q blocks and whole K/V blocks when a tensor exceeds one
+    // binding: a group is lcm(q inner, kv_div · kv inner) sequences.
+    let (qi, kvb) = (u64::from(a.q_layout.inner), u64::from(a.kv_div) * u64::from(a.kv_layout.inner));
+    let group = qi / gcd(qi, kvb) * kvb;
+    let sequences = u64::from(a.sequences);
+    let units = if sequences % group == 0 && q.numel() % (sequences / group) == 0 && k.numel() % (sequences / group) == 0 {
+        sequences / group
+    } else {
+        1
+    };
+    for ch in split_units(gpu, OP, units, &[q, k, v, o])? {
+        let seqs = if units == 1 { sequences } else { ch.count * group };
+        let threads = seqs * hs * u64::from(a.q_len);
+        let params = Params {
+            q: a.q_layout,
+            kv: a.kv_layout,
+            sequences: to_u32(OP, "sequences", seqs)?,
+            heads: a.heads,
+            q_len: a.q_len,
+            kv_len: a.kv_len,
+            kv_div: a.kv_div,
+            scale: a.scale,
+            _pad: [0; 2],
+        };
+        to_u32(OP, "queries", threads)?;
+        let grid = Grid::for_elements(threads, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+        let p = &ch.parts;
+        b.dispatch(&kernel, &params, &[&p[0], &p[1], &p[2], &p[3]], grid)?;
+    }
+    Ok(())
 }

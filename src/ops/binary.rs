@@ -1,6 +1,6 @@
 //! `shaders/binary.wgsl`: `alpha·a + beta·b` and `a·b` with `b` broadcast over `a`.
 
-use super::util::{distinct_output, same_numel, storage_type, to_u32, WG};
+use super::util::{distinct_output, same_numel, split_units, storage_type, to_u32, WG};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -23,8 +23,10 @@ struct Params {
     rep: u32,
     alpha: f32,
     beta: f32,
+    i0: u32,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dispatch(bt: &mut Batch<'_>, op_code: u32, a: &Tensor, b: &Tensor, y: &Tensor, bc: Broadcast, alpha: f32, beta: f32) -> GpuResult<()> {
     const OP: &str = "binary";
     same_numel(OP, a, y)?;
@@ -32,25 +34,44 @@ fn dispatch(bt: &mut Batch<'_>, op_code: u32, a: &Tensor, b: &Tensor, y: &Tensor
     let ty = storage_type(OP, &[a, b, y])?;
     let n = a.numel();
     let c = a.shape().dim(-1).unwrap_or(1) as u64;
-    let (inner, rep) = match bc {
-        Broadcast::Same => (n, 1),
-        Broadcast::LastDim => (c, n / c.max(1)),
-        Broadcast::PerRow { positions } => (c, u64::from(positions)),
+    // (inner, rep) of the kernel's broadcast rule and the expected size of b. When a binding
+    // is too small the work splits by elements: b is split alongside a when it has a's shape,
+    // otherwise shared and indexed by the element's global position (`i0`).
+    let (inner, rep, b_len, split_b) = match bc {
+        Broadcast::Same => (n, 1, n, true),
+        Broadcast::LastDim => (c, n / c.max(1), c, false),
+        Broadcast::PerRow { positions } => {
+            let p = u64::from(positions);
+            (c, p, n / p.max(1), false)
+        }
     };
-    let expected_b = match bc {
-        Broadcast::Same => n,
-        Broadcast::LastDim => c,
-        Broadcast::PerRow { .. } => n / (rep.max(1)),
-    };
-    if b.numel() != expected_b || inner == 0 || rep == 0 || n % (inner * rep) != 0 {
+    if b.numel() != b_len || inner == 0 || rep == 0 || n % (inner * rep) != 0 {
         return Err(GpuError::shape(OP, format!("{b:?} cannot broadcast over {a:?} as {bc:?}")));
     }
-    let params = Params { n: to_u32(OP, "elements", n)?, inner: to_u32(OP, "inner", inner)?, rep: to_u32(OP, "rep", rep)?, alpha, beta };
     let gpu = bt.gpu();
     let spec = Spec::new().u32("WG", WG).u32("OP", op_code).ty("T", ty);
     let kernel = gpu.kernel(&shader!("binary"), &spec)?;
-    let grid = Grid::for_elements(n, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
-    bt.dispatch(&kernel, &params, &[a, b, y], grid)
+    let split: Vec<&Tensor> = if split_b { vec![a, y, b] } else { vec![a, y] };
+    for ch in split_units(gpu, OP, n, &split)? {
+        let (a_c, y_c) = (&ch.parts[0], &ch.parts[1]);
+        let b_c = ch.parts.get(2).unwrap_or(b);
+        let n_c = a_c.numel();
+        let (inner_c, rep_c) = match bc {
+            Broadcast::Same => (n_c, 1),
+            _ => (inner, rep),
+        };
+        let params = Params {
+            n: to_u32(OP, "elements", n_c)?,
+            inner: to_u32(OP, "inner", inner_c)?,
+            rep: to_u32(OP, "rep", rep_c)?,
+            alpha,
+            beta,
+            i0: if split_b { 0 } else { to_u32(OP, "element offset", ch.start)? },
+        };
+        let grid = Grid::for_elements(n_c, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+        bt.dispatch(&kernel, &params, &[a_c, b_c, y_c], grid)?;
+    }
+    Ok(())
 }
 
 /// `y = alpha·a + beta·b` (`b` broadcast as `bc`).

@@ -2,7 +2,7 @@
 //! GEMM on channels-last activations, with nearest-×2 upsampling folded into the input read,
 //! a "virtual concat" second input, bias and an optional fused residual add.
 
-use super::util::{distinct_output, storage_type, to_u32};
+use super::util::{distinct_output, split_units, storage_type, to_u32};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -106,29 +106,6 @@ pub fn conv2d(
         }
     }
 
-    let m = (n * ho * wo) as u64;
-    let tiles_n = (cout as u64).div_ceil(TILE);
-    let tiles = m.div_ceil(TILE) * tiles_n;
-    let u = |what, v: usize| to_u32(OP, what, v as u64);
-    let params = Params {
-        n: u("batch", n)?,
-        h: u("height", h)?,
-        w: u("width", wd)?,
-        c1: u("channels", c1)?,
-        c2: u("channels", c2)?,
-        ho: u("height", ho)?,
-        wo: u("width", wo)?,
-        cout: u("out channels", cout)?,
-        kh: u("kernel", kh)?,
-        kw: u("kernel", kw)?,
-        stride: cfg.stride.max(1),
-        pad: cfg.padding,
-        tiles_n: to_u32(OP, "tiles", tiles_n)?,
-        tiles: to_u32(OP, "tiles", tiles)?,
-    };
-    // Indices inside the kernel are u32 over whole tensors.
-    to_u32(OP, "input elements", x1.numel().max(m * cout as u64))?;
-
     let gpu = b.gpu();
     let spec = Spec::new()
         .bool("UPSAMPLE", cfg.upsample)
@@ -136,9 +113,40 @@ pub fn conv2d(
         .bool("HAS_RESIDUAL", residual.is_some())
         .ty("T", ty);
     let kernel = gpu.kernel(&shader!("conv2d"), &spec)?;
-    let grid = Grid::linear(tiles, gpu.limits().max_compute_workgroups_per_dimension)?;
     let zeros = gpu.zeros();
-    b.dispatch(&kernel, &params, &[x1, x2.unwrap_or(zeros), w, bias, residual.unwrap_or(zeros), y], grid)
+    let u = |what, v: usize| to_u32(OP, what, v as u64);
+    // Whole images per chunk when activations exceed one storage binding.
+    let split: Vec<&Tensor> = [Some(x1), Some(y), x2, residual].into_iter().flatten().collect();
+    for ch in split_units(gpu, OP, n as u64, &split)? {
+        let (x1c, yc) = (&ch.parts[0], &ch.parts[1]);
+        let mut rest = ch.parts[2..].iter();
+        let x2c = x2.and_then(|_| rest.next());
+        let rc = residual.and_then(|_| rest.next());
+        let m = ch.count * (ho * wo) as u64;
+        let tiles_n = (cout as u64).div_ceil(TILE);
+        let tiles = m.div_ceil(TILE) * tiles_n;
+        // Indices inside the kernel are u32 over whole bindings.
+        to_u32(OP, "elements", x1c.numel().max(m * cout as u64))?;
+        let params = Params {
+            n: to_u32(OP, "batch", ch.count)?,
+            h: u("height", h)?,
+            w: u("width", wd)?,
+            c1: u("channels", c1)?,
+            c2: u("channels", c2)?,
+            ho: u("height", ho)?,
+            wo: u("width", wo)?,
+            cout: u("out channels", cout)?,
+            kh: u("kernel", kh)?,
+            kw: u("kernel", kw)?,
+            stride: cfg.stride.max(1),
+            pad: cfg.padding,
+            tiles_n: to_u32(OP, "tiles", tiles_n)?,
+            tiles: to_u32(OP, "tiles", tiles)?,
+        };
+        let grid = Grid::linear(tiles, gpu.limits().max_compute_workgroups_per_dimension)?;
+        b.dispatch(&kernel, &params, &[x1c, x2c.unwrap_or(zeros), w, bias, rc.unwrap_or(zeros), yc], grid)?;
+    }
+    Ok(())
 }
 
 /// Reorder a PyTorch conv weight `[Cout, Cin, KH, KW]` (OIHW) into the `[Cout, KH, KW, Cin]`

@@ -1,9 +1,8 @@
 //! `shaders/convert.wgsl`: element type conversion between f32 and f16 storage.
 
+use super::util::{distinct_output, split_units, to_u32, WG};
 use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
-
-const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -24,10 +23,14 @@ pub fn convert(b: &mut Batch<'_>, x: &Tensor, y: &Tensor) -> GpuResult<()> {
     if x.numel() != y.numel() {
         return Err(GpuError::shape("convert", format!("{x:?} and {y:?} differ in element count")));
     }
+    distinct_output("convert", y, &[x])?;
     let spec = Spec::new().u32("WG", WG).ty("SRC", wgsl_type("convert", x)?).ty("DST", wgsl_type("convert", y)?);
-    let n = u32::try_from(x.numel()).map_err(|_| GpuError::shape("convert", format!("{x:?} too large")))?;
     let gpu = b.gpu();
     let kernel = gpu.kernel(&shader!("convert"), &spec)?;
-    let grid = Grid::for_elements(u64::from(n), WG, gpu.limits().max_compute_workgroups_per_dimension)?;
-    b.dispatch(&kernel, &Params { n }, &[x, y], grid)
+    for ch in split_units(gpu, "convert", x.numel(), &[x, y])? {
+        let n = to_u32("convert", "elements", ch.count)?;
+        let grid = Grid::for_elements(ch.count, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+        b.dispatch(&kernel, &Params { n }, &[&ch.parts[0], &ch.parts[1]], grid)?;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `shaders/matmul.wgsl`: linear layer `y = x · wᵀ (+ bias)` with `w` in `[out, in]` layout.
 
+use super::util::{distinct_output, split_units};
 use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -56,25 +57,28 @@ impl Linear {
     }
 }
 
-/// `y = x · wᵀ (+ bias)`.
+/// `y = x · wᵀ (+ bias)`. Inputs larger than one storage binding are processed in row
+/// chunks; the weight must fit in one binding.
 pub fn linear(b: &mut Batch<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<()> {
     let s = Linear::infer(x, w, bias, y)?;
-    if s.m == 0 {
-        return Ok(());
-    }
-    let too_big = || GpuError::shape("linear", format!("{s:?} exceeds 32-bit indexing"));
-    let tiles_n = s.n.div_ceil(TILE);
-    let tiles = s.m.div_ceil(TILE).checked_mul(tiles_n).ok_or_else(too_big)?;
-    let params = Params {
-        m: u32::try_from(s.m).map_err(|_| too_big())?,
-        n: u32::try_from(s.n).map_err(|_| too_big())?,
-        k: u32::try_from(s.k).map_err(|_| too_big())?,
-        tiles_n: u32::try_from(tiles_n).map_err(|_| too_big())?,
-        tiles: u32::try_from(tiles).map_err(|_| too_big())?,
-    };
+    distinct_output("linear", y, &[x, w])?;
     let gpu = b.gpu();
     let kernel = gpu.kernel(&shader!("matmul"), &Spec::new().bool("HAS_BIAS", bias.is_some()))?;
-    let grid = Grid::linear(tiles as u64, gpu.limits().max_compute_workgroups_per_dimension)?;
     let bias = bias.unwrap_or(gpu.zeros());
-    b.dispatch(&kernel, &params, &[x, w, bias, y], grid)
+    for ch in split_units(gpu, "linear", s.m as u64, &[x, y])? {
+        let m = ch.count as usize;
+        let too_big = || GpuError::shape("linear", format!("{s:?} exceeds 32-bit indexing"));
+        let tiles_n = s.n.div_ceil(TILE);
+        let tiles = m.div_ceil(TILE).checked_mul(tiles_n).ok_or_else(too_big)?;
+        let params = Params {
+            m: u32::try_from(m).map_err(|_| too_big())?,
+            n: u32::try_from(s.n).map_err(|_| too_big())?,
+            k: u32::try_from(s.k).map_err(|_| too_big())?,
+            tiles_n: u32::try_from(tiles_n).map_err(|_| too_big())?,
+            tiles: u32::try_from(tiles).map_err(|_| too_big())?,
+        };
+        let grid = Grid::linear(tiles as u64, gpu.limits().max_compute_workgroups_per_dimension)?;
+        b.dispatch(&kernel, &params, &[&ch.parts[0], w, bias, &ch.parts[1]], grid)?;
+    }
+    Ok(())
 }

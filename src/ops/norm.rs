@@ -1,7 +1,7 @@
 //! `shaders/groupnorm_stats.wgsl` + `shaders/groupnorm_apply.wgsl` (GroupNorm, optional
 //! fused SiLU) and `shaders/layernorm.wgsl`. Activations are channels-last: `[N, .., C]`.
 
-use super::util::{distinct_output, same_numel, storage_type, to_u32, WG};
+use super::util::{distinct_output, same_numel, split_units, storage_type, to_u32, WG};
 use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -73,21 +73,24 @@ pub fn group_norm(b: &mut Batch<'_>, gn: GroupNorm, x: &Tensor, gamma: &Tensor, 
 
     let gpu = b.gpu();
     let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
-    let stats = gpu.empty([sets as usize, gn.groups as usize, 2], DType::F32, "group_norm.stats")?;
-
-    let sp = StatsParams {
-        sets: to_u32(OP, "sets", sets)?,
-        positions: to_u32(OP, "positions", positions)?,
-        channels: to_u32(OP, "channels", channels)?,
-        groups: gn.groups,
-        eps: gn.eps,
-    };
-    let k = gpu.kernel(&shader!("groupnorm_stats", "reduce"), &Spec::new().u32("WG", WG).ty("T", ty))?;
-    b.dispatch(&k, &sp, &[x, &stats], Grid::linear(sets * u64::from(gn.groups), max_dim)?)?;
-
-    let ap = ApplyParams { n: to_u32(OP, "elements", x.numel())?, positions: sp.positions, channels: sp.channels, groups: gn.groups };
-    let k = gpu.kernel(&shader!("groupnorm_apply"), &Spec::new().u32("WG", WG).bool("SILU", gn.silu).ty("T", ty))?;
-    b.dispatch(&k, &ap, &[x, &stats, gamma, beta, y], Grid::for_elements(x.numel(), WG, max_dim)?)
+    let stats_kernel = gpu.kernel(&shader!("groupnorm_stats", "reduce"), &Spec::new().u32("WG", WG).ty("T", ty))?;
+    let apply_kernel = gpu.kernel(&shader!("groupnorm_apply"), &Spec::new().u32("WG", WG).bool("SILU", gn.silu).ty("T", ty))?;
+    // Whole statistic sets per chunk when x exceeds one binding.
+    for ch in split_units(gpu, OP, sets, &[x, y])? {
+        let (xs, ys) = (&ch.parts[0], &ch.parts[1]);
+        let stats = gpu.empty([ch.count as usize, gn.groups as usize, 2], DType::F32, "group_norm.stats")?;
+        let sp = StatsParams {
+            sets: to_u32(OP, "sets", ch.count)?,
+            positions: to_u32(OP, "positions", positions)?,
+            channels: to_u32(OP, "channels", channels)?,
+            groups: gn.groups,
+            eps: gn.eps,
+        };
+        b.dispatch(&stats_kernel, &sp, &[xs, &stats], Grid::linear(ch.count * u64::from(gn.groups), max_dim)?)?;
+        let ap = ApplyParams { n: to_u32(OP, "elements", xs.numel())?, positions: sp.positions, channels: sp.channels, groups: gn.groups };
+        b.dispatch(&apply_kernel, &ap, &[xs, &stats, gamma, beta, ys], Grid::for_elements(xs.numel(), WG, max_dim)?)?;
+    }
+    Ok(())
 }
 
 #[repr(C)]
@@ -114,6 +117,10 @@ pub fn layer_norm(b: &mut Batch<'_>, eps: f32, x: &Tensor, gamma: &Tensor, beta:
     let rows = x.numel() / cols;
     let gpu = b.gpu();
     let k = gpu.kernel(&shader!("layernorm", "reduce"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?;
-    let params = LayerParams { rows: to_u32(OP, "rows", rows)?, cols: to_u32(OP, "cols", cols)?, eps };
-    b.dispatch(&k, &params, &[x, gamma, beta, y], Grid::linear(rows, gpu.limits().max_compute_workgroups_per_dimension)?)
+    for ch in split_units(gpu, OP, rows, &[x, y])? {
+        let params = LayerParams { rows: to_u32(OP, "rows", ch.count)?, cols: to_u32(OP, "cols", cols)?, eps };
+        let grid = Grid::linear(ch.count, gpu.limits().max_compute_workgroups_per_dimension)?;
+        b.dispatch(&k, &params, &[&ch.parts[0], gamma, beta, &ch.parts[1]], grid)?;
+    }
+    Ok(())
 }

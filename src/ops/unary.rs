@@ -1,6 +1,6 @@
 //! `shaders/unary.wgsl`: activations (SiLU, GELU-erf, QuickGELU) and scaling.
 
-use super::util::{distinct_output, same_numel, storage_type, to_u32, WG};
+use super::util::{distinct_output, same_numel, split_units, storage_type, to_u32, WG};
 use crate::gpu::{Batch, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -28,10 +28,13 @@ pub fn unary(b: &mut Batch<'_>, act: Activation, scale: f32, x: &Tensor, y: &Ten
     same_numel(OP, x, y)?;
     distinct_output(OP, y, &[x])?;
     let ty = storage_type(OP, &[x, y])?;
-    let n = to_u32(OP, "elements", x.numel())?;
     let gpu = b.gpu();
     let spec = Spec::new().u32("WG", WG).u32("OP", act as u32).ty("T", ty);
     let kernel = gpu.kernel(&shader!("unary"), &spec)?;
-    let grid = Grid::for_elements(u64::from(n), WG, gpu.limits().max_compute_workgroups_per_dimension)?;
-    b.dispatch(&kernel, &Params { n, scale }, &[x, y], grid)
+    for ch in split_units(gpu, OP, x.numel(), &[x, y])? {
+        let n = to_u32(OP, "elements", ch.count)?;
+        let grid = Grid::for_elements(ch.count, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+        b.dispatch(&kernel, &Params { n, scale }, &[&ch.parts[0], &ch.parts[1]], grid)?;
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the op wrappers.
 
-use crate::gpu::{DType, GpuError, GpuResult, Tensor};
+use crate::gpu::{DType, Gpu, GpuError, GpuResult, Tensor, TENSOR_ALIGN};
 
 /// Workgroup size of the elementwise and reduction kernels (within every WebGPU device's
 /// 256-invocation default).
@@ -44,4 +44,67 @@ pub(crate) fn distinct_output(op: &'static str, out: &Tensor, inputs: &[&Tensor]
         }
     }
     Ok(())
+}
+
+pub(crate) fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// One chunk of a split dispatch: units `[start, start + count)` and the matching views of
+/// the split tensors (in the order given to [`split_units`]).
+pub(crate) struct Chunk {
+    pub start: u64,
+    pub count: u64,
+    pub parts: Vec<Tensor>,
+}
+
+/// Cut `tensors` — each made of `units` equal blocks (rows, images, sequences…) — into
+/// chunks whose every view fits in one storage binding and starts 256-byte aligned, so ops
+/// work on tensors larger than `max_storage_buffer_binding_size` (128 MiB on most browsers)
+/// by dispatching once per chunk. One chunk (the tensors themselves) when everything fits.
+pub(crate) fn split_units(gpu: &Gpu, op: &'static str, units: u64, tensors: &[&Tensor]) -> GpuResult<Vec<Chunk>> {
+    let limit = gpu.max_binding();
+    if units == 0 {
+        return Ok(Vec::new());
+    }
+    if tensors.iter().all(|t| t.size_bytes() <= limit) {
+        return Ok(vec![Chunk { start: 0, count: units, parts: tensors.iter().map(|t| (*t).clone()).collect() }]);
+    }
+    // Largest unit count per chunk, as a multiple of the alignment step of every tensor.
+    let mut step = 1u64;
+    let mut max_units = units;
+    for t in tensors {
+        if t.numel() % units != 0 {
+            return Err(GpuError::shape(op, format!("{t:?} is not {units} equal blocks")));
+        }
+        let unit_bytes = t.size_bytes() / units;
+        if unit_bytes == 0 {
+            continue;
+        }
+        let align = TENSOR_ALIGN / gcd(unit_bytes, TENSOR_ALIGN);
+        step = step / gcd(step, align) * align;
+        max_units = max_units.min(limit / unit_bytes);
+    }
+    let per_chunk = max_units / step * step;
+    if per_chunk == 0 {
+        let t = tensors.iter().max_by_key(|t| t.size_bytes() / units).map(|t| format!("{t:?}")).unwrap_or_default();
+        return Err(GpuError::LimitExceeded {
+            what: format!("{op}: one block of {t} (aligned group of {step})"),
+            requested: tensors.iter().map(|t| t.size_bytes() / units * step).max().unwrap_or(0),
+            limit,
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < units {
+        let count = per_chunk.min(units - start);
+        let parts = tensors
+            .iter()
+            .map(|t| t.slice_units(start, count, units).ok_or_else(|| GpuError::shape(op, format!("cannot slice {t:?} at block {start}"))))
+            .collect::<GpuResult<Vec<_>>>()?;
+        chunks.push(Chunk { start, count, parts });
+        start += count;
+    }
+    Ok(chunks)
 }
