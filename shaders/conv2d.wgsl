@@ -1,7 +1,8 @@
 // conv2d: implicit-GEMM 2-D convolution on channels-last data.
 //   x1 [N, H, W, C1] (+ x2 [N, H, W, C2] read as channels C1.. — "virtual concat", so the
 //   up-block skip concatenation is never materialised), optionally nearest-×2 upsampled on
-//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [Cout, KH, KW, C1+C2] (OHWI),
+//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [Cout, KH, KW, C1+C2] (OHWI, read
+//   through wload(): dense or quantized, shaders/include/weights_*.wgsl),
 //   y [N, Ho, Wo, Cout] = conv + bias (+ residual [N, Ho, Wo, Cout]).
 // GEMM view: M = N·Ho·Wo pixels × Cout outputs, K = KH·KW·Cin. Each invocation computes
 // 4 pixels × 4 output channels in registers; 8×8 invocations cover a 32×32 tile. Padding is
@@ -27,7 +28,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x1: array<T>;
 @group(0) @binding(2) var<storage, read> x2: array<T>;
-@group(0) @binding(3) var<storage, read> wt: array<T>;
 @group(0) @binding(4) var<storage, read> bias: array<T>;
 @group(0) @binding(5) var<storage, read> residual: array<T>;
 @group(0) @binding(6) var<storage, read_write> y: array<T>;
@@ -62,9 +62,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         py[i] = i32((rem / p.wo) * p.stride) - i32(p.pad);
         px[i] = i32((rem % p.wo) * p.stride) - i32(p.pad);
     }
+    let kdim = p.kh * p.kw * cin;
     var wrow: array<u32, 4>;
     for (var j = 0u; j < 4u; j++) {
-        wrow[j] = min(col0 + j, p.cout - 1u) * p.kh * p.kw * cin;
+        wrow[j] = min(col0 + j, p.cout - 1u);
     }
 
     var acc: array<vec4<f32>, 4>;
@@ -89,8 +90,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             let kbase = (ky * p.kw + kx) * cin;
             for (var ci = 0u; ci < cin; ci++) {
-                let b = vec4<f32>(f32(wt[wrow[0] + kbase + ci]), f32(wt[wrow[1] + kbase + ci]),
-                                  f32(wt[wrow[2] + kbase + ci]), f32(wt[wrow[3] + kbase + ci]));
+                let kk = kbase + ci;
+                let b = vec4<f32>(wload(wrow[0], kk, kdim), wload(wrow[1], kk, kdim),
+                                  wload(wrow[2], kk, kdim), wload(wrow[3], kk, kdim));
                 for (var i = 0u; i < 4u; i++) {
                     var a = 0.0;
                     if (src[i] >= 0) {

@@ -1,9 +1,9 @@
-// matmul: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) — a linear layer with the weight in
-// PyTorch's [out, in] layout. f32 storage and accumulation.
+// matmul: y[m, n] = sum_k x[m, k]·w[n, k] (+ bias[n]) — a linear layer with the weight in
+// PyTorch's [out, in] layout, read through wload() (dense or quantized, see
+// shaders/include/weights_*.wgsl). Storage type T, f32 accumulation.
 //
 // Each invocation computes a 4×4 block of y in registers (no workgroup memory: barriers are
-// the slow path on software adapters, and this is the baseline the tuned kernels of the
-// kernel library are checked against); a workgroup of 8×8 invocations covers a 32×32 tile.
+// the slow path on software adapters); a workgroup of 8×8 invocations covers a 32×32 tile.
 // Rows/columns past the edge read a clamped (valid) index and are not written.
 
 struct Params {
@@ -15,10 +15,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -34,14 +33,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var wr: array<u32, 4>;
     for (var i = 0u; i < 4u; i++) {
         xr[i] = min(row0 + i, p.m - 1u) * p.k;
-        wr[i] = min(col0 + i, p.n - 1u) * p.k;
+        wr[i] = min(col0 + i, p.n - 1u);
     }
 
     var acc: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < p.k; kk++) {
-        let b = vec4<f32>(w[wr[0] + kk], w[wr[1] + kk], w[wr[2] + kk], w[wr[3] + kk]);
+        let b = vec4<f32>(wload(wr[0], kk, p.k), wload(wr[1], kk, p.k), wload(wr[2], kk, p.k), wload(wr[3], kk, p.k));
         for (var i = 0u; i < 4u; i++) {
-            acc[i] = fma(vec4<f32>(x[xr[i] + kk]), b, acc[i]);
+            acc[i] = fma(vec4<f32>(f32(x[xr[i] + kk])), b, acc[i]);
         }
     }
 
@@ -55,9 +54,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (c < p.n) {
                 var v = acc[i][j];
                 if (HAS_BIAS) {
-                    v += bias[c];
+                    v += f32(bias[c]);
                 }
-                y[r * p.n + c] = v;
+                y[r * p.n + c] = T(v);
             }
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod gpu;
 pub mod ops;
+pub mod quant;
 pub mod reference;
 pub mod selftest;
 

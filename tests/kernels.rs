@@ -4,6 +4,7 @@
 
 use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions, Shape, Tensor};
 use animatediff_wgpu::ops::{self, Activation, Broadcast, Conv2d, GroupNorm, NormDomain, TokenLayout};
+use animatediff_wgpu::quant::{self, QuantFormat};
 use animatediff_wgpu::reference::{self as r, Rng};
 use pollster::block_on;
 
@@ -385,4 +386,82 @@ fn ops_split_work_when_tensors_exceed_the_binding_limit() {
     assert!(run(&c, &|b| ops::attention(b, &a, &qt, &kt, &vt, &o).unwrap()) > 1);
     let lay = [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
     check("split temporal attention", dt, &c.read(&o), &r::attention(&q, &kk, &v, (videos * positions) as usize, 2, 12, frames as usize, frames as usize, lay, lay, 1, false, 0.3));
+}
+
+fn quant_formats(k: usize) -> Vec<QuantFormat> {
+    vec![
+        QuantFormat::Q8,
+        QuantFormat { bits: 8, group: 64, asymmetric: true },
+        QuantFormat { bits: 8, group: k as u32, asymmetric: false }, // per output channel
+        QuantFormat::Q4,
+        QuantFormat { bits: 4, group: 64, asymmetric: false },
+        QuantFormat { bits: 4, group: 32, asymmetric: true },
+    ]
+    .into_iter()
+    .filter(|f| k % f.group as usize == 0)
+    .collect()
+}
+
+#[test]
+fn linear_dense_and_quantized_weights() {
+    let mut c = Case::new();
+    for &(m, n, k) in &[(7 * 13, 37, 64usize), (33, 24, 192)] {
+        for dtype in c.dtypes() {
+            let x = c.data(m * k, 1.0, 0.0, dtype);
+            let w = c.data(n * k, 1.0 / (k as f32).sqrt(), 0.0, dtype);
+            let bias = c.data(n, 0.1, 0.0, dtype);
+            let (xt, bt) = (c.upload(&x, [m, k], dtype), c.upload(&bias, [n], dtype));
+            // Dense weight in the activations' storage type.
+            let y = c.poisoned([m, n], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::linear(&mut b, &xt, &c.upload(&w, [n, k], dtype), Some(&bt), &y).unwrap();
+            b.submit().unwrap();
+            check(&format!("linear {m}x{n}x{k} dense"), dtype, &c.read(&y), &r::linear(&x, &w, Some(&bias), m, n, k));
+            // Quantized weights: the reference uses the values the kernel decodes.
+            for fmt in quant_formats(k) {
+                let q = quant::quantize(&w, n, k, fmt).unwrap();
+                let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [n, k], "w").unwrap();
+                let y = c.poisoned([m, n], dtype);
+                let mut b = c.gpu.batch("t");
+                ops::linear(&mut b, &xt, &qw, Some(&bt), &y).unwrap();
+                b.submit().unwrap();
+                check(&format!("linear {m}x{n}x{k} {fmt:?}"), dtype, &c.read(&y), &r::linear(&x, &q.dequantize(), Some(&bias), m, n, k));
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_quantized_weights() {
+    let mut c = Case::new();
+    let (n, h, w, cin, cout) = (2, 7, 13, 32, 20);
+    for dtype in c.dtypes() {
+        let x = c.data(n * h * w * cin, 1.0, 0.0, dtype);
+        let w_oihw = c.data(cout * cin * 9, 0.1, 0.0, dtype);
+        let w_ohwi = ops::weight_oihw_to_ohwi(&w_oihw, cout, cin, 3, 3).unwrap();
+        let bias = c.data(cout, 0.1, 0.0, dtype);
+        let (xt, bt) = (c.upload(&x, [n, h, w, cin], dtype), c.upload(&bias, [cout], dtype));
+        for fmt in quant_formats(9 * cin) {
+            let q = quant::quantize(&w_ohwi, cout, 9 * cin, fmt).unwrap();
+            let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [cout, 3, 3, cin], "w").unwrap();
+            // Reference: PyTorch-layout conv with the decoded weights.
+            let deq = q.dequantize();
+            let mut deq_oihw = vec![0f32; deq.len()];
+            for o in 0..cout {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        for i in 0..cin {
+                            deq_oihw[((o * cin + i) * 3 + ky) * 3 + kx] = deq[((o * 3 + ky) * 3 + kx) * cin + i];
+                        }
+                    }
+                }
+            }
+            let want = r::conv2d_nhwc(&x, &deq_oihw, &bias, [n, h, w, cin], cout, (3, 3), 1, 1, false);
+            let y = c.poisoned([n, h, w, cout], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::conv2d(&mut b, Conv2d::SAME_3X3, &xt, None, &qw, &bt, None, &y).unwrap();
+            b.submit().unwrap();
+            check(&format!("conv2d 3x3 {fmt:?}"), dtype, &c.read(&y), &want);
+        }
+    }
 }

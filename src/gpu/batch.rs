@@ -33,15 +33,16 @@ impl<'g> Batch<'g> {
 
     /// Record one dispatch of `kernel` over `grid` with uniform `params` and `tensors` bound
     /// at bindings 1, 2, ….
-    pub fn dispatch<P: bytemuck::Pod>(
-        &mut self,
-        kernel: &Kernel,
-        params: &P,
-        tensors: &[&Tensor],
-        grid: Grid,
-    ) -> GpuResult<()> {
+    pub fn dispatch<P: bytemuck::Pod>(&mut self, kernel: &Kernel, params: &P, tensors: &[&Tensor], grid: Grid) -> GpuResult<()> {
+        let numbered: Vec<(u32, &Tensor)> = tensors.iter().enumerate().map(|(i, t)| (i as u32 + 1, *t)).collect();
+        self.dispatch_at(kernel, params, &numbered, grid)
+    }
+
+    /// Like [`Batch::dispatch`] with explicit binding numbers (kernels whose weight snippet
+    /// binds at fixed numbers, see `shaders/include/weights_*.wgsl`).
+    pub fn dispatch_at<P: bytemuck::Pod>(&mut self, kernel: &Kernel, params: &P, tensors: &[(u32, &Tensor)], grid: Grid) -> GpuResult<()> {
         let max_binding = self.gpu.max_binding();
-        for t in tensors {
+        for (_, t) in tensors {
             if t.size_bytes() > max_binding {
                 return Err(GpuError::LimitExceeded {
                     what: format!("kernel `{}` binding {t:?}", kernel.name),
@@ -64,8 +65,8 @@ impl<'g> Batch<'g> {
         });
         let mut entries = Vec::with_capacity(tensors.len() + 1);
         entries.push(wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() });
-        for (i, t) in tensors.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: t.binding() });
+        for (binding, t) in tensors {
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
         }
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.name),

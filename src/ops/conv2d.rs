@@ -3,6 +3,7 @@
 //! a "virtual concat" second input, bias and an optional fused residual add.
 
 use super::util::{distinct_output, split_units, storage_type, to_u32};
+use super::weights::WeightRef;
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -55,20 +56,22 @@ struct Params {
 
 /// `y = conv(concat(x1, x2)) + bias (+ residual)`: `x1 [N, H, W, C1]`, optional
 /// `x2 [N, H, W, C2]`, `w [Cout, KH, KW, C1+C2]` (OHWI, see [`weight_oihw_to_ohwi`]),
-/// `bias [Cout]`, `y` and `residual` `[N, Ho, Wo, Cout]`.
+/// `bias [Cout]`, `y` and `residual` `[N, Ho, Wo, Cout]`. The weight may be quantized
+/// (`[Cout, KH·KW·Cin]` rows, groups along KH·KW·Cin).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d(
+pub fn conv2d<'w>(
     b: &mut Batch<'_>,
     cfg: Conv2d,
     x1: &Tensor,
     x2: Option<&Tensor>,
-    w: &Tensor,
+    w: impl Into<WeightRef<'w>>,
     bias: &Tensor,
     residual: Option<&Tensor>,
     y: &Tensor,
 ) -> GpuResult<()> {
     const OP: &str = "conv2d";
-    let inputs: Vec<&Tensor> = [Some(x1), x2, Some(w), Some(bias), residual].into_iter().flatten().collect();
+    let w = w.into();
+    let inputs: Vec<&Tensor> = [Some(x1), x2, w.dense(), Some(bias), residual].into_iter().flatten().collect();
     distinct_output(OP, y, &inputs)?;
     let ty = storage_type(OP, &[inputs.as_slice(), &[y]].concat())?;
 
@@ -85,10 +88,10 @@ pub fn conv2d(
     };
     let [cout, kh, kw, cin] = match *w.dims() {
         [o, kh, kw, i] => [o, kh, kw, i],
-        _ => return Err(GpuError::shape(OP, format!("weight must be [Cout, KH, KW, Cin], got {w:?}"))),
+        _ => return Err(GpuError::shape(OP, format!("weight must be [Cout, KH, KW, Cin], got {:?}", w.dims()))),
     };
     if cin != c1 + c2 || cout == 0 || cin == 0 {
-        return Err(GpuError::shape(OP, format!("weight {w:?} expects {cin} input channels, inputs have {}", c1 + c2)));
+        return Err(GpuError::shape(OP, format!("weight {:?} expects {cin} input channels, inputs have {}", w.dims(), c1 + c2)));
     }
     if bias.numel() != cout as u64 {
         return Err(GpuError::shape(OP, format!("bias {bias:?} must have {cout} elements")));
@@ -112,7 +115,8 @@ pub fn conv2d(
         .bool("HAS_X2", x2.is_some())
         .bool("HAS_RESIDUAL", residual.is_some())
         .ty("T", ty);
-    let kernel = gpu.kernel(&shader!("conv2d"), &spec)?;
+    let (def, spec) = w.select(shader!("conv2d", "weights_dense"), shader!("conv2d", "weights_quant"), spec);
+    let kernel = gpu.kernel(&def, &spec)?;
     let zeros = gpu.zeros();
     let u = |what, v: usize| to_u32(OP, what, v as u64);
     // Whole images per chunk when activations exceed one storage binding.
@@ -144,7 +148,9 @@ pub fn conv2d(
             tiles: to_u32(OP, "tiles", tiles)?,
         };
         let grid = Grid::linear(tiles, gpu.limits().max_compute_workgroups_per_dimension)?;
-        b.dispatch(&kernel, &params, &[x1c, x2c.unwrap_or(zeros), w, bias, rc.unwrap_or(zeros), yc], grid)?;
+        let mut bindings = vec![(1, x1c), (2, x2c.unwrap_or(zeros)), (4, bias), (5, rc.unwrap_or(zeros)), (6, yc)];
+        bindings.extend(w.bindings(zeros));
+        b.dispatch_at(&kernel, &params, &bindings, grid)?;
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
-//! `shaders/matmul.wgsl`: linear layer `y = x · wᵀ (+ bias)` with `w` in `[out, in]` layout.
+//! `shaders/matmul.wgsl`: linear layer `y = x · wᵀ (+ bias)` with `w` in `[out, in]` layout,
+//! dense (f32/f16 like the activations) or q8/q4 quantized.
 
-use super::util::{distinct_output, split_units};
-use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
+use super::util::{distinct_output, split_units, storage_type};
+use super::weights::WeightRef;
+use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
 const TILE: usize = 32;
@@ -26,19 +28,18 @@ pub struct Linear {
 
 impl Linear {
     /// Check the operands and derive M, N, K.
-    pub fn infer(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<Linear> {
+    pub fn infer(x: &Tensor, w: WeightRef<'_>, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<Linear> {
         const OP: &str = "linear";
-        for t in [Some(x), Some(w), bias, Some(y)].into_iter().flatten() {
-            if t.dtype() != DType::F32 {
-                return Err(GpuError::shape(OP, format!("f32 operands only, got {t:?}")));
-            }
-        }
-        let (n, k) = match w.dims() {
-            [n, k] => (*n, *k),
-            _ => return Err(GpuError::shape(OP, format!("weight must be [out, in], got {w:?}"))),
+        let mut typed = vec![x, y];
+        typed.extend(bias);
+        typed.extend(w.dense());
+        storage_type(OP, &typed)?;
+        let (n, k) = match *w.dims() {
+            [n, k] => (n, k),
+            _ => return Err(GpuError::shape(OP, format!("weight must be [out, in], got {:?}", w.dims()))),
         };
         if x.shape().dim(-1) != Some(k) || k == 0 {
-            return Err(GpuError::shape(OP, format!("input {x:?} does not end in K = {k} (weight {w:?})")));
+            return Err(GpuError::shape(OP, format!("input {x:?} does not end in K = {k} (weight {:?})", w.dims())));
         }
         let m = (x.numel() / k as u64) as usize;
         if y.shape().dim(-1) != Some(n) || y.numel() != (m * n) as u64 {
@@ -57,13 +58,19 @@ impl Linear {
     }
 }
 
-/// `y = x · wᵀ (+ bias)`. Inputs larger than one storage binding are processed in row
-/// chunks; the weight must fit in one binding.
-pub fn linear(b: &mut Batch<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<()> {
+/// `y = x · wᵀ (+ bias)` with a dense or quantized weight. Inputs larger than one storage
+/// binding are processed in row chunks; the weight must fit in one binding.
+pub fn linear<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<()> {
+    let w = w.into();
     let s = Linear::infer(x, w, bias, y)?;
-    distinct_output("linear", y, &[x, w])?;
+    let mut inputs = vec![x];
+    inputs.extend(w.dense());
+    distinct_output("linear", y, &inputs)?;
+    let ty = storage_type("linear", &[x, y])?;
     let gpu = b.gpu();
-    let kernel = gpu.kernel(&shader!("matmul"), &Spec::new().bool("HAS_BIAS", bias.is_some()))?;
+    let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).ty("T", ty);
+    let (def, spec) = w.select(shader!("matmul", "weights_dense"), shader!("matmul", "weights_quant"), spec);
+    let kernel = gpu.kernel(&def, &spec)?;
     let bias = bias.unwrap_or(gpu.zeros());
     for ch in split_units(gpu, "linear", s.m as u64, &[x, y])? {
         let m = ch.count as usize;
@@ -78,7 +85,9 @@ pub fn linear(b: &mut Batch<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, 
             tiles: u32::try_from(tiles).map_err(|_| too_big())?,
         };
         let grid = Grid::linear(tiles as u64, gpu.limits().max_compute_workgroups_per_dimension)?;
-        b.dispatch(&kernel, &params, &[&ch.parts[0], w, bias, &ch.parts[1]], grid)?;
+        let mut bindings = vec![(1, &ch.parts[0]), (3, bias), (4, &ch.parts[1])];
+        bindings.extend(w.bindings(gpu.zeros()));
+        b.dispatch_at(&kernel, &params, &bindings, grid)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod norm;
 pub mod unary;
 mod util;
+pub mod weights;
 
 pub use attention::{attention, Attention, TokenLayout};
 pub use binary::{add, axpby, mul, Broadcast};
@@ -20,3 +21,4 @@ pub use fill::fill;
 pub use matmul::{linear, Linear};
 pub use norm::{group_norm, layer_norm, GroupNorm, NormDomain};
 pub use unary::{unary, Activation};
+pub use weights::{QuantizedWeight, WeightRef};

@@ -1,0 +1,22 @@
+// Group-quantized weights for matmul/conv kernels, dequantized on read (src/quant.rs):
+// row-major [rows, kdim] values of QBITS bits (8: int8, 4: int4) packed 32/QBITS per u32
+// (element e at word e / (32/QBITS), bit (e % (32/QBITS))·QBITS), one f16 scale (and, when
+// QASYM, one f16 minimum) per group of QGROUP consecutive k. Scales/minimums are f16 pairs in
+// u32 words, read with unpack2x16float, so no shader-f16 is needed.
+//   symmetric:  w = signed(q)·scale        asymmetric: w = unsigned(q)·scale + min
+@group(0) @binding(9) var<storage, read> wq: array<u32>;
+@group(0) @binding(10) var<storage, read> wscale: array<u32>;
+@group(0) @binding(11) var<storage, read> wmin: array<u32>;
+
+fn wload(row: u32, k: u32, kdim: u32) -> f32 {
+    let per_word = 32u / QBITS;
+    let e = row * kdim + k;
+    let word = wq[e / per_word];
+    let shift = (e % per_word) * QBITS;
+    let g = row * (kdim / QGROUP) + k / QGROUP;
+    let scale = unpack2x16float(wscale[g / 2u])[g % 2u];
+    if (QASYM) {
+        return f32(extractBits(word, shift, QBITS)) * scale + unpack2x16float(wmin[g / 2u])[g % 2u];
+    }
+    return f32(extractBits(bitcast<i32>(word), shift, QBITS)) * scale;
+}
