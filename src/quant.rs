@@ -38,7 +38,7 @@ impl QuantFormat {
             return Err(QuantError::Format(format!("{} bits (8 or 4 supported)", self.bits)));
         }
         let g = self.group as usize;
-        if g == 0 || g % 8 != 0 || cols % g != 0 {
+        if g == 0 || !g.is_multiple_of(8) || !cols.is_multiple_of(g) {
             return Err(QuantError::Format(format!("group {g} must be a multiple of 8 dividing {cols} columns")));
         }
         if rows == 0 {

@@ -246,6 +246,7 @@ fn conv2d_variants() {
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn attention_spatial_cross_causal_and_temporal() {
     let mut c = Case::new();
     let lay = |l: TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
@@ -398,7 +399,7 @@ fn quant_formats(k: usize) -> Vec<QuantFormat> {
         QuantFormat { bits: 4, group: 32, asymmetric: true },
     ]
     .into_iter()
-    .filter(|f| k % f.group as usize == 0)
+    .filter(|f| k.is_multiple_of(f.group as usize))
     .collect()
 }
 
@@ -462,6 +463,44 @@ fn conv2d_quantized_weights() {
             ops::conv2d(&mut b, Conv2d::SAME_3X3, &xt, None, &qw, &bt, None, &y).unwrap();
             b.submit().unwrap();
             check(&format!("conv2d 3x3 {fmt:?}"), dtype, &c.read(&y), &want);
+        }
+    }
+}
+
+#[test]
+fn linear_fused_epilogues_geglu_scale_residual() {
+    let mut c = Case::new();
+    let (m, inner, k) = (7 * 13, 24, 64);
+    for dtype in c.dtypes() {
+        let x = c.data(m * k, 1.0, 0.0, dtype);
+        let w = c.data(2 * inner * k, 1.0 / (k as f32).sqrt(), 0.0, dtype);
+        let bias = c.data(2 * inner, 0.3, 0.0, dtype);
+        let res = c.data(m * inner, 1.0, 0.0, dtype);
+        let (xt, bt, rt) = (c.upload(&x, [m, k], dtype), c.upload(&bias, [2 * inner], dtype), c.upload(&res, [m, inner], dtype));
+        let q = quant::quantize(&w, 2 * inner, k, QuantFormat::Q4).unwrap();
+        let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [2 * inner, k], "w").unwrap();
+        let wt = c.upload(&w, [2 * inner, k], dtype);
+        for (label, weights, wref) in [("dense", w.clone(), ops::WeightRef::from(&wt)), ("q4", q.dequantize(), ops::WeightRef::from(&qw))] {
+            let full = r::linear(&x, &weights, Some(&bias), m, 2 * inner, k);
+            // GEGLU + residual, alpha 1
+            let want: Vec<f64> = (0..m * inner)
+                .map(|e| {
+                    let (row, col) = (e / inner, e % inner);
+                    full[row * 2 * inner + col] * r::gelu_erf(full[row * 2 * inner + inner + col]) + f64::from(res[e])
+                })
+                .collect();
+            let y = c.poisoned([m, inner], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::linear_ex(&mut b, &xt, wref, Some(&bt), &y, ops::Epilogue { geglu: true, residual: Some(&rt), alpha: 1.0 }).unwrap();
+            b.submit().unwrap();
+            check(&format!("linear GEGLU+residual {label}"), dtype, &c.read(&y), &want);
+
+            // scale only, no GEGLU (attention's output projection with a rescale)
+            let y = c.poisoned([m, 2 * inner], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::linear_ex(&mut b, &xt, wref, Some(&bt), &y, ops::Epilogue { alpha: 0.5, ..Default::default() }).unwrap();
+            b.submit().unwrap();
+            check(&format!("linear alpha {label}"), dtype, &c.read(&y), &full.iter().map(|v| 0.5 * v).collect::<Vec<_>>());
         }
     }
 }

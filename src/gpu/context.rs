@@ -314,7 +314,7 @@ impl Gpu {
     pub fn write(&self, tensor: &Tensor, at: u64, bytes: &[u8]) -> GpuResult<()> {
         const CHUNK: usize = 16 << 20;
         let end = at + bytes.len() as u64;
-        if end > tensor.size_bytes() || at % 4 != 0 {
+        if end > tensor.size_bytes() || !at.is_multiple_of(4) {
             return Err(GpuError::shape(
                 "write",
                 format!("{} bytes at {at} do not fit {tensor:?} ({} bytes)", bytes.len(), tensor.size_bytes()),

@@ -176,7 +176,7 @@ impl Tensor {
         let shape = shape.into();
         let bytes = dtype.storage_bytes(shape.numel());
         let end = offset.checked_add(bytes)?;
-        if offset % TENSOR_ALIGN != 0 || end > buffer.size() {
+        if !offset.is_multiple_of(TENSOR_ALIGN) || end > buffer.size() {
             return None;
         }
         Some(Tensor { buffer, offset, shape, dtype })
@@ -234,7 +234,7 @@ impl Tensor {
     /// `[count, numel / units]`. `None` when the rows do not divide the tensor, the range is
     /// out of bounds, or the slice would start at an offset that is not [`TENSOR_ALIGN`]ed.
     pub fn slice_units(&self, start: u64, count: u64, units: u64) -> Option<Tensor> {
-        let per = (units > 0 && self.numel() % units == 0).then(|| self.numel() / units)?;
+        let per = (units > 0 && self.numel().is_multiple_of(units)).then(|| self.numel() / units)?;
         if start.checked_add(count)? > units {
             return None;
         }

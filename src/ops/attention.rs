@@ -95,7 +95,7 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
     let (qi, kvb) = (u64::from(a.q_layout.inner), u64::from(a.kv_div) * u64::from(a.kv_layout.inner));
     let group = qi / gcd(qi, kvb) * kvb;
     let sequences = u64::from(a.sequences);
-    let units = if sequences % group == 0 && q.numel() % (sequences / group) == 0 && k.numel() % (sequences / group) == 0 {
+    let units = if sequences % group == 0 && q.numel().is_multiple_of(sequences / group) && k.numel().is_multiple_of(sequences / group) {
         sequences / group
     } else {
         1

@@ -45,7 +45,7 @@ fn dispatch(bt: &mut Batch<'_>, op_code: u32, a: &Tensor, b: &Tensor, y: &Tensor
             (c, p, n / p.max(1), false)
         }
     };
-    if b.numel() != b_len || inner == 0 || rep == 0 || n % (inner * rep) != 0 {
+    if b.numel() != b_len || inner == 0 || rep == 0 || !n.is_multiple_of(inner * rep) {
         return Err(GpuError::shape(OP, format!("{b:?} cannot broadcast over {a:?} as {bc:?}")));
     }
     let gpu = bt.gpu();

@@ -16,6 +16,7 @@ struct Params {
     k: u32,
     tiles_n: u32,
     tiles: u32,
+    alpha: f32,
 }
 
 /// Shapes of one linear call: `x [.., K]` (M rows in all), `w [N, K]`, `y [.., N]`.
@@ -29,15 +30,24 @@ pub struct Linear {
 impl Linear {
     /// Check the operands and derive M, N, K.
     pub fn infer(x: &Tensor, w: WeightRef<'_>, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<Linear> {
+        Linear::infer_with(x, w, bias, y, false)
+    }
+
+    /// [`Linear::infer`]; with `geglu` the weight (and bias) hold 2·N rows and `y` N columns.
+    pub fn infer_with(x: &Tensor, w: WeightRef<'_>, bias: Option<&Tensor>, y: &Tensor, geglu: bool) -> GpuResult<Linear> {
         const OP: &str = "linear";
         let mut typed = vec![x, y];
         typed.extend(bias);
         typed.extend(w.dense());
         storage_type(OP, &typed)?;
-        let (n, k) = match *w.dims() {
+        let (rows, k) = match *w.dims() {
             [n, k] => (n, k),
             _ => return Err(GpuError::shape(OP, format!("weight must be [out, in], got {:?}", w.dims()))),
         };
+        if geglu && rows % 2 != 0 {
+            return Err(GpuError::shape(OP, format!("GEGLU weight needs an even row count, got {:?}", w.dims())));
+        }
+        let n = if geglu { rows / 2 } else { rows };
         if x.shape().dim(-1) != Some(k) || k == 0 {
             return Err(GpuError::shape(OP, format!("input {x:?} does not end in K = {k} (weight {:?})", w.dims())));
         }
@@ -46,8 +56,8 @@ impl Linear {
             return Err(GpuError::shape(OP, format!("output {y:?} must hold {m} × {n}")));
         }
         if let Some(b) = bias {
-            if b.numel() != n as u64 {
-                return Err(GpuError::shape(OP, format!("bias {b:?} must have {n} elements")));
+            if b.numel() != rows as u64 {
+                return Err(GpuError::shape(OP, format!("bias {b:?} must have {rows} elements")));
             }
         }
         Ok(Linear { m, n, k })
@@ -58,21 +68,53 @@ impl Linear {
     }
 }
 
+/// What happens to `x·wᵀ + bias` before it is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// Multiply by this (after GEGLU).
+    pub alpha: f32,
+    /// Add this `[M, N]` tensor last (residual connection).
+    pub residual: Option<&'a Tensor>,
+    /// The weight holds `[value; gate]` (2·N rows): store `value·gelu_erf(gate)`.
+    pub geglu: bool,
+}
+
+impl Default for Epilogue<'_> {
+    fn default() -> Self {
+        Epilogue { alpha: 1.0, residual: None, geglu: false }
+    }
+}
+
 /// `y = x · wᵀ (+ bias)` with a dense or quantized weight. Inputs larger than one storage
 /// binding are processed in row chunks; the weight must fit in one binding.
 pub fn linear<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<()> {
+    linear_ex(b, x, w, bias, y, Epilogue::default())
+}
+
+/// [`linear`] with a fused [`Epilogue`] (scale, residual add, GEGLU).
+pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>, bias: Option<&Tensor>, y: &Tensor, ep: Epilogue<'_>) -> GpuResult<()> {
     let w = w.into();
-    let s = Linear::infer(x, w, bias, y)?;
+    let s = Linear::infer_with(x, w, bias, y, ep.geglu)?;
     let mut inputs = vec![x];
     inputs.extend(w.dense());
     distinct_output("linear", y, &inputs)?;
-    let ty = storage_type("linear", &[x, y])?;
+    let mut typed = vec![x, y];
+    if let Some(r) = ep.residual {
+        if r.numel() != y.numel() {
+            return Err(GpuError::shape("linear", format!("residual {r:?} must match the output {y:?}")));
+        }
+        distinct_output("linear", y, &[r])?;
+        typed.push(r);
+    }
+    let ty = storage_type("linear", &typed)?;
     let gpu = b.gpu();
-    let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).ty("T", ty);
+    let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).bool("HAS_RESIDUAL", ep.residual.is_some()).bool("GEGLU", ep.geglu).ty("T", ty);
     let (def, spec) = w.select(shader!("matmul", "weights_dense"), shader!("matmul", "weights_quant"), spec);
     let kernel = gpu.kernel(&def, &spec)?;
     let bias = bias.unwrap_or(gpu.zeros());
-    for ch in split_units(gpu, "linear", s.m as u64, &[x, y])? {
+    let mut split = vec![x, y];
+    split.extend(ep.residual);
+    for ch in split_units(gpu, "linear", s.m as u64, &split)? {
         let m = ch.count as usize;
         let too_big = || GpuError::shape("linear", format!("{s:?} exceeds 32-bit indexing"));
         let tiles_n = s.n.div_ceil(TILE);
@@ -83,9 +125,11 @@ pub fn linear<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>, bi
             k: u32::try_from(s.k).map_err(|_| too_big())?,
             tiles_n: u32::try_from(tiles_n).map_err(|_| too_big())?,
             tiles: u32::try_from(tiles).map_err(|_| too_big())?,
+            alpha: ep.alpha,
         };
         let grid = Grid::linear(tiles as u64, gpu.limits().max_compute_workgroups_per_dimension)?;
-        let mut bindings = vec![(1, &ch.parts[0]), (3, bias), (4, &ch.parts[1])];
+        let residual = ch.parts.get(2).unwrap_or(gpu.zeros());
+        let mut bindings = vec![(1, &ch.parts[0]), (3, bias), (4, &ch.parts[1]), (5, residual)];
         bindings.extend(w.bindings(gpu.zeros()));
         b.dispatch_at(&kernel, &params, &bindings, grid)?;
     }

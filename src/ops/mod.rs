@@ -18,7 +18,7 @@ pub use binary::{add, axpby, mul, Broadcast};
 pub use conv2d::{conv2d, weight_oihw_to_ohwi, Conv2d};
 pub use convert::convert;
 pub use fill::fill;
-pub use matmul::{linear, Linear};
+pub use matmul::{linear, linear_ex, Epilogue, Linear};
 pub use norm::{group_norm, layer_norm, GroupNorm, NormDomain};
 pub use unary::{unary, Activation};
 pub use weights::{QuantizedWeight, WeightRef};
