@@ -1,6 +1,8 @@
 // binary: y[i] = alpha·a[i] + beta·b[j]   (OP 0)   or   y[i] = a[i]·b[j]   (OP 1)
-// with b broadcast: j = (g / (inner·rep))·inner + g % inner, g = i0 + i the element's index in
-// the whole tensor (i0 ≠ 0 when the host splits a over several dispatches and shares b). Same shape: inner = n, rep = 1;
+// with b broadcast: j = ((g / (inner·rep)) % outer)·inner + g % inner, g = i0 + i the element's
+// index in the whole tensor (i0 ≠ 0 when the host splits a over several dispatches and shares
+// b). outer = b's number of inner blocks; it wraps a periodic b, e.g. the motion module's
+// position encoding pe [F, C] over activations [B·F, P, C] (inner = C, rep = P, outer = F). Same shape: inner = n, rep = 1;
 // a per-channel vector [C] on [.., C]: inner = C, rep = n / C; a per-image [N, C] vector on
 // [N, HW, C]: inner = C, rep = HW. Covers bias / residual adds, time-embedding adds, CFG
 // combine (u + g(c − u) = (1−g)·u + g·c) and scaling. T: storage type; math in f32.
@@ -12,6 +14,7 @@ struct Params {
     alpha: f32,
     beta: f32,
     i0: u32,
+    outer: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let g = p.i0 + i;
-    let j = (g / (p.inner * p.rep)) * p.inner + g % p.inner;
+    let j = ((g / (p.inner * p.rep)) % p.outer) * p.inner + g % p.inner;
     let av = f32(a[i]);
     let bv = f32(b[j]);
     var r: f32;

@@ -108,6 +108,7 @@ fn binary_broadcasts() {
                 Broadcast::Same => i,
                 Broadcast::LastDim => i % ch,
                 Broadcast::PerRow { .. } => (i / (p * ch)) * ch + i % ch,
+                Broadcast::Periodic { .. } => unreachable!(),
             };
             // CFG-style combine y = (1−g)·a + g·b, g = 7.5
             let (alpha, beta) = (-6.5f32, 7.5f32);
@@ -336,6 +337,7 @@ fn ops_split_work_when_tensors_exceed_the_binding_limit() {
             Broadcast::Same => i,
             Broadcast::LastDim => i % ch,
             Broadcast::PerRow { .. } => (i / (p * ch)) * ch + i % ch,
+            Broadcast::Periodic { .. } => unreachable!(),
         };
         let want: Vec<f64> = (0..a.len()).map(|i| 0.5 * f64::from(a[i]) + 2.0 * f64::from(bv[bidx(i)])).collect();
         check(&format!("split axpby {bc:?}"), dt, &c.read(&y), &want);
@@ -501,6 +503,86 @@ fn linear_fused_epilogues_geglu_scale_residual() {
             ops::linear_ex(&mut b, &xt, wref, Some(&bt), &y, ops::Epilogue { alpha: 0.5, ..Default::default() }).unwrap();
             b.submit().unwrap();
             check(&format!("linear alpha {label}"), dtype, &c.read(&y), &full.iter().map(|v| 0.5 * v).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn embeddings_and_output_ops() {
+    let mut c = Case::new();
+    // Token + position gather, with the vocabulary table bound in slices (64 KiB bindings).
+    let small = block_on(Gpu::new(GpuOptions { max_storage_binding_size: Some(64 << 10), ..GpuOptions::default() })).unwrap();
+    for (gpu, vocab) in [(&c.gpu, 300usize), (&small, 3000)] {
+        let (dim, positions, tokens) = (24usize, 77usize, 2 * 77);
+        let table = c.rng.uniform_vec(vocab * dim);
+        let pos = c.rng.uniform_vec(positions * dim);
+        let ids: Vec<u32> = (0..tokens).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
+        let tt = gpu.upload_f32(&table, [vocab, dim], "table").unwrap();
+        let pt = gpu.upload_f32(&pos, [positions, dim], "pos").unwrap();
+        let y = gpu.upload_f32(&vec![f32::NAN; tokens * dim], [2, positions, dim], "y").unwrap();
+        let mut b = gpu.batch("t");
+        ops::embedding(&mut b, &ids, &tt, &pt, &y).unwrap();
+        b.submit().unwrap();
+        let want: Vec<f64> = (0..tokens * dim)
+            .map(|e| f64::from(table[ids[e / dim] as usize * dim + e % dim]) + f64::from(pos[(e / dim % positions) * dim + e % dim]))
+            .collect();
+        check(&format!("embedding vocab {vocab}"), DType::F32, &block_on(gpu.read_f32(&y)).unwrap(), &want);
+        // An id outside the vocabulary is a typed error, not an out-of-bounds read.
+        let mut b = gpu.batch("t");
+        assert!(ops::embedding(&mut b, &[vocab as u32], &tt, &pt, &y).is_err());
+    }
+
+    // Timestep embedding: cos first, SD1.5's 320 channels; f32-rounded like diffusers.
+    let temb = ops::timestep_embedding(&[0.0, 1.0, 981.0], 320, true, 0.0, 10000.0);
+    assert_eq!(temb.len(), 3 * 320);
+    assert_eq!((temb[0], temb[160]), (1.0, 0.0)); // t = 0: cos 0, sin 0
+    for (b, t) in [(1usize, 1.0f64), (2, 981.0)] {
+        for j in [0usize, 1, 80, 159] {
+            let arg = t * (-(10000f64.ln()) * j as f64 / 160.0).exp();
+            // f32 rounding of the argument (as torch does) bounds the error by |arg|·ulp.
+            let tol = 1e-6 + 1.2e-7 * arg.abs();
+            assert!((f64::from(temb[b * 320 + j]) - arg.cos()).abs() < tol, "cos t={t} j={j}");
+            assert!((f64::from(temb[b * 320 + 160 + j]) - arg.sin()).abs() < tol, "sin t={t} j={j}");
+        }
+    }
+    let pe = ops::sinusoidal_position_encoding(32, 24);
+    assert_eq!((pe[0], pe[1]), (0.0, 1.0));
+    assert!((f64::from(pe[3 * 24 + 2]) - (3.0 * (-(10000f64.ln()) * 2.0 / 24.0).exp()).sin()).abs() < 1e-6);
+
+    for dtype in c.dtypes() {
+        // Periodic broadcast: pe [F, C] added to [B·F, P, C] activations.
+        let (videos, frames, p, ch) = (2usize, 4usize, 6usize, 24usize);
+        let a = c.data(videos * frames * p * ch, 1.0, 0.0, dtype);
+        let pe = c.data(frames * ch, 1.0, 0.0, dtype);
+        let y = c.poisoned([videos * frames, p, ch], dtype);
+        let mut b = c.gpu.batch("t");
+        let bc = Broadcast::Periodic { period: frames as u32, positions: p as u32 };
+        ops::add(&mut b, &c.upload(&a, [videos * frames, p, ch], dtype), &c.upload(&pe, [frames, ch], dtype), bc, &y).unwrap();
+        b.submit().unwrap();
+        let want: Vec<f64> = (0..a.len()).map(|i| f64::from(a[i]) + f64::from(pe[(i / (p * ch)) % frames * ch + i % ch])).collect();
+        check("periodic position-encoding add", dtype, &c.read(&y), &want);
+
+        // Decoded frames: clamp(x/2 + 0.5, 0, 1), then RGBA8.
+        let n = 7 * 13;
+        let x = c.data(n * 3, 1.5, 0.0, dtype);
+        let xt = c.upload(&x, [n, 3], dtype);
+        let f = c.poisoned([n, 3], dtype);
+        let rgba = c.gpu.empty([n], DType::U32, "rgba").unwrap();
+        let mut b = c.gpu.batch("t");
+        ops::clamp_affine(&mut b, 0.5, 0.5, 0.0, 1.0, &xt, &f).unwrap();
+        ops::to_rgba8(&mut b, &f, &rgba).unwrap();
+        b.submit().unwrap();
+        let frames_want: Vec<f64> = x.iter().map(|&v| (0.5 * f64::from(v) + 0.5).clamp(0.0, 1.0)).collect();
+        let got = c.read(&f);
+        check("clamp_affine", dtype, &got, &frames_want);
+        let px: Vec<u32> = bytemuck::pod_collect_to_vec(&block_on(c.gpu.read_bytes(&rgba)).unwrap());
+        for (i, &word) in px.iter().enumerate() {
+            let bytes = word.to_le_bytes();
+            assert_eq!(bytes[3], 255, "alpha of pixel {i}");
+            for ch in 0..3 {
+                let want = (f64::from(got[3 * i + ch]) * 255.0).round();
+                assert!((f64::from(bytes[ch]) - want).abs() <= 1.0, "pixel {i} channel {ch}: {} vs {want}", bytes[ch]);
+            }
         }
     }
 }

@@ -13,6 +13,9 @@ pub enum Broadcast {
     LastDim,
     /// `b` is `[N, C]` and `a` is `[N, P, C]`: one vector per leading index (time embedding).
     PerRow { positions: u32 },
+    /// `b` is `[F, C]` and `a` is `[B·F, P, C]`: vector `f` for every image `b·F + f`
+    /// (the motion module's sinusoidal position encoding over frames).
+    Periodic { period: u32, positions: u32 },
 }
 
 #[repr(C)]
@@ -24,6 +27,7 @@ struct Params {
     alpha: f32,
     beta: f32,
     i0: u32,
+    outer: u32,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -44,6 +48,7 @@ fn dispatch(bt: &mut Batch<'_>, op_code: u32, a: &Tensor, b: &Tensor, y: &Tensor
             let p = u64::from(positions);
             (c, p, n / p.max(1), false)
         }
+        Broadcast::Periodic { period, positions } => (c, u64::from(positions), u64::from(period) * c, false),
     };
     if b.numel() != b_len || inner == 0 || rep == 0 || !n.is_multiple_of(inner * rep) {
         return Err(GpuError::shape(OP, format!("{b:?} cannot broadcast over {a:?} as {bc:?}")));
@@ -67,6 +72,11 @@ fn dispatch(bt: &mut Batch<'_>, op_code: u32, a: &Tensor, b: &Tensor, y: &Tensor
             alpha,
             beta,
             i0: if split_b { 0 } else { to_u32(OP, "element offset", ch.start)? },
+            outer: match bc {
+                Broadcast::Periodic { period, .. } => period,
+                Broadcast::PerRow { .. } => to_u32(OP, "rows", b_len / c)?,
+                _ => 1,
+            },
         };
         let grid = Grid::for_elements(n_c, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
         bt.dispatch(&kernel, &params, &[a_c, b_c, y_c], grid)?;

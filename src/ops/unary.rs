@@ -13,6 +13,8 @@ pub enum Activation {
     GeluErf = 2,
     /// CLIP's `x·σ(1.702·x)`.
     QuickGelu = 3,
+    /// Clamp to `[lo, hi]` (see [`clamp_affine`]).
+    Clamp = 4,
 }
 
 #[repr(C)]
@@ -20,10 +22,23 @@ pub enum Activation {
 struct Params {
     n: u32,
     scale: f32,
+    shift: f32,
+    lo: f32,
+    hi: f32,
 }
 
 /// `y = act(scale · x)`.
 pub fn unary(b: &mut Batch<'_>, act: Activation, scale: f32, x: &Tensor, y: &Tensor) -> GpuResult<()> {
+    run(b, act, Params { n: 0, scale, shift: 0.0, lo: f32::NEG_INFINITY, hi: f32::INFINITY }, x, y)
+}
+
+/// `y = clamp(scale·x + shift, lo, hi)` — e.g. VAE output to `[0, 1]` frames:
+/// `clamp_affine(b, 0.5, 0.5, 0.0, 1.0, ..)`.
+pub fn clamp_affine(b: &mut Batch<'_>, scale: f32, shift: f32, lo: f32, hi: f32, x: &Tensor, y: &Tensor) -> GpuResult<()> {
+    run(b, Activation::Clamp, Params { n: 0, scale, shift, lo, hi }, x, y)
+}
+
+fn run(b: &mut Batch<'_>, act: Activation, params: Params, x: &Tensor, y: &Tensor) -> GpuResult<()> {
     const OP: &str = "unary";
     same_numel(OP, x, y)?;
     distinct_output(OP, y, &[x])?;
@@ -34,7 +49,7 @@ pub fn unary(b: &mut Batch<'_>, act: Activation, scale: f32, x: &Tensor, y: &Ten
     for ch in split_units(gpu, OP, x.numel(), &[x, y])? {
         let n = to_u32(OP, "elements", ch.count)?;
         let grid = Grid::for_elements(ch.count, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
-        b.dispatch(&kernel, &Params { n, scale }, &[&ch.parts[0], &ch.parts[1]], grid)?;
+        b.dispatch(&kernel, &Params { n, ..params }, &[&ch.parts[0], &ch.parts[1]], grid)?;
     }
     Ok(())
 }
