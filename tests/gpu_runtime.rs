@@ -6,7 +6,7 @@ use std::sync::Arc;
 use animatediff_wgpu::gpu::{DType, Gpu, GpuError, GpuOptions, ShaderDef, Spec};
 use animatediff_wgpu::ops;
 use animatediff_wgpu::reference::{self, Rng};
-use animatediff_wgpu::selftest::{linear_selftest, F32_TOLERANCE};
+use animatediff_wgpu::selftest::{kernel_suite, linear_selftest, F32_TOLERANCE};
 use pollster::block_on;
 
 fn gpu_with(opts: GpuOptions) -> Gpu {
@@ -224,4 +224,14 @@ fn device_loss_is_reported_and_a_new_context_works() {
     assert!(gpu.empty([4], DType::F32, "after").unwrap_err().is_device_lost());
     let fresh = self::gpu();
     assert!(block_on(linear_selftest(&fresh, 8, 8, 8, 4)).unwrap().passed);
+}
+
+#[test]
+fn kernel_suite_passes_on_this_device() {
+    // The suite the CLI, the page and the browser test run.
+    let gpu = gpu();
+    let checks = block_on(kernel_suite(&gpu, seed())).unwrap();
+    assert!(checks.len() >= 20, "only {} checks", checks.len());
+    let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+    assert!(failed.is_empty(), "failed: {failed:?}");
 }

@@ -45,6 +45,7 @@ async function main() {
   status.textContent = 'WebGPU ready.';
   showInfo(ctx.info());
 
+  setupKernelChecks(ctx);
   const form = $('selftest');
   const run = $('run');
   const out = $('result');
@@ -70,6 +71,41 @@ async function main() {
       out.textContent = `Error: ${e.message ?? e}`;
     } finally {
       run.disabled = false;
+    }
+  });
+}
+
+function setupKernelChecks(ctx) {
+  const button = $('run-kernels');
+  const status = $('kernels-status');
+  const table = $('kernels');
+  button.disabled = false;
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    status.className = '';
+    status.textContent = 'Running kernel checks…';
+    try {
+      const t0 = performance.now();
+      const checks = await ctx.kernelSuite(Math.floor(Math.random() * 2 ** 31));
+      const failed = checks.filter((c) => !c.passed).length;
+      table.tBodies[0].replaceChildren(...checks.map((c) => {
+        const tr = document.createElement('tr');
+        for (const v of [c.name, c.dtype, c.relL2Error.toExponential(2), c.tolerance.toExponential(0), c.passed ? 'pass' : 'FAIL']) {
+          const td = document.createElement('td');
+          td.textContent = v;
+          tr.append(td);
+        }
+        tr.lastChild.className = c.passed ? 'pass' : 'fail';
+        return tr;
+      }));
+      table.hidden = false;
+      status.className = failed ? 'fail' : 'pass';
+      status.textContent = `${checks.length - failed} passed, ${failed} failed (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
+    } catch (e) {
+      status.className = 'error';
+      status.textContent = `Error: ${e.message ?? e}`;
+    } finally {
+      button.disabled = false;
     }
   });
 }

@@ -27,7 +27,7 @@ pub fn embedding(b: &mut Batch<'_>, ids: &[u32], table: &Tensor, pos: &Tensor, y
         _ => return Err(GpuError::shape(OP, format!("table must be [vocab, dim], got {table:?}"))),
     };
     let positions = pos.numel() / dim;
-    if positions == 0 || pos.numel() % dim != 0 {
+    if positions == 0 || !pos.numel().is_multiple_of(dim) {
         return Err(GpuError::shape(OP, format!("position table {pos:?} must be [positions, {dim}]")));
     }
     let tokens = ids.len() as u64;

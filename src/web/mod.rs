@@ -12,7 +12,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::gpu::{Gpu, GpuError, GpuOptions};
 use crate::ops;
-use crate::selftest::linear_selftest;
+use crate::selftest::{kernel_suite, linear_selftest};
 use crate::DType;
 
 #[wasm_bindgen(start)]
@@ -127,6 +127,27 @@ impl GpuContext {
         })
     }
 
+    /// Run the kernel self-test suite (every op family against CPU float64 references, f32
+    /// and — with shader-f16 — f16 storage).
+    #[wasm_bindgen(js_name = kernelSuite, unchecked_return_type = "Promise<KernelCheck[]>")]
+    pub fn kernel_suite(&self, seed: f64) -> Promise {
+        let gpu = self.gpu.clone();
+        future_to_promise(async move {
+            let checks = kernel_suite(&gpu, seed as u64).await.map_err(js_err)?;
+            let out = js_sys::Array::new();
+            for c in checks {
+                out.push(&object(&[
+                    ("name", c.name.as_str().into()),
+                    ("dtype", c.dtype.name().into()),
+                    ("relL2Error", c.rel_l2_error.into()),
+                    ("tolerance", c.tolerance.into()),
+                    ("passed", c.passed.into()),
+                ]));
+            }
+            Ok(out.into())
+        })
+    }
+
     /// Destroy the device (frees GPU memory; also how tests simulate device loss).
     pub fn destroy(&self) {
         self.gpu.destroy();
@@ -143,6 +164,9 @@ export interface GpuInfo {
   maxComputeWorkgroupsPerDimension: number; maxStorageBuffersPerShaderStage: number;
 }
 export interface GpuMemory { liveBytes: number; peakBytes: number; liveBuffers: number; }
+export interface KernelCheck {
+  name: string; dtype: "f32" | "f16"; relL2Error: number; tolerance: number; passed: boolean;
+}
 export interface SelfTestReport {
   m: number; n: number; k: number; flops: number;
   relL2Error: number; maxAbsError: number; tolerance: number; passed: boolean;

@@ -106,6 +106,23 @@ test('device loss is reported and a new context works', async () => {
   assert.equal(r.passed, true);
 });
 
+test('kernel suite passes in the browser (every op family vs float64 references)', async () => {
+  const checks = await b.page.evaluate(async (seed) => window.animatediffGpu.kernelSuite(seed), Date.now() % 2 ** 31);
+  const failed = checks.filter((c) => !c.passed);
+  console.log(`kernel suite: ${checks.length - failed.length} passed, ${failed.length} failed`);
+  assert.ok(checks.length >= 19, `only ${checks.length} checks ran`);
+  assert.deepEqual(failed, []);
+});
+
+test('kernel checks run from the page UI', async () => {
+  await b.page.click('#run-kernels');
+  await b.page.waitForFunction(() => /passed|Error/.test(document.getElementById('kernels-status').textContent), null, { timeout: 120_000 });
+  const text = await b.page.textContent('#kernels-status');
+  assert.match(text, /^\d+ passed, 0 failed/, text);
+  const rows = await b.page.$$eval('#kernels tbody tr', (trs) => trs.length);
+  assert.ok(rows >= 19);
+});
+
 test('no uncaught errors or panics on the page', () => {
   assert.deepEqual(b.errors, []);
 });

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use animatediff_wgpu::gpu::{Gpu, GpuOptions};
-use animatediff_wgpu::selftest::linear_selftest;
+use animatediff_wgpu::selftest::{kernel_suite, linear_selftest};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -95,9 +95,22 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 r.flops as f64 / secs / 1e9,
                 if r.passed { "PASS" } else { "FAIL" }
             );
+            let checks = pollster::block_on(kernel_suite(&gpu, seed))?;
+            let failed = checks.iter().filter(|c| !c.passed).count();
+            for c in &checks {
+                println!(
+                    "{:<4} {:<46} {:>4}  rel L2 error {:.2e} (tolerance {:.0e})",
+                    if c.passed { "ok" } else { "FAIL" },
+                    c.name,
+                    c.dtype.name(),
+                    c.rel_l2_error,
+                    c.tolerance
+                );
+            }
+            println!("kernel checks: {} passed, {failed} failed", checks.len() - failed);
             let mem = gpu.memory();
             println!("GPU memory: {} bytes live, peak {} bytes", mem.live_bytes, mem.peak_bytes);
-            Ok(if r.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if r.passed && failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }
