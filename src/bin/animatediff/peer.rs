@@ -1,0 +1,2 @@
+//! burn-wgpu as the performance peer for `animatediff bench kernels --peer`
+//! (feature `burn-peer`). To be implemented.
