@@ -211,6 +211,9 @@ fn conv2d_variants() {
         ("1x1 concat", Conv2d::POINTWISE, 2, 7, 13, 24, 8, 20, 1, true),
         ("3x3 concat", Conv2d::SAME_3X3, 1, 6, 5, 12, 20, 36, 3, false),
         ("conv_in 4ch", Conv2d::SAME_3X3, 2, 8, 8, 4, 0, 32, 3, false),
+        // Channel counts that are not multiples of 4 take the scalar kernel (VAE encoder RGB input).
+        ("rgb 3ch", Conv2d::SAME_3X3, 1, 8, 8, 3, 0, 16, 3, false),
+        ("odd concat 5+6", Conv2d::UP_3X3, 1, 5, 4, 5, 6, 12, 3, true),
     ];
     for (name, cfg, n, h, w, c1, c2, cout, k, with_res) in cases {
         for dtype in c.dtypes() {
@@ -408,7 +411,8 @@ fn quant_formats(k: usize) -> Vec<QuantFormat> {
 #[test]
 fn linear_dense_and_quantized_weights() {
     let mut c = Case::new();
-    for &(m, n, k) in &[(7 * 13, 37, 64usize), (33, 24, 192)] {
+    // K = 30: the scalar (non-vec4) kernel; the others take the vec4 kernel.
+    for &(m, n, k) in &[(7 * 13, 37, 64usize), (33, 24, 192), (19, 21, 30)] {
         for dtype in c.dtypes() {
             let x = c.data(m * k, 1.0, 0.0, dtype);
             let w = c.data(n * k, 1.0 / (k as f32).sqrt(), 0.0, dtype);

@@ -8,6 +8,8 @@ use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
 const TILE: u64 = 32;
+/// Output pixels per invocation of the vec4 kernel.
+const V4_ROWS: u64 = 8;
 
 /// Convolution settings (padding is zero padding on every side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +117,14 @@ pub fn conv2d<'w>(
         .bool("HAS_X2", x2.is_some())
         .bool("HAS_RESIDUAL", residual.is_some())
         .ty("T", ty);
-    let (def, spec) = w.select(shader!("conv2d", "weights_dense"), shader!("conv2d", "weights_quant"), spec);
+    // Channel counts that are multiples of 4 (all of SD1.5) take the vec4 kernel.
+    let vec4 = c1 % 4 == 0 && c2 % 4 == 0;
+    let tile_m = if vec4 { 8 * V4_ROWS } else { TILE };
+    let (def, spec) = if vec4 {
+        w.select(shader!("conv2d_v4", "weights_dense4"), shader!("conv2d_v4", "weights_quant4"), spec.u32("TM", V4_ROWS as u32))
+    } else {
+        w.select(shader!("conv2d", "weights_dense"), shader!("conv2d", "weights_quant"), spec)
+    };
     let kernel = gpu.kernel(&def, &spec)?;
     let zeros = gpu.zeros();
     let u = |what, v: usize| to_u32(OP, what, v as u64);
@@ -128,7 +137,7 @@ pub fn conv2d<'w>(
         let rc = residual.and_then(|_| rest.next());
         let m = ch.count * (ho * wo) as u64;
         let tiles_n = (cout as u64).div_ceil(TILE);
-        let tiles = m.div_ceil(TILE) * tiles_n;
+        let tiles = m.div_ceil(tile_m) * tiles_n;
         // Indices inside the kernel are u32 over whole bindings.
         to_u32(OP, "elements", x1c.numel().max(m * cout as u64))?;
         let params = Params {

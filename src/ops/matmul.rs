@@ -7,6 +7,8 @@ use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
 const TILE: usize = 32;
+/// Rows per invocation of the vec4 kernel.
+const V4_ROWS: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -109,7 +111,14 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     let ty = storage_type("linear", &typed)?;
     let gpu = b.gpu();
     let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).bool("HAS_RESIDUAL", ep.residual.is_some()).bool("GEGLU", ep.geglu).ty("T", ty);
-    let (def, spec) = w.select(shader!("matmul", "weights_dense"), shader!("matmul", "weights_quant"), spec);
+    // K % 4 == 0 (every SD1.5 layer): vec4 loads of x and the weights, TM rows per invocation.
+    let vec4 = s.k % 4 == 0;
+    let tile_m = if vec4 { 8 * V4_ROWS } else { TILE };
+    let (def, spec) = if vec4 {
+        w.select(shader!("matmul_v4", "weights_dense4"), shader!("matmul_v4", "weights_quant4"), spec.u32("TM", V4_ROWS as u32))
+    } else {
+        w.select(shader!("matmul", "weights_dense"), shader!("matmul", "weights_quant"), spec)
+    };
     let kernel = gpu.kernel(&def, &spec)?;
     let bias = bias.unwrap_or(gpu.zeros());
     let mut split = vec![x, y];
@@ -118,7 +127,7 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
         let m = ch.count as usize;
         let too_big = || GpuError::shape("linear", format!("{s:?} exceeds 32-bit indexing"));
         let tiles_n = s.n.div_ceil(TILE);
-        let tiles = m.div_ceil(TILE).checked_mul(tiles_n).ok_or_else(too_big)?;
+        let tiles = m.div_ceil(tile_m).checked_mul(tiles_n).ok_or_else(too_big)?;
         let params = Params {
             m: u32::try_from(m).map_err(|_| too_big())?,
             n: u32::try_from(s.n).map_err(|_| too_big())?,

@@ -34,6 +34,34 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmarks (they print numbers; they are not tests).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time every kernel family: ms, GFLOP/s, GB/s, peak GPU memory, and with `--peer` the
+    /// ratio against burn-wgpu on the same adapter (build with `--features burn-peer`).
+    Kernels {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// `small` (seconds on a software adapter) or `sd` (SD1.5's real 512×512 shapes).
+        #[arg(long, value_enum, default_value = "small")]
+        size: crate::bench::Size,
+        /// f16 storage (needs shader-f16).
+        #[arg(long)]
+        f16: bool,
+        /// Timed runs per op (after one warm-up run).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        /// Also time burn-wgpu on the same adapter.
+        #[arg(long)]
+        peer: bool,
+        /// Only ops whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -76,6 +104,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Info(dev) => {
             let gpu = pollster::block_on(Gpu::new(dev.options()))?;
             print!("{}", gpu.info());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Kernels { device, size, f16, iters, peer, only }) => {
+            let gpu = pollster::block_on(Gpu::new(device.options()))?;
+            print!("{}", gpu.info());
+            crate::bench::run(&gpu, size, f16, iters, peer, only.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Selftest { device, m, n, k, seed } => {

@@ -2,6 +2,8 @@
 //! `animatediff selftest` (runs a kernel on the GPU and checks it against the CPU).
 
 #[cfg(not(target_arch = "wasm32"))]
+mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(all(not(target_arch = "wasm32"), feature = "burn-peer"))]
 mod peer;

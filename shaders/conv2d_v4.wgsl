@@ -1,0 +1,125 @@
+// conv2d_v4: shaders/conv2d.wgsl (same parameters, bindings and semantics: implicit GEMM on
+// channels-last data, nearest-×2 upsampling on read, virtual concat of x1 and x2, weights
+// through wload4(), bias, optional residual) for C1 % 4 == 0 and C2 % 4 == 0: input channels
+// and weights are read four at a time (vec4) and each invocation computes TM output pixels ×
+// 4 output channels in registers (a (8·TM)×32 tile per 8×8 workgroup).
+
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    c1: u32,
+    c2: u32,
+    ho: u32,
+    wo: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    tiles_n: u32,
+    tiles: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x1: array<vec4<T>>;
+@group(0) @binding(2) var<storage, read> x2: array<vec4<T>>;
+@group(0) @binding(4) var<storage, read> bias: array<T>;
+@group(0) @binding(5) var<storage, read> residual: array<T>;
+@group(0) @binding(6) var<storage, read_write> y: array<T>;
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = linear_workgroup(wid, nwg);
+    if (tile >= p.tiles) {
+        return;
+    }
+    let m_total = p.n * p.ho * p.wo;
+    let row0 = (tile / p.tiles_n) * (8u * TM) + lid.y * TM;
+    let col0 = (tile % p.tiles_n) * 32u + lid.x * 4u;
+    let cin = p.c1 + p.c2;
+    // Input extent as the convolution sees it.
+    var ih = p.h;
+    var iw = p.w;
+    if (UPSAMPLE) {
+        ih = 2u * p.h;
+        iw = 2u * p.w;
+    }
+
+    // Output pixel coordinates of the 4 rows (clamped into range).
+    var pn: array<u32, TM>;
+    var py: array<i32, TM>;
+    var px: array<i32, TM>;
+    for (var i = 0u; i < TM; i++) {
+        let m = min(row0 + i, m_total - 1u);
+        pn[i] = m / (p.ho * p.wo);
+        let rem = m % (p.ho * p.wo);
+        py[i] = i32((rem / p.wo) * p.stride) - i32(p.pad);
+        px[i] = i32((rem % p.wo) * p.stride) - i32(p.pad);
+    }
+    let kdim = p.kh * p.kw * cin;
+    var wrow: array<u32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        wrow[j] = min(col0 + j, p.cout - 1u);
+    }
+
+    var acc: array<vec4<f32>, TM>;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        for (var kx = 0u; kx < p.kw; kx++) {
+            // Source pixel index (in x1/x2 pixel units) per row, or -1 for zero padding.
+            var src: array<i32, TM>;
+            for (var i = 0u; i < TM; i++) {
+                let yy = py[i] + i32(ky);
+                let xx = px[i] + i32(kx);
+                if (yy < 0 || xx < 0 || yy >= i32(ih) || xx >= i32(iw)) {
+                    src[i] = -1;
+                } else {
+                    var sy = u32(yy);
+                    var sx = u32(xx);
+                    if (UPSAMPLE) {
+                        sy /= 2u;
+                        sx /= 2u;
+                    }
+                    src[i] = i32((pn[i] * p.h + sy) * p.w + sx);
+                }
+            }
+            let kbase = (ky * p.kw + kx) * cin;
+            for (var ci = 0u; ci < cin; ci += 4u) {
+                let kk = kbase + ci;
+                let w0 = wload4(wrow[0], kk, kdim);
+                let w1 = wload4(wrow[1], kk, kdim);
+                let w2 = wload4(wrow[2], kk, kdim);
+                let w3 = wload4(wrow[3], kk, kdim);
+                for (var i = 0u; i < TM; i++) {
+                    var a = vec4<f32>();
+                    if (src[i] >= 0) {
+                        if (ci < p.c1) {
+                            a = vec4<f32>(x1[(u32(src[i]) * p.c1 + ci) / 4u]);
+                        } else if (HAS_X2) {
+                            a = vec4<f32>(x2[(u32(src[i]) * p.c2 + (ci - p.c1)) / 4u]);
+                        }
+                    }
+                    acc[i] += vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+                }
+            }
+        }
+    }
+
+    for (var i = 0u; i < TM; i++) {
+        let m = row0 + i;
+        if (m >= m_total) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let c = col0 + j;
+            if (c < p.cout) {
+                var v = acc[i][j] + f32(bias[c]);
+                if (HAS_RESIDUAL) {
+                    v += f32(residual[m * p.cout + c]);
+                }
+                y[m * p.cout + c] = T(v);
+            }
+        }
+    }
+}

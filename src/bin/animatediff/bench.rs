@@ -1,0 +1,288 @@
+//! `animatediff bench kernels`: time each kernel family on this device and, with the
+//! `burn-peer` feature and `--peer`, the same op in burn-wgpu on the same adapter in the same
+//! run. A benchmark, not a test: it prints numbers and asserts nothing.
+
+use std::time::Instant;
+
+use animatediff_wgpu::gpu::{Batch, DType, Gpu, GpuResult, Shape, Tensor};
+use animatediff_wgpu::ops::{self, Conv2d, GroupNorm, NormDomain, TokenLayout};
+use animatediff_wgpu::quant::{self, QuantFormat};
+use animatediff_wgpu::reference::Rng;
+
+/// Problem sizes: `small` runs in seconds on a software adapter; `sd` uses SD1.5's real
+/// 512×512 shapes (one image / one video where batching does not change the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Size {
+    Small,
+    Sd,
+}
+
+/// One benchmarked op at one shape.
+#[derive(Debug, Clone)]
+pub enum Case {
+    Matmul { m: usize, n: usize, k: usize, quant: Option<QuantFormat> },
+    Conv { n: usize, h: usize, w: usize, cin: usize, cout: usize, k: usize, stride: usize },
+    GroupNorm { n: usize, h: usize, w: usize, c: usize, groups: usize },
+    LayerNorm { rows: usize, cols: usize },
+    Attention { batch: usize, heads: usize, seq: usize, head_dim: usize },
+    Temporal { videos: usize, frames: usize, positions: usize, heads: usize, head_dim: usize },
+}
+
+impl Case {
+    fn name(&self) -> String {
+        match self {
+            Case::Matmul { m, n, k, quant: None } => format!("matmul {m}x{n}x{k}"),
+            Case::Matmul { m, n, k, quant: Some(q) } => format!("matmul q{} g{} {m}x{n}x{k}", q.bits, q.group),
+            Case::Conv { n, h, w, cin, cout, k, stride } => format!("conv{k}x{k}/s{stride} {n}x{h}x{w}x{cin}->{cout}"),
+            Case::GroupNorm { n, h, w, c, groups } => format!("group_norm {n}x{h}x{w}x{c} g{groups}"),
+            Case::LayerNorm { rows, cols } => format!("layer_norm {rows}x{cols}"),
+            Case::Attention { batch, heads, seq, head_dim } => format!("attention {batch}x{heads}x{seq}x{head_dim}"),
+            Case::Temporal { videos, frames, positions, heads, head_dim } => {
+                format!("temporal attn {videos}v x{frames}f x{positions}p {heads}x{head_dim}")
+            }
+        }
+    }
+
+    /// (FLOP, bytes moved at minimum) per run.
+    fn work(&self, elem: usize) -> (f64, f64) {
+        let e = elem as f64;
+        match *self {
+            Case::Matmul { m, n, k, quant } => {
+                let wbytes = match quant {
+                    Some(q) => (n * k) as f64 * f64::from(q.bits) / 8.0,
+                    None => (n * k) as f64 * e,
+                };
+                (2.0 * (m * n * k) as f64, (m * k + m * n) as f64 * e + wbytes)
+            }
+            Case::Conv { n, h, w, cin, cout, k, stride } => {
+                let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+                (2.0 * (n * ho * wo * cout * cin * k * k) as f64, ((n * h * w * cin) + (n * ho * wo * cout) + cout * cin * k * k) as f64 * e)
+            }
+            Case::GroupNorm { n, h, w, c, .. } => (8.0 * (n * h * w * c) as f64, 2.0 * (n * h * w * c) as f64 * e),
+            Case::LayerNorm { rows, cols } => (8.0 * (rows * cols) as f64, 2.0 * (rows * cols) as f64 * e),
+            Case::Attention { batch, heads, seq, head_dim } => {
+                (4.0 * (batch * heads * seq * seq * head_dim) as f64, 4.0 * (batch * heads * seq * head_dim) as f64 * e)
+            }
+            Case::Temporal { videos, frames, positions, heads, head_dim } => {
+                let seqs = videos * positions;
+                (4.0 * (seqs * heads * frames * frames * head_dim) as f64, 4.0 * (seqs * heads * frames * head_dim) as f64 * e)
+            }
+        }
+    }
+}
+
+pub fn cases(size: Size) -> Vec<Case> {
+    let q8 = Some(QuantFormat::Q8);
+    let q4 = Some(QuantFormat::Q4);
+    match size {
+        Size::Small => vec![
+            Case::Matmul { m: 1024, n: 1024, k: 1024, quant: None },
+            Case::Matmul { m: 1024, n: 320, k: 320, quant: None },
+            Case::Matmul { m: 1024, n: 320, k: 320, quant: q8 },
+            Case::Matmul { m: 1024, n: 320, k: 320, quant: q4 },
+            Case::Conv { n: 1, h: 32, w: 32, cin: 320, cout: 320, k: 3, stride: 1 },
+            Case::Conv { n: 1, h: 32, w: 32, cin: 320, cout: 320, k: 3, stride: 2 },
+            Case::GroupNorm { n: 2, h: 64, w: 64, c: 320, groups: 32 },
+            Case::LayerNorm { rows: 4096, cols: 320 },
+            Case::Attention { batch: 1, heads: 8, seq: 1024, head_dim: 40 },
+            Case::Temporal { videos: 1, frames: 16, positions: 1024, heads: 8, head_dim: 40 },
+        ],
+        Size::Sd => vec![
+            Case::Matmul { m: 4096, n: 320, k: 320, quant: None },
+            Case::Matmul { m: 4096, n: 2560, k: 320, quant: None },
+            Case::Matmul { m: 4096, n: 2560, k: 320, quant: q8 },
+            Case::Matmul { m: 4096, n: 2560, k: 320, quant: q4 },
+            Case::Matmul { m: 256, n: 1280, k: 5120, quant: None },
+            Case::Conv { n: 1, h: 64, w: 64, cin: 320, cout: 320, k: 3, stride: 1 },
+            Case::Conv { n: 1, h: 32, w: 32, cin: 640, cout: 640, k: 3, stride: 1 },
+            Case::Conv { n: 1, h: 16, w: 16, cin: 1280, cout: 1280, k: 3, stride: 1 },
+            Case::Conv { n: 1, h: 64, w: 64, cin: 320, cout: 320, k: 3, stride: 2 },
+            Case::GroupNorm { n: 16, h: 64, w: 64, c: 320, groups: 32 },
+            Case::LayerNorm { rows: 16 * 4096, cols: 320 },
+            Case::Attention { batch: 1, heads: 8, seq: 4096, head_dim: 40 },
+            Case::Attention { batch: 1, heads: 8, seq: 1024, head_dim: 80 },
+            Case::Temporal { videos: 1, frames: 16, positions: 4096, heads: 8, head_dim: 40 },
+        ],
+    }
+}
+
+/// Inputs for one case, created once; `record` adds one run to a batch.
+struct Prepared {
+    tensors: Vec<Tensor>,
+    qweight: Option<ops::QuantizedWeight>,
+}
+
+fn rand_tensor(gpu: &Gpu, rng: &mut Rng, shape: impl Into<Shape>, dtype: DType) -> GpuResult<Tensor> {
+    let shape = shape.into();
+    let data = rng.uniform_vec(shape.numel() as usize);
+    match dtype {
+        DType::F16 => gpu.upload_f32_as_f16(&data, shape, "bench"),
+        _ => gpu.upload_f32(&data, shape, "bench"),
+    }
+}
+
+fn prepare(gpu: &Gpu, case: &Case, dtype: DType) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let mut rng = Rng::new(7);
+    let mut r = |shape: Vec<usize>| rand_tensor(gpu, &mut rng, shape, dtype);
+    Ok(match *case {
+        Case::Matmul { m, n, k, quant } => {
+            let qweight = match quant {
+                Some(fmt) => {
+                    let w = Rng::new(8).uniform_vec(n * k);
+                    Some(ops::QuantizedWeight::upload(gpu, &quant::quantize(&w, n, k, fmt)?, [n, k], "bench.q")?)
+                }
+                None => None,
+            };
+            Prepared { tensors: vec![r(vec![m, k])?, r(vec![n, k])?, r(vec![n])?, gpu.empty([m, n], dtype, "bench.y")?], qweight }
+        }
+        Case::Conv { n, h, w, cin, cout, k, stride } => {
+            let cfg = Conv2d { stride: stride as u32, padding: (k / 2) as u32, upsample: false };
+            let (ho, wo) = cfg.output_size(h, w, k, k).ok_or("conv size")?;
+            Prepared { tensors: vec![r(vec![n, h, w, cin])?, r(vec![cout, k, k, cin])?, r(vec![cout])?, gpu.empty([n, ho, wo, cout], dtype, "bench.y")?], qweight: None }
+        }
+        Case::GroupNorm { n, h, w, c, .. } => {
+            Prepared { tensors: vec![r(vec![n, h, w, c])?, r(vec![c])?, r(vec![c])?, gpu.empty([n, h, w, c], dtype, "bench.y")?], qweight: None }
+        }
+        Case::LayerNorm { rows, cols } => {
+            Prepared { tensors: vec![r(vec![rows, cols])?, r(vec![cols])?, r(vec![cols])?, gpu.empty([rows, cols], dtype, "bench.y")?], qweight: None }
+        }
+        Case::Attention { batch, heads, seq, head_dim } => {
+            let n = batch * seq * heads * head_dim;
+            Prepared { tensors: vec![r(vec![n])?, r(vec![n])?, r(vec![n])?, gpu.empty([n], dtype, "bench.o")?], qweight: None }
+        }
+        Case::Temporal { videos, frames, positions, heads, head_dim } => {
+            let n = videos * frames * positions * heads * head_dim;
+            Prepared { tensors: vec![r(vec![n])?, r(vec![n])?, r(vec![n])?, gpu.empty([n], dtype, "bench.o")?], qweight: None }
+        }
+    })
+}
+
+fn record(b: &mut Batch<'_>, case: &Case, p: &Prepared) -> GpuResult<()> {
+    let t = &p.tensors;
+    match *case {
+        Case::Matmul { .. } => match &p.qweight {
+            Some(q) => ops::linear(b, &t[0], q, Some(&t[2]), &t[3]),
+            None => ops::linear(b, &t[0], &t[1], Some(&t[2]), &t[3]),
+        },
+        Case::Conv { k, stride, .. } => {
+            let cfg = Conv2d { stride: stride as u32, padding: (k / 2) as u32, upsample: false };
+            ops::conv2d(b, cfg, &t[0], None, &t[1], &t[2], None, &t[3])
+        }
+        Case::GroupNorm { groups, .. } => {
+            let gn = GroupNorm { groups: groups as u32, eps: 1e-6, domain: NormDomain::PerImage, silu: false };
+            ops::group_norm(b, gn, &t[0], &t[1], &t[2], &t[3])
+        }
+        Case::LayerNorm { .. } => ops::layer_norm(b, 1e-5, &t[0], &t[1], &t[2], &t[3]),
+        Case::Attention { batch, heads, seq, head_dim } => {
+            let l = TokenLayout::rows(seq as u32, (heads * head_dim) as u32);
+            let a = ops::Attention {
+                sequences: batch as u32,
+                heads: heads as u32,
+                head_dim: head_dim as u32,
+                q_len: seq as u32,
+                kv_len: seq as u32,
+                q_layout: l,
+                kv_layout: l,
+                kv_div: 1,
+                causal: false,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+            };
+            ops::attention(b, &a, &t[0], &t[1], &t[2], &t[3])
+        }
+        Case::Temporal { videos, frames, positions, heads, head_dim } => {
+            let l = TokenLayout::frames(frames as u32, positions as u32, (heads * head_dim) as u32);
+            let a = ops::Attention {
+                sequences: (videos * positions) as u32,
+                heads: heads as u32,
+                head_dim: head_dim as u32,
+                q_len: frames as u32,
+                kv_len: frames as u32,
+                q_layout: l,
+                kv_layout: l,
+                kv_div: 1,
+                causal: false,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+            };
+            ops::attention(b, &a, &t[0], &t[1], &t[2], &t[3])
+        }
+    }
+}
+
+/// Seconds per run (steady state: after a warm-up run that compiles the pipelines).
+fn time_ours(gpu: &Gpu, case: &Case, p: &Prepared, iters: usize) -> GpuResult<f64> {
+    let mut b = gpu.batch("bench.warmup");
+    record(&mut b, case, p)?;
+    b.submit()?;
+    pollster::block_on(gpu.sync())?;
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        let mut b = gpu.batch("bench");
+        record(&mut b, case, p)?;
+        b.submit()?;
+    }
+    pollster::block_on(gpu.sync())?;
+    Ok(t0.elapsed().as_secs_f64() / iters as f64)
+}
+
+#[cfg(feature = "burn-peer")]
+fn time_peer(peer: &crate::peer::Peer, case: &Case, f16: bool, iters: usize) -> Result<f64, String> {
+    match *case {
+        Case::Matmul { quant: Some(_), .. } | Case::Temporal { .. } => Err("no equivalent op".into()),
+        Case::Matmul { m, n, k, .. } => peer.matmul(m, n, k, f16, iters),
+        Case::Conv { n, h, w, cin, cout, k, stride } => peer.conv2d(n, h, w, cin, cout, k, stride, k / 2, f16, iters),
+        Case::GroupNorm { n, h, w, c, groups } => peer.group_norm(n, c, h, w, groups, f16, iters),
+        Case::LayerNorm { rows, cols } => peer.layer_norm(rows, cols, f16, iters),
+        Case::Attention { batch, heads, seq, head_dim } => peer.attention(batch, heads, seq, head_dim, f16, iters),
+    }
+}
+
+pub fn run(gpu: &Gpu, size: Size, f16: bool, iters: usize, peer: bool, filter: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let dtype = if f16 { DType::F16 } else { DType::F32 };
+    if f16 && !gpu.info().shader_f16 {
+        return Err("--f16 needs an adapter with shader-f16".into());
+    }
+    #[cfg(feature = "burn-peer")]
+    let peer_dev = if peer {
+        let p = crate::peer::Peer::new()?;
+        println!("peer: {}", p.describe());
+        Some(p)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "burn-peer"))]
+    if peer {
+        return Err("--peer needs a build with `--features burn-peer`".into());
+    }
+    let iters = iters.max(1);
+    println!("{:<44} {:>10} {:>10} {:>9} {:>12} {:>8}", "op", "ms", "GFLOP/s", "GB/s", "peer ms", "ratio");
+    for case in cases(size) {
+        let name = case.name();
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        gpu.reset_peak_memory();
+        let prepared = prepare(gpu, &case, dtype)?;
+        let secs = time_ours(gpu, &case, &prepared, iters)?;
+        let (flop, bytes) = case.work(if f16 { 2 } else { 4 });
+        #[allow(unused_mut)]
+        let mut peer_cols = ("-".to_string(), "-".to_string());
+        #[cfg(feature = "burn-peer")]
+        if let Some(p) = &peer_dev {
+            peer_cols = match time_peer(p, &case, f16, iters) {
+                Ok(ps) => (format!("{:.2}", ps * 1e3), format!("{:.2}x", ps / secs)),
+                Err(e) => (format!("({e})"), "-".into()),
+            };
+        }
+        println!(
+            "{name:<44} {:>10.2} {:>10.2} {:>9.2} {:>12} {:>8}   peak {} MiB",
+            secs * 1e3,
+            flop / secs / 1e9,
+            bytes / secs / 1e9,
+            peer_cols.0,
+            peer_cols.1,
+            gpu.memory().peak_bytes >> 20
+        );
+    }
+    println!("ratio = peer time / our time (> 1: we are faster). Times are wall-clock per run incl. submit.");
+    Ok(())
+}
