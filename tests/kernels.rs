@@ -404,7 +404,7 @@ fn quant_formats(k: usize) -> Vec<QuantFormat> {
         QuantFormat { bits: 4, group: 32, asymmetric: true },
     ]
     .into_iter()
-    .filter(|f| k.is_multiple_of(f.group as usize))
+    .filter(|f| k.is_multiple_of(f.group as usize) && f.group.is_multiple_of(8))
     .collect()
 }
 
