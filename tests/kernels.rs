@@ -2,7 +2,7 @@
 //! shader-f16) f16 storage. Inputs are fresh random data each run; outputs are poisoned with
 //! NaN first so an unwritten element fails.
 
-use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions, Shape, Tensor};
+use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions, KernelPreference, Shape, Tensor};
 use animatediff_wgpu::ops::{self, Activation, Broadcast, Conv2d, GroupNorm, NormDomain, TokenLayout};
 use animatediff_wgpu::quant::{self, QuantFormat};
 use animatediff_wgpu::reference::{self as r, Rng};
@@ -15,7 +15,11 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
-        let gpu = block_on(Gpu::new(GpuOptions::default())).unwrap_or_else(|e| panic!("GPU adapter needed (lavapipe in CI): {e}"));
+        Case::with(GpuOptions::default())
+    }
+
+    fn with(opts: GpuOptions) -> Case {
+        let gpu = block_on(Gpu::new(opts)).unwrap_or_else(|e| panic!("GPU adapter needed (lavapipe in CI): {e}"));
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         eprintln!("seed {seed}");
         Case { gpu, rng: Rng::new(seed) }
@@ -255,9 +259,11 @@ fn attention_spatial_cross_causal_and_temporal() {
     let mut c = Case::new();
     let lay = |l: TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
     // (name, sequences, heads, head_dim, q_len, kv_len, kv_div, causal, temporal frames)
-    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 6] = [
+    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 8] = [
         ("self 7x13 tokens, 2 heads of 12", 2, 2, 12, 91, 91, 1, false, 0),
         ("self, SD head dim 40", 1, 2, 40, 37, 37, 1, false, 0),
+        ("self, SD head dim 80", 1, 2, 80, 29, 29, 1, false, 0),
+        ("cross, SD head dim 160", 2, 1, 160, 13, 77, 1, false, 0),
         ("cross 77 text tokens shared by 3 frames", 6, 2, 16, 20, 77, 3, false, 0),
         ("causal CLIP", 2, 4, 8, 77, 77, 1, true, 0),
         ("single head 64 (VAE mid)", 1, 1, 64, 49, 49, 1, false, 0),
@@ -586,6 +592,41 @@ fn embeddings_and_output_ops() {
             for ch in 0..3 {
                 let want = (f64::from(got[3 * i + ch]) * 255.0).round();
                 assert!((f64::from(bytes[ch]) - want).abs() <= 1.0, "pixel {i} channel {ch}: {} vs {want}", bytes[ch]);
+            }
+        }
+    }
+}
+
+/// The workgroup-tiled GEMM (chosen on real GPUs) must match too; lavapipe runs it when forced.
+#[test]
+fn tiled_matmul_kernel_matches_references() {
+    for pref in [KernelPreference::Tiled, KernelPreference::Registers] {
+        let mut c = Case::with(GpuOptions { kernels: pref, ..GpuOptions::default() });
+        assert_eq!(c.gpu.info().tiled_kernels, pref == KernelPreference::Tiled);
+        // K = 36: a partial last 16-wide k tile; M, N not multiples of 64.
+        for &(m, n, k) in &[(130usize, 70usize, 36usize), (64, 64, 64), (7 * 13, 37, 96)] {
+            for dtype in c.dtypes() {
+                let x = c.data(m * k, 1.0, 0.0, dtype);
+                let w = c.data(n * k, 0.2, 0.0, dtype);
+                let bias = c.data(n, 0.1, 0.0, dtype);
+                let res = c.data(m * n, 1.0, 0.0, dtype);
+                let (xt, bt, rt) = (c.upload(&x, [m, k], dtype), c.upload(&bias, [n], dtype), c.upload(&res, [m, n], dtype));
+                let wt = c.upload(&w, [n, k], dtype);
+                let y = c.poisoned([m, n], dtype);
+                let mut b = c.gpu.batch("t");
+                ops::linear_ex(&mut b, &xt, &wt, Some(&bt), &y, ops::Epilogue { alpha: 0.75, residual: Some(&rt), geglu: false }).unwrap();
+                b.submit().unwrap();
+                let want: Vec<f64> = r::linear(&x, &w, Some(&bias), m, n, k).iter().zip(&res).map(|(v, &r)| 0.75 * v + f64::from(r)).collect();
+                check(&format!("{pref:?} linear {m}x{n}x{k}"), dtype, &c.read(&y), &want);
+                if k % 32 == 0 {
+                    let q = quant::quantize(&w, n, k, QuantFormat::Q4).unwrap();
+                    let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [n, k], "w").unwrap();
+                    let y = c.poisoned([m, n], dtype);
+                    let mut b = c.gpu.batch("t");
+                    ops::linear(&mut b, &xt, &qw, Some(&bt), &y).unwrap();
+                    b.submit().unwrap();
+                    check(&format!("{pref:?} linear q4 {m}x{n}x{k}"), dtype, &c.read(&y), &r::linear(&x, &q.dequantize(), Some(&bias), m, n, k));
+                }
             }
         }
     }

@@ -9,6 +9,19 @@ use super::memory::{MemorySnapshot, MemoryStats};
 use super::pipeline::PipelineCache;
 use super::tensor::{DType, GpuBuffer, Shape, Tensor, TENSOR_ALIGN};
 
+/// Which family of GEMM kernels to use where both exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelPreference {
+    /// Workgroup-memory tiling on GPUs; register-only kernels on CPU (software) adapters,
+    /// where barriers are expensive.
+    #[default]
+    Auto,
+    /// Register-blocked kernels without workgroup memory.
+    Registers,
+    /// Workgroup-memory tiled kernels.
+    Tiled,
+}
+
 /// How to pick and configure the device.
 #[derive(Debug, Clone)]
 pub struct GpuOptions {
@@ -24,6 +37,7 @@ pub struct GpuOptions {
     pub max_buffer_size: Option<u64>,
     /// Round adapter limits down to the tiers browsers expose (wgpu's `apply_limit_buckets`).
     pub browser_limit_buckets: bool,
+    pub kernels: KernelPreference,
 }
 
 impl Default for GpuOptions {
@@ -35,6 +49,7 @@ impl Default for GpuOptions {
             max_storage_binding_size: None,
             max_buffer_size: None,
             browser_limit_buckets: false,
+            kernels: KernelPreference::Auto,
         }
     }
 }
@@ -58,13 +73,21 @@ pub struct GpuInfo {
     pub max_compute_workgroups_per_dimension: u32,
     pub max_storage_buffers_per_shader_stage: u32,
     pub min_storage_buffer_offset_alignment: u32,
+    /// GEMM-like ops use workgroup-memory tiled kernels (else register-only ones).
+    pub tiled_kernels: bool,
 }
 
 impl fmt::Display for GpuInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = if self.adapter_name.is_empty() { "(unnamed adapter)" } else { &self.adapter_name };
         writeln!(f, "adapter: {name} [{} via {}; {} {}]", self.device_type, self.backend, self.driver, self.driver_info)?;
-        writeln!(f, "shader-f16: {}, timestamp-query: {}", self.shader_f16, self.timestamp_query)?;
+        writeln!(
+            f,
+            "shader-f16: {}, timestamp-query: {}, GEMM kernels: {}",
+            self.shader_f16,
+            self.timestamp_query,
+            if self.tiled_kernels { "workgroup-tiled" } else { "register-blocked" }
+        )?;
         writeln!(
             f,
             "max buffer {} MiB, max storage binding {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} workgroups/dim, {} storage buffers/stage",
@@ -202,6 +225,11 @@ impl Gpu {
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             min_storage_buffer_offset_alignment: limits.min_storage_buffer_offset_alignment,
+            tiled_kernels: match opts.kernels {
+                KernelPreference::Auto => adapter_info.device_type != wgpu::DeviceType::Cpu,
+                KernelPreference::Registers => false,
+                KernelPreference::Tiled => true,
+            },
         };
 
         let memory = Arc::new(MemoryStats::default());

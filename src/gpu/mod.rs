@@ -14,7 +14,7 @@ mod readback;
 mod tensor;
 
 pub use batch::Batch;
-pub use context::{Gpu, GpuInfo, GpuOptions};
+pub use context::{Gpu, GpuInfo, GpuOptions, KernelPreference};
 pub use dispatch::Grid;
 pub use error::{GpuError, GpuResult};
 pub use memory::{MemorySnapshot, MemoryStats};

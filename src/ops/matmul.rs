@@ -112,9 +112,18 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     let gpu = b.gpu();
     let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).bool("HAS_RESIDUAL", ep.residual.is_some()).bool("GEGLU", ep.geglu).ty("T", ty);
     // K % 4 == 0 (every SD1.5 layer): vec4 loads of x and the weights, TM rows per invocation.
-    let vec4 = s.k % 4 == 0;
-    let tile_m = if vec4 { 8 * V4_ROWS } else { TILE };
-    let (def, spec) = if vec4 {
+    let vec4 = s.k.is_multiple_of(4);
+    let tiled = vec4 && !ep.geglu && gpu.info().tiled_kernels;
+    let (tile_m, tile_n) = if tiled {
+        (64, 64)
+    } else if vec4 {
+        (8 * V4_ROWS, TILE)
+    } else {
+        (TILE, TILE)
+    };
+    let (def, spec) = if tiled {
+        w.select(shader!("matmul_tiled", "weights_dense4"), shader!("matmul_tiled", "weights_quant4"), spec)
+    } else if vec4 {
         w.select(shader!("matmul_v4", "weights_dense4"), shader!("matmul_v4", "weights_quant4"), spec.u32("TM", V4_ROWS as u32))
     } else {
         w.select(shader!("matmul", "weights_dense"), shader!("matmul", "weights_quant"), spec)
@@ -126,7 +135,7 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     for ch in split_units(gpu, "linear", s.m as u64, &split)? {
         let m = ch.count as usize;
         let too_big = || GpuError::shape("linear", format!("{s:?} exceeds 32-bit indexing"));
-        let tiles_n = s.n.div_ceil(TILE);
+        let tiles_n = s.n.div_ceil(tile_n);
         let tiles = m.div_ceil(tile_m).checked_mul(tiles_n).ok_or_else(too_big)?;
         let params = Params {
             m: u32::try_from(m).map_err(|_| too_big())?,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use animatediff_wgpu::gpu::{Gpu, GpuOptions};
+use animatediff_wgpu::gpu::{Gpu, GpuOptions, KernelPreference};
 use animatediff_wgpu::selftest::{kernel_suite, linear_selftest};
 use clap::{Args, Parser, Subcommand};
 
@@ -75,6 +75,16 @@ struct DeviceArgs {
     /// Cap the storage-binding size in bytes (emulate a browser's 128 MiB default).
     #[arg(long)]
     max_binding: Option<u64>,
+    /// GEMM kernel family: auto (tiled on GPUs, register-blocked on CPU adapters), registers, tiled.
+    #[arg(long, value_enum, default_value = "auto")]
+    kernels: Kernels,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kernels {
+    Auto,
+    Registers,
+    Tiled,
 }
 
 impl DeviceArgs {
@@ -83,6 +93,11 @@ impl DeviceArgs {
             force_fallback_adapter: self.fallback_adapter,
             allow_f16: !self.no_f16,
             max_storage_binding_size: self.max_binding,
+            kernels: match self.kernels {
+                Kernels::Auto => KernelPreference::Auto,
+                Kernels::Registers => KernelPreference::Registers,
+                Kernels::Tiled => KernelPreference::Tiled,
+            },
             ..GpuOptions::default()
         }
     }

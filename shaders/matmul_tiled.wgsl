@@ -1,0 +1,93 @@
+// matmul_tiled: the matmul kernel (same parameters, bindings and epilogues as
+// shaders/matmul_v4.wgsl, without GEGLU) with workgroup-memory tiling for real GPUs: a 16×16
+// workgroup computes a 64×64 tile of y, staging 64×16 slices of x and of the weights (through
+// wload4(), so quantized weights are dequantized once per tile load) in workgroup memory;
+// each invocation accumulates 4×4 outputs in registers. Needs K % 4 == 0.
+// On software adapters barriers are expensive and matmul_v4 is faster; the host picks.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    tiles_n: u32,
+    tiles: u32,
+    alpha: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<T>>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
+@group(0) @binding(5) var<storage, read> residual: array<T>;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+// k-major tiles: a_tile[k·BM + row], b_tile[k·BN + col].
+var<workgroup> a_tile: array<f32, 1024>;
+var<workgroup> b_tile: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let tile = linear_workgroup(wid, nwg);
+    // Uniform per workgroup: barriers below stay in uniform control flow.
+    if (tile >= p.tiles) {
+        return;
+    }
+    let row_base = (tile / p.tiles_n) * BM;
+    let col_base = (tile % p.tiles_n) * BN;
+    // This invocation's share of each tile load: one vec4 (4 consecutive k) of one row.
+    let load_r = tid / 4u;
+    let load_k = (tid % 4u) * 4u;
+    let xrow = min(row_base + load_r, p.m - 1u);
+    let wrow = min(col_base + load_r, p.n - 1u);
+
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        let kk = k0 + load_k;
+        var av = vec4<f32>();
+        var bv = vec4<f32>();
+        if (kk < p.k) {
+            av = vec4<f32>(x[(xrow * p.k + kk) / 4u]);
+            bv = wload4(wrow, kk, p.k);
+        }
+        for (var j = 0u; j < 4u; j++) {
+            a_tile[(load_k + j) * BM + load_r] = av[j];
+            b_tile[(load_k + j) * BN + load_r] = bv[j];
+        }
+        workgroupBarrier();
+        for (var t = 0u; t < BK; t++) {
+            let a = vec4<f32>(a_tile[t * BM + lid.y * 4u], a_tile[t * BM + lid.y * 4u + 1u],
+                              a_tile[t * BM + lid.y * 4u + 2u], a_tile[t * BM + lid.y * 4u + 3u]);
+            let b = vec4<f32>(b_tile[t * BN + lid.x * 4u], b_tile[t * BN + lid.x * 4u + 1u],
+                              b_tile[t * BN + lid.x * 4u + 2u], b_tile[t * BN + lid.x * 4u + 3u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] = fma(vec4<f32>(a[i]), b, acc[i]);
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let r = row_base + lid.y * 4u + i;
+        if (r >= p.m) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let c = col_base + lid.x * 4u + j;
+            if (c < p.n) {
+                var v = acc[i][j];
+                if (HAS_BIAS) {
+                    v += f32(bias[c]);
+                }
+                v *= p.alpha;
+                if (HAS_RESIDUAL) {
+                    v += f32(residual[r * p.n + c]);
+                }
+                y[r * p.n + c] = T(v);
+            }
+        }
+    }
+}
