@@ -1,12 +1,14 @@
 // conv2d: implicit-GEMM 2-D convolution on channels-last data.
 //   x1 [N, H, W, C1] (+ x2 [N, H, W, C2] read as channels C1.. — "virtual concat", so the
 //   up-block skip concatenation is never materialised), optionally nearest-×2 upsampled on
-//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [Cout, KH, KW, C1+C2] (OHWI, read
-//   through wload(): dense or quantized, shaders/include/weights_*.wgsl),
+//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [Cout, KH, KW, C1+C2] (OHWI),
 //   y [N, Ho, Wo, Cout] = conv + bias (+ residual [N, Ho, Wo, Cout]).
+// Loads go through x1load()/x2load()/wloadc() (shaders/include/load_*.wgsl: CV = 1 value, or
+// 4 when C1 and C2 are multiples of 4; weights dense or quantized,
+// shaders/include/weights_*.wgsl).
 // GEMM view: M = N·Ho·Wo pixels × Cout outputs, K = KH·KW·Cin. Each invocation computes
-// 4 pixels × 4 output channels in registers; 8×8 invocations cover a 32×32 tile. Padding is
-// zero; out-of-range rows/columns are clamped on read and not written. Math in f32.
+// TM pixels × 4 output channels in registers; an 8×8 workgroup covers a (8·TM)×32 tile.
+// Padding is zero; out-of-range rows/columns are clamped on read and not written. f32 math.
 
 struct Params {
     n: u32,
@@ -26,8 +28,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x1: array<T>;
-@group(0) @binding(2) var<storage, read> x2: array<T>;
 @group(0) @binding(4) var<storage, read> bias: array<T>;
 @group(0) @binding(5) var<storage, read> residual: array<T>;
 @group(0) @binding(6) var<storage, read_write> y: array<T>;
@@ -40,7 +40,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let m_total = p.n * p.ho * p.wo;
-    let row0 = (tile / p.tiles_n) * 32u + lid.y * 4u;
+    let row0 = (tile / p.tiles_n) * (8u * TM) + lid.y * TM;
     let col0 = (tile % p.tiles_n) * 32u + lid.x * 4u;
     let cin = p.c1 + p.c2;
     // Input extent as the convolution sees it.
@@ -51,11 +51,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         iw = 2u * p.w;
     }
 
-    // Output pixel coordinates of the 4 rows (clamped into range).
-    var pn: array<u32, 4>;
-    var py: array<i32, 4>;
-    var px: array<i32, 4>;
-    for (var i = 0u; i < 4u; i++) {
+    // Output pixel coordinates of the TM rows (clamped into range).
+    var pn: array<u32, TM>;
+    var py: array<i32, TM>;
+    var px: array<i32, TM>;
+    for (var i = 0u; i < TM; i++) {
         let m = min(row0 + i, m_total - 1u);
         pn[i] = m / (p.ho * p.wo);
         let rem = m % (p.ho * p.wo);
@@ -68,12 +68,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         wrow[j] = min(col0 + j, p.cout - 1u);
     }
 
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<vec4<f32>, TM>;
     for (var ky = 0u; ky < p.kh; ky++) {
         for (var kx = 0u; kx < p.kw; kx++) {
             // Source pixel index (in x1/x2 pixel units) per row, or -1 for zero padding.
-            var src: array<i32, 4>;
-            for (var i = 0u; i < 4u; i++) {
+            var src: array<i32, TM>;
+            for (var i = 0u; i < TM; i++) {
                 let yy = py[i] + i32(ky);
                 let xx = px[i] + i32(kx);
                 if (yy < 0 || xx < 0 || yy >= i32(ih) || xx >= i32(iw)) {
@@ -89,26 +89,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 }
             }
             let kbase = (ky * p.kw + kx) * cin;
-            for (var ci = 0u; ci < cin; ci++) {
+            for (var ci = 0u; ci < cin; ci += CV) {
                 let kk = kbase + ci;
-                let b = vec4<f32>(wload(wrow[0], kk, kdim), wload(wrow[1], kk, kdim),
-                                  wload(wrow[2], kk, kdim), wload(wrow[3], kk, kdim));
-                for (var i = 0u; i < 4u; i++) {
-                    var a = 0.0;
+                let w0 = wloadc(wrow[0], kk, kdim);
+                let w1 = wloadc(wrow[1], kk, kdim);
+                let w2 = wloadc(wrow[2], kk, kdim);
+                let w3 = wloadc(wrow[3], kk, kdim);
+                for (var i = 0u; i < TM; i++) {
+                    var a = vec4<f32>();
                     if (src[i] >= 0) {
                         if (ci < p.c1) {
-                            a = f32(x1[u32(src[i]) * p.c1 + ci]);
+                            a = x1load(u32(src[i]) * p.c1 + ci);
                         } else if (HAS_X2) {
-                            a = f32(x2[u32(src[i]) * p.c2 + (ci - p.c1)]);
+                            a = x2load(u32(src[i]) * p.c2 + (ci - p.c1));
                         }
                     }
-                    acc[i] = fma(vec4<f32>(a), b, acc[i]);
+                    acc[i] += vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
                 }
             }
         }
     }
 
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < TM; i++) {
         let m = row0 + i;
         if (m >= m_total) {
             break;

@@ -1,24 +1,10 @@
-// matmul_tiled: the matmul kernel (same parameters, bindings and epilogues as
-// shaders/matmul_v4.wgsl, without GEGLU) with workgroup-memory tiling for real GPUs: a 16×16
+// matmul_tiled: the matmul kernel (shaders/matmul.wgsl: same parameters, bindings and
+// epilogue from shaders/include/matmul_io.wgsl, without GEGLU; vec4 loads from
+// shaders/include/load_vec4.wgsl) with workgroup-memory tiling for real GPUs: a 16×16
 // workgroup computes a 64×64 tile of y, staging 64×16 slices of x and of the weights (through
 // wload4(), so quantized weights are dequantized once per tile load) in workgroup memory;
 // each invocation accumulates 4×4 outputs in registers. Needs K % 4 == 0.
-// On software adapters barriers are expensive and matmul_v4 is faster; the host picks.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    tiles_n: u32,
-    tiles: u32,
-    alpha: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<T>>;
-@group(0) @binding(3) var<storage, read> bias: array<T>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
-@group(0) @binding(5) var<storage, read> residual: array<T>;
+// On software adapters barriers are expensive and shaders/matmul.wgsl is faster; the host picks.
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -50,7 +36,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var av = vec4<f32>();
         var bv = vec4<f32>();
         if (kk < p.k) {
-            av = vec4<f32>(x[(xrow * p.k + kk) / 4u]);
+            av = x1load(xrow * p.k + kk);
             bv = wload4(wrow, kk, p.k);
         }
         for (var j = 0u; j < 4u; j++) {
@@ -78,15 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var j = 0u; j < 4u; j++) {
             let c = col_base + lid.x * 4u + j;
             if (c < p.n) {
-                var v = acc[i][j];
-                if (HAS_BIAS) {
-                    v += f32(bias[c]);
-                }
-                v *= p.alpha;
-                if (HAS_RESIDUAL) {
-                    v += f32(residual[r * p.n + c]);
-                }
-                y[r * p.n + c] = T(v);
+                store_output(r, c, acc[i][j], 0.0);
             }
         }
     }

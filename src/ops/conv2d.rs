@@ -7,9 +7,11 @@ use super::weights::WeightRef;
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
+/// Output channels per workgroup tile (8 invocations × 4).
 const TILE: u64 = 32;
-/// Output pixels per invocation of the vec4 kernel.
+/// Output pixels per invocation with vec4 loads / with scalar loads.
 const V4_ROWS: u64 = 8;
+const SCALAR_ROWS: u64 = 4;
 
 /// Convolution settings (padding is zero padding on every side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +120,14 @@ pub fn conv2d<'w>(
         .bool("HAS_RESIDUAL", residual.is_some())
         .ty("T", ty);
     // Channel counts that are multiples of 4 (all of SD1.5) take the vec4 kernel.
-    let vec4 = c1 % 4 == 0 && c2 % 4 == 0;
-    let tile_m = if vec4 { 8 * V4_ROWS } else { TILE };
+    let vec4 = c1.is_multiple_of(4) && c2.is_multiple_of(4);
+    let tm = if vec4 { V4_ROWS } else { SCALAR_ROWS };
+    let tile_m = 8 * tm;
+    let spec = spec.u32("TM", tm as u32);
     let (def, spec) = if vec4 {
-        w.select(shader!("conv2d_v4", "weights_dense4"), shader!("conv2d_v4", "weights_quant4"), spec.u32("TM", V4_ROWS as u32))
+        w.select(shader!("conv2d", "weights_dense4", "load_vec4"), shader!("conv2d", "weights_quant4", "load_vec4"), spec)
     } else {
-        w.select(shader!("conv2d", "weights_dense"), shader!("conv2d", "weights_quant"), spec)
+        w.select(shader!("conv2d", "weights_dense", "load_scalar"), shader!("conv2d", "weights_quant", "load_scalar"), spec)
     };
     let kernel = gpu.kernel(&def, &spec)?;
     let zeros = gpu.zeros();

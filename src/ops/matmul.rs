@@ -121,12 +121,13 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     } else {
         (TILE, TILE)
     };
+    let spec = spec.u32("TM", (tile_m / 8) as u32);
     let (def, spec) = if tiled {
-        w.select(shader!("matmul_tiled", "weights_dense4"), shader!("matmul_tiled", "weights_quant4"), spec)
+        w.select(shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul_tiled", "weights_quant4", "load_vec4", "matmul_io"), spec)
     } else if vec4 {
-        w.select(shader!("matmul_v4", "weights_dense4"), shader!("matmul_v4", "weights_quant4"), spec.u32("TM", V4_ROWS as u32))
+        w.select(shader!("matmul", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul", "weights_quant4", "load_vec4", "matmul_io"), spec)
     } else {
-        w.select(shader!("matmul", "weights_dense"), shader!("matmul", "weights_quant"), spec)
+        w.select(shader!("matmul", "weights_dense", "load_scalar", "matmul_io"), shader!("matmul", "weights_quant", "load_scalar", "matmul_io"), spec)
     };
     let kernel = gpu.kernel(&def, &spec)?;
     let bias = bias.unwrap_or(gpu.zeros());
