@@ -125,7 +125,7 @@ pub fn conv2d<'w>(
     let tile_m = 8 * tm;
     let spec = spec.u32("TM", tm as u32);
     let (def, spec) = if vec4 {
-        w.select(shader!("conv2d", "weights_dense4", "load_vec4"), shader!("conv2d", "weights_quant4", "load_vec4"), spec)
+        w.select(shader!("conv2d", "weights_dense4", "load_vec4"), shader!("conv2d", "weights_quant", "load_vec4"), spec)
     } else {
         w.select(shader!("conv2d", "weights_dense", "load_scalar"), shader!("conv2d", "weights_quant", "load_scalar"), spec)
     };

@@ -123,9 +123,9 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     };
     let spec = spec.u32("TM", (tile_m / 8) as u32);
     let (def, spec) = if tiled {
-        w.select(shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul_tiled", "weights_quant4", "load_vec4", "matmul_io"), spec)
+        w.select(shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul_tiled", "weights_quant", "load_vec4", "matmul_io"), spec)
     } else if vec4 {
-        w.select(shader!("matmul", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul", "weights_quant4", "load_vec4", "matmul_io"), spec)
+        w.select(shader!("matmul", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul", "weights_quant", "load_vec4", "matmul_io"), spec)
     } else {
         w.select(shader!("matmul", "weights_dense", "load_scalar", "matmul_io"), shader!("matmul", "weights_quant", "load_scalar", "matmul_io"), spec)
     };

@@ -175,37 +175,29 @@ fn record(b: &mut Batch<'_>, case: &Case, p: &Prepared) -> GpuResult<()> {
         Case::LayerNorm { .. } => ops::layer_norm(b, 1e-5, &t[0], &t[1], &t[2], &t[3]),
         Case::Attention { batch, heads, seq, head_dim } => {
             let l = TokenLayout::rows(seq as u32, (heads * head_dim) as u32);
-            let a = ops::Attention {
-                sequences: batch as u32,
-                heads: heads as u32,
-                head_dim: head_dim as u32,
-                q_len: seq as u32,
-                kv_len: seq as u32,
-                q_layout: l,
-                kv_layout: l,
-                kv_div: 1,
-                causal: false,
-                scale: 1.0 / (head_dim as f32).sqrt(),
-            };
-            ops::attention(b, &a, &t[0], &t[1], &t[2], &t[3])
+            attention(b, t, l, batch, heads, head_dim, seq)
         }
         Case::Temporal { videos, frames, positions, heads, head_dim } => {
             let l = TokenLayout::frames(frames as u32, positions as u32, (heads * head_dim) as u32);
-            let a = ops::Attention {
-                sequences: (videos * positions) as u32,
-                heads: heads as u32,
-                head_dim: head_dim as u32,
-                q_len: frames as u32,
-                kv_len: frames as u32,
-                q_layout: l,
-                kv_layout: l,
-                kv_div: 1,
-                causal: false,
-                scale: 1.0 / (head_dim as f32).sqrt(),
-            };
-            ops::attention(b, &a, &t[0], &t[1], &t[2], &t[3])
+            attention(b, t, l, videos * positions, heads, head_dim, frames)
         }
     }
+}
+
+fn attention(b: &mut Batch<'_>, t: &[Tensor], l: TokenLayout, sequences: usize, heads: usize, head_dim: usize, len: usize) -> GpuResult<()> {
+    let a = ops::Attention {
+        sequences: sequences as u32,
+        heads: heads as u32,
+        head_dim: head_dim as u32,
+        q_len: len as u32,
+        kv_len: len as u32,
+        q_layout: l,
+        kv_layout: l,
+        kv_div: 1,
+        causal: false,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+    };
+    ops::attention(b, &a, &t[0], &t[1], &t[2], &t[3])
 }
 
 /// Seconds per run (steady state: after a warm-up run that compiles the pipelines).
