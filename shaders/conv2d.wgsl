@@ -1,11 +1,12 @@
 // conv2d: implicit-GEMM 2-D convolution on channels-last data.
 //   x1 [N, H, W, C1] (+ x2 [N, H, W, C2] read as channels C1.. — "virtual concat", so the
 //   up-block skip concatenation is never materialised), optionally nearest-×2 upsampled on
-//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [Cout, KH, KW, C1+C2] (OHWI),
+//   read (UPSAMPLE: the conv sees a 2H×2W image), weight w [KH, KW, C1+C2, Cout] (K-major:
+//   row k = (ky, kx, ci) holds all output channels),
 //   y [N, Ho, Wo, Cout] = conv + bias (+ residual [N, Ho, Wo, Cout]).
-// Loads go through x1load()/x2load()/wloadc() (shaders/include/load_*.wgsl: CV = 1 value, or
-// 4 when C1 and C2 are multiples of 4; weights dense or quantized,
-// shaders/include/weights_*.wgsl).
+// Loads: x1load()/x2load() (shaders/include/load_*.wgsl: CV = 1 channel, or 4 when C1 and C2
+// are multiples of 4) and wrow() = w[k, co..co+4] (shaders/include/weights_*.wgsl: dense or
+// quantized).
 // GEMM view: M = N·Ho·Wo pixels × Cout outputs, K = KH·KW·Cin. Each invocation computes
 // TM pixels × 4 output channels in registers; an 8×8 workgroup covers a (8·TM)×32 tile.
 // Padding is zero; out-of-range rows/columns are clamped on read and not written. f32 math.
@@ -62,11 +63,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         py[i] = i32((rem / p.wo) * p.stride) - i32(p.pad);
         px[i] = i32((rem % p.wo) * p.stride) - i32(p.pad);
     }
-    let kdim = p.kh * p.kw * cin;
-    var wrow: array<u32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        wrow[j] = min(col0 + j, p.cout - 1u);
-    }
 
     var acc: array<vec4<f32>, TM>;
     for (var ky = 0u; ky < p.kh; ky++) {
@@ -90,21 +86,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
             let kbase = (ky * p.kw + kx) * cin;
             for (var ci = 0u; ci < cin; ci += CV) {
-                let kk = kbase + ci;
-                let w0 = wloadc(wrow[0], kk, kdim);
-                let w1 = wloadc(wrow[1], kk, kdim);
-                let w2 = wloadc(wrow[2], kk, kdim);
-                let w3 = wloadc(wrow[3], kk, kdim);
+                var a: array<vec4<f32>, TM>;
                 for (var i = 0u; i < TM; i++) {
-                    var a = vec4<f32>();
+                    a[i] = vec4<f32>();
                     if (src[i] >= 0) {
                         if (ci < p.c1) {
-                            a = x1load(u32(src[i]) * p.c1 + ci);
+                            a[i] = x1load(u32(src[i]) * p.c1 + ci);
                         } else if (HAS_X2) {
-                            a = x2load(u32(src[i]) * p.c2 + (ci - p.c1));
+                            a[i] = x2load(u32(src[i]) * p.c2 + (ci - p.c1));
                         }
                     }
-                    acc[i] += vec4<f32>(dot(a, w0), dot(a, w1), dot(a, w2), dot(a, w3));
+                }
+                for (var j = 0u; j < CV; j++) {
+                    let w = wrow(kbase + ci + j, col0, p.cout);
+                    for (var i = 0u; i < TM; i++) {
+                        acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
+                    }
                 }
             }
         }

@@ -1,9 +1,10 @@
 // matmul_tiled: the matmul kernel (shaders/matmul.wgsl: same parameters, bindings and
 // epilogue from shaders/include/matmul_io.wgsl, without GEGLU; vec4 loads from
 // shaders/include/load_vec4.wgsl) with workgroup-memory tiling for real GPUs: a 16×16
-// workgroup computes a 64×64 tile of y, staging 64×16 slices of x and of the weights (through
-// wload4(), so quantized weights are dequantized once per tile load) in workgroup memory;
-// each invocation accumulates 4×4 outputs in registers. Needs K % 4 == 0.
+// workgroup computes a 64×64 tile of y, staging a 64×16 slice of x and a 16×64 slice of the
+// K-major weights (through wrow(), so quantized weights are dequantized once per tile load)
+// in workgroup memory; each invocation accumulates 4×4 outputs in registers.
+// Needs K % 4 == 0 and N % 4 == 0.
 // On software adapters barriers are expensive and shaders/matmul.wgsl is faster; the host picks.
 
 const BM: u32 = 64u;
@@ -24,24 +25,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let row_base = (tile / p.tiles_n) * BM;
     let col_base = (tile % p.tiles_n) * BN;
-    // This invocation's share of each tile load: one vec4 (4 consecutive k) of one row.
+    // This invocation's share of each tile load: 4 consecutive k of one row of x, and
+    // 4 consecutive n of one k row of the weights.
     let load_r = tid / 4u;
     let load_k = (tid % 4u) * 4u;
     let xrow = min(row_base + load_r, p.m - 1u);
-    let wrow = min(col_base + load_r, p.n - 1u);
+    let wk = tid / 16u;
+    let wcol = (tid % 16u) * 4u;
 
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         let kk = k0 + load_k;
         var av = vec4<f32>();
-        var bv = vec4<f32>();
         if (kk < p.k) {
             av = x1load(xrow * p.k + kk);
-            bv = wload4(wrow, kk, p.k);
+        }
+        var bv = vec4<f32>();
+        if (k0 + wk < p.k) {
+            bv = wrow(k0 + wk, col_base + wcol, p.n);
         }
         for (var j = 0u; j < 4u; j++) {
             a_tile[(load_k + j) * BM + load_r] = av[j];
-            b_tile[(load_k + j) * BN + load_r] = bv[j];
+            b_tile[wk * BN + wcol + j] = bv[j];
         }
         workgroupBarrier();
         for (var t = 0u; t < BK; t++) {

@@ -31,7 +31,13 @@ impl Rng {
     }
 }
 
-/// `y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n])` in f64.
+/// Transpose a row-major `[rows, cols]` matrix (e.g. a K-major `[K, N]` weight back to
+/// PyTorch's `[N, K]`).
+pub fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols).map(|e| w[(e % rows) * cols + e / rows]).collect()
+}
+
+/// `y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n])` in f64 (PyTorch's `[out, in]` weight).
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f64> {
     let mut y = vec![0f64; m * n];
     for r in 0..m {
@@ -268,6 +274,13 @@ mod tests {
             assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {}", erf(x));
             assert!((erf(-x) + want).abs() < 1e-13);
         }
+    }
+
+    #[test]
+    fn transpose_round_trips() {
+        let w: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_eq!(transpose(&w, 2, 3), vec![0., 3., 1., 4., 2., 5.]);
+        assert_eq!(transpose(&transpose(&w, 2, 3), 3, 2), w);
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub async fn linear_selftest(gpu: &Gpu, m: usize, n: usize, k: usize, seed: u64)
     let w = rng.uniform_vec(n * k);
     let bias = rng.uniform_vec(n);
     let xt = gpu.upload_f32(&x, [m, k], "selftest.x")?;
-    let wt = gpu.upload_f32(&w, [n, k], "selftest.w")?;
+    let w_kn = ops::linear_weight_from_torch(&w, n, k).ok_or_else(|| GpuError::shape("selftest", "weight size"))?;
+    let wt = gpu.upload_f32(&w_kn, [k, n], "selftest.w")?;
     let bt = gpu.upload_f32(&bias, [n], "selftest.bias")?;
     let yt = gpu.empty([m, n], crate::DType::F32, "selftest.y")?;
 
@@ -130,28 +131,30 @@ pub async fn kernel_suite(gpu: &Gpu, seed: u64) -> GpuResult<Vec<KernelCheck>> {
 async fn run_suite(s: &mut Suite<'_>) -> GpuResult<()> {
     let gpu = s.gpu;
     // Linear: dense, q8, asymmetric q4, GEGLU with residual.
-    let (m, n, k) = (7 * 13, 37, 64);
+    let (m, n, k) = (7 * 13, 40, 64);
     let x = s.data(m * k, 1.0);
     let w = s.data(2 * n * k, 0.125);
     let bias = s.data(2 * n, 0.1);
     let (xt, bt) = (s.upload(&x, [m, k])?, s.upload(&bias[..n], [n])?);
-    let wt = s.upload(&w[..n * k], [n, k])?;
+    let torch_layout = |w: &[f32], n: usize| ops::linear_weight_from_torch(w, n, k).ok_or_else(|| GpuError::shape("selftest", "weight size"));
+    let w_kn = torch_layout(&w[..n * k], n)?;
+    let wt = s.upload(&w_kn, [k, n])?;
     let y = s.poisoned([m, n])?;
     let mut b = gpu.batch("selftest");
     ops::linear(&mut b, &xt, &wt, Some(&bt), &y)?;
     b.submit()?;
     s.check("linear", &y, &reference::linear(&x, &w[..n * k], Some(&bias[..n]), m, n, k)).await?;
     for fmt in [QuantFormat::Q8, QuantFormat { bits: 4, group: 32, asymmetric: true }] {
-        let q = quant::quantize(&w[..n * k], n, k, fmt).map_err(|e| GpuError::shape("selftest", e.to_string()))?;
-        let qw = ops::QuantizedWeight::upload(gpu, &q, [n, k], "selftest.q")?;
+        let q = quant::quantize(&w_kn, k, n, fmt).map_err(|e| GpuError::shape("selftest", e.to_string()))?;
+        let qw = ops::QuantizedWeight::upload(gpu, &q, [k, n], "selftest.q")?;
         let y = s.poisoned([m, n])?;
         let mut b = gpu.batch("selftest");
         ops::linear(&mut b, &xt, &qw, Some(&bt), &y)?;
         b.submit()?;
-        s.check(&format!("linear q{}{}", fmt.bits, if fmt.asymmetric { " asym" } else { "" }), &y, &reference::linear(&x, &q.dequantize(), Some(&bias[..n]), m, n, k)).await?;
+        s.check(&format!("linear q{}{}", fmt.bits, if fmt.asymmetric { " asym" } else { "" }), &y, &reference::linear(&x, &reference::transpose(&q.dequantize(), k, n), Some(&bias[..n]), m, n, k)).await?;
     }
     {
-        let w2 = s.upload(&w, [2 * n, k])?;
+        let w2 = s.upload(&torch_layout(&w, 2 * n)?, [k, 2 * n])?;
         let b2 = s.upload(&bias, [2 * n])?;
         let res = s.data(m * n, 1.0);
         let rt = s.upload(&res, [m, n])?;
@@ -180,8 +183,8 @@ async fn run_suite(s: &mut Suite<'_>) -> GpuResult<()> {
     ] {
         let cin = if concat { c1 + c2 } else { c1 };
         let w_oihw = s.data(cout * cin * kk * kk, 0.2);
-        let w_ohwi = ops::weight_oihw_to_ohwi(&w_oihw, cout, cin, kk, kk).ok_or_else(|| GpuError::shape("selftest", "weight size"))?;
-        let wt = s.upload(&w_ohwi, [cout, kk, kk, cin])?;
+        let w_hwio = ops::conv_weight_from_torch(&w_oihw, cout, cin, kk, kk).ok_or_else(|| GpuError::shape("selftest", "weight size"))?;
+        let wt = s.upload(&w_hwio, [kk, kk, cin, cout])?;
         let (ho, wo) = cfg.output_size(h, wd, kk, kk).ok_or_else(|| GpuError::shape("selftest", "conv size"))?;
         let y = s.poisoned([bn, ho, wo, cout])?;
         let mut b = gpu.batch("selftest");

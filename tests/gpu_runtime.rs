@@ -73,7 +73,7 @@ fn linear_without_bias_and_batched_input() {
     let x = rng.uniform_vec(b * t * k);
     let w = rng.uniform_vec(n * k);
     let xt = gpu.upload_f32(&x, [b, t, k], "x").unwrap();
-    let wt = gpu.upload_f32(&w, [n, k], "w").unwrap();
+    let wt = gpu.upload_f32(&ops::linear_weight_from_torch(&w, n, k).unwrap(), [k, n], "w").unwrap();
     let yt = gpu.empty([b, t, n], DType::F32, "y").unwrap();
     let mut batch = gpu.batch("test");
     ops::fill(&mut batch, &yt, f32::NAN).unwrap();
@@ -188,7 +188,7 @@ fn bindings_over_the_limit_are_refused_not_crashed() {
     let gpu = gpu_with(GpuOptions { max_storage_binding_size: Some(1 << 20), ..GpuOptions::default() });
     assert_eq!(gpu.max_binding(), 1 << 20);
     let x = gpu.empty([4, 600], DType::F32, "x").unwrap();
-    let w = gpu.empty([512, 600], DType::F32, "w").unwrap(); // 1.2 MB
+    let w = gpu.empty([600, 512], DType::F32, "w").unwrap(); // 1.2 MB
     let y = gpu.empty([4, 512], DType::F32, "y").unwrap();
     let mut batch = gpu.batch("test");
     let err = ops::linear(&mut batch, &x, &w, None, &y).unwrap_err();
@@ -206,7 +206,7 @@ fn oversized_buffer_is_refused() {
 fn shape_mismatch_is_a_typed_error() {
     let gpu = gpu();
     let x = gpu.empty([4, 8], DType::F32, "x").unwrap();
-    let w = gpu.empty([3, 9], DType::F32, "w").unwrap();
+    let w = gpu.empty([9, 3], DType::F32, "w").unwrap();
     let y = gpu.empty([4, 3], DType::F32, "y").unwrap();
     let mut batch = gpu.batch("test");
     let err = ops::linear(&mut batch, &x, &w, None, &y).unwrap_err();

@@ -61,6 +61,16 @@ impl Case {
     }
 }
 
+/// PyTorch `[out, in]` linear weight → the kernels' K-major `[in, out]`.
+fn kn(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    ops::linear_weight_from_torch(w, n, k).unwrap()
+}
+
+/// PyTorch OIHW conv weight → the kernels' `[KH, KW, Cin, Cout]`.
+fn hwio(w: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> {
+    ops::conv_weight_from_torch(w, cout, cin, k, k).unwrap()
+}
+
 fn tolerance(dtype: DType) -> f64 {
     match dtype {
         DType::F16 => 3e-3,
@@ -241,7 +251,7 @@ fn conv2d_variants() {
 
             let x1t = c.upload(&x1, [n, h, w, c1], dtype);
             let x2t = (c2 > 0).then(|| c.upload(&x2, [n, h, w, c2], dtype));
-            let wt = c.upload(&ops::weight_oihw_to_ohwi(&w_oihw, cout, cin, k, k).unwrap(), [cout, k, k, cin], dtype);
+            let wt = c.upload(&hwio(&w_oihw, cout, cin, k), [k, k, cin, cout], dtype);
             let bt = c.upload(&bias, [cout], dtype);
             let rt = with_res.then(|| c.upload(&res, [n, ho, wo, cout], dtype));
             let y = c.poisoned([n, ho, wo, cout], dtype);
@@ -355,7 +365,7 @@ fn ops_split_work_when_tensors_exceed_the_binding_limit() {
     // linear: x [2000, 24] (192 KB), y [2000, 40]
     let (m, k, nn) = (2000, 24, 40);
     let (x, w, bias) = (c.data(m * k, 1.0, 0.0, dt), c.data(nn * k, 1.0, 0.0, dt), c.data(nn, 1.0, 0.0, dt));
-    let (xt, wt, bt, y) = (c.upload(&x, [m, k], dt), c.upload(&w, [nn, k], dt), c.upload(&bias, [nn], dt), c.poisoned([m, nn], dt));
+    let (xt, wt, bt, y) = (c.upload(&x, [m, k], dt), c.upload(&kn(&w, nn, k), [k, nn], dt), c.upload(&bias, [nn], dt), c.poisoned([m, nn], dt));
     assert!(run(&c, &|b| ops::linear(b, &xt, &wt, Some(&bt), &y).unwrap()) > 1);
     check("split linear", dt, &c.read(&y), &r::linear(&x, &w, Some(&bias), m, nn, k));
 
@@ -381,7 +391,7 @@ fn ops_split_work_when_tensors_exceed_the_binding_limit() {
     let w_oihw = c.data(cout * k * 9, 0.2, 0.0, dt);
     let cb = c.data(cout, 0.1, 0.0, dt);
     let res = c.data(imgs * hw * cout, 1.0, 0.0, dt);
-    let wt = c.upload(&ops::weight_oihw_to_ohwi(&w_oihw, cout, k, 3, 3).unwrap(), [cout, 3, 3, k], dt);
+    let wt = c.upload(&hwio(&w_oihw, cout, k, 3), [3, 3, k, cout], dt);
     let (cbt, rt, y) = (c.upload(&cb, [cout], dt), c.upload(&res, [imgs, 16, 16, cout], dt), c.poisoned([imgs, 16, 16, cout], dt));
     assert!(run(&c, &|b| ops::conv2d(b, Conv2d::SAME_3X3, &xt, None, &wt, &cbt, Some(&rt), &y).unwrap()) > 1);
     let mut want = r::conv2d_nhwc(&x, &w_oihw, &cb, [imgs, 16, 16, k], cout, (3, 3), 1, 1, false);
@@ -400,7 +410,7 @@ fn ops_split_work_when_tensors_exceed_the_binding_limit() {
     check("split temporal attention", dt, &c.read(&o), &r::attention(&q, &kk, &v, (videos * positions) as usize, 2, 12, frames as usize, frames as usize, lay, lay, 1, false, 0.3));
 }
 
-fn quant_formats(k: usize) -> Vec<QuantFormat> {
+fn quant_formats(k: usize, n: usize) -> Vec<QuantFormat> {
     vec![
         QuantFormat::Q8,
         QuantFormat { bits: 8, group: 64, asymmetric: true },
@@ -410,15 +420,15 @@ fn quant_formats(k: usize) -> Vec<QuantFormat> {
         QuantFormat { bits: 4, group: 32, asymmetric: true },
     ]
     .into_iter()
-    .filter(|f| k.is_multiple_of(f.group as usize) && f.group.is_multiple_of(8))
+    .filter(|f| f.check(k, n).is_ok())
     .collect()
 }
 
 #[test]
 fn linear_dense_and_quantized_weights() {
     let mut c = Case::new();
-    // K = 30: the scalar (non-vec4) kernel; the others take the vec4 kernel.
-    for &(m, n, k) in &[(7 * 13, 37, 64usize), (33, 24, 192), (19, 21, 30)] {
+    // K = 30 / N = 37, 21: scalar loads of x / of the weights; N = 24: q8 but not q4 (N % 8).
+    for &(m, n, k) in &[(7 * 13, 37, 64usize), (33, 24, 192), (19, 21, 30), (40, 48, 64)] {
         for dtype in c.dtypes() {
             let x = c.data(m * k, 1.0, 0.0, dtype);
             let w = c.data(n * k, 1.0 / (k as f32).sqrt(), 0.0, dtype);
@@ -427,18 +437,18 @@ fn linear_dense_and_quantized_weights() {
             // Dense weight in the activations' storage type.
             let y = c.poisoned([m, n], dtype);
             let mut b = c.gpu.batch("t");
-            ops::linear(&mut b, &xt, &c.upload(&w, [n, k], dtype), Some(&bt), &y).unwrap();
+            ops::linear(&mut b, &xt, &c.upload(&kn(&w, n, k), [k, n], dtype), Some(&bt), &y).unwrap();
             b.submit().unwrap();
             check(&format!("linear {m}x{n}x{k} dense"), dtype, &c.read(&y), &r::linear(&x, &w, Some(&bias), m, n, k));
             // Quantized weights: the reference uses the values the kernel decodes.
-            for fmt in quant_formats(k) {
-                let q = quant::quantize(&w, n, k, fmt).unwrap();
-                let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [n, k], "w").unwrap();
+            for fmt in quant_formats(k, n) {
+                let q = quant::quantize(&kn(&w, n, k), k, n, fmt).unwrap();
+                let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [k, n], "w").unwrap();
                 let y = c.poisoned([m, n], dtype);
                 let mut b = c.gpu.batch("t");
                 ops::linear(&mut b, &xt, &qw, Some(&bt), &y).unwrap();
                 b.submit().unwrap();
-                check(&format!("linear {m}x{n}x{k} {fmt:?}"), dtype, &c.read(&y), &r::linear(&x, &q.dequantize(), Some(&bias), m, n, k));
+                check(&format!("linear {m}x{n}x{k} {fmt:?}"), dtype, &c.read(&y), &r::linear(&x, &r::transpose(&q.dequantize(), k, n), Some(&bias), m, n, k));
             }
         }
     }
@@ -447,16 +457,16 @@ fn linear_dense_and_quantized_weights() {
 #[test]
 fn conv2d_quantized_weights() {
     let mut c = Case::new();
-    let (n, h, w, cin, cout) = (2, 7, 13, 32, 20);
+    let (n, h, w, cin, cout) = (2, 7, 13, 32, 24);
     for dtype in c.dtypes() {
         let x = c.data(n * h * w * cin, 1.0, 0.0, dtype);
         let w_oihw = c.data(cout * cin * 9, 0.1, 0.0, dtype);
-        let w_ohwi = ops::weight_oihw_to_ohwi(&w_oihw, cout, cin, 3, 3).unwrap();
+        let w_hwio = hwio(&w_oihw, cout, cin, 3);
         let bias = c.data(cout, 0.1, 0.0, dtype);
         let (xt, bt) = (c.upload(&x, [n, h, w, cin], dtype), c.upload(&bias, [cout], dtype));
-        for fmt in quant_formats(9 * cin) {
-            let q = quant::quantize(&w_ohwi, cout, 9 * cin, fmt).unwrap();
-            let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [cout, 3, 3, cin], "w").unwrap();
+        for fmt in quant_formats(9 * cin, cout) {
+            let q = quant::quantize(&w_hwio, 9 * cin, cout, fmt).unwrap();
+            let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [3, 3, cin, cout], "w").unwrap();
             // Reference: PyTorch-layout conv with the decoded weights.
             let deq = q.dequantize();
             let mut deq_oihw = vec![0f32; deq.len()];
@@ -464,7 +474,7 @@ fn conv2d_quantized_weights() {
                 for ky in 0..3 {
                     for kx in 0..3 {
                         for i in 0..cin {
-                            deq_oihw[((o * cin + i) * 3 + ky) * 3 + kx] = deq[((o * 3 + ky) * 3 + kx) * cin + i];
+                            deq_oihw[((o * cin + i) * 3 + ky) * 3 + kx] = deq[((ky * 3 + kx) * cin + i) * cout + o];
                         }
                     }
                 }
@@ -489,10 +499,11 @@ fn linear_fused_epilogues_geglu_scale_residual() {
         let bias = c.data(2 * inner, 0.3, 0.0, dtype);
         let res = c.data(m * inner, 1.0, 0.0, dtype);
         let (xt, bt, rt) = (c.upload(&x, [m, k], dtype), c.upload(&bias, [2 * inner], dtype), c.upload(&res, [m, inner], dtype));
-        let q = quant::quantize(&w, 2 * inner, k, QuantFormat::Q4).unwrap();
-        let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [2 * inner, k], "w").unwrap();
-        let wt = c.upload(&w, [2 * inner, k], dtype);
-        for (label, weights, wref) in [("dense", w.clone(), ops::WeightRef::from(&wt)), ("q4", q.dequantize(), ops::WeightRef::from(&qw))] {
+        let q = quant::quantize(&kn(&w, 2 * inner, k), k, 2 * inner, QuantFormat::Q4).unwrap();
+        let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [k, 2 * inner], "w").unwrap();
+        let wt = c.upload(&kn(&w, 2 * inner, k), [k, 2 * inner], dtype);
+        let deq = r::transpose(&q.dequantize(), k, 2 * inner);
+        for (label, weights, wref) in [("dense", w.clone(), ops::WeightRef::from(&wt)), ("q4", deq, ops::WeightRef::from(&qw))] {
             let full = r::linear(&x, &weights, Some(&bias), m, 2 * inner, k);
             // GEGLU + residual, alpha 1
             let want: Vec<f64> = (0..m * inner)
@@ -604,28 +615,28 @@ fn tiled_matmul_kernel_matches_references() {
         let mut c = Case::with(GpuOptions { kernels: pref, ..GpuOptions::default() });
         assert_eq!(c.gpu.info().tiled_kernels, pref == KernelPreference::Tiled);
         // K = 36: a partial last 16-wide k tile; M, N not multiples of 64.
-        for &(m, n, k) in &[(130usize, 70usize, 36usize), (64, 64, 64), (7 * 13, 37, 96)] {
+        for &(m, n, k) in &[(130usize, 70usize, 36usize), (64, 64, 64), (7 * 13, 37, 96), (70, 40, 96)] {
             for dtype in c.dtypes() {
                 let x = c.data(m * k, 1.0, 0.0, dtype);
                 let w = c.data(n * k, 0.2, 0.0, dtype);
                 let bias = c.data(n, 0.1, 0.0, dtype);
                 let res = c.data(m * n, 1.0, 0.0, dtype);
                 let (xt, bt, rt) = (c.upload(&x, [m, k], dtype), c.upload(&bias, [n], dtype), c.upload(&res, [m, n], dtype));
-                let wt = c.upload(&w, [n, k], dtype);
+                let wt = c.upload(&kn(&w, n, k), [k, n], dtype);
                 let y = c.poisoned([m, n], dtype);
                 let mut b = c.gpu.batch("t");
                 ops::linear_ex(&mut b, &xt, &wt, Some(&bt), &y, ops::Epilogue { alpha: 0.75, residual: Some(&rt), geglu: false }).unwrap();
                 b.submit().unwrap();
                 let want: Vec<f64> = r::linear(&x, &w, Some(&bias), m, n, k).iter().zip(&res).map(|(v, &r)| 0.75 * v + f64::from(r)).collect();
                 check(&format!("{pref:?} linear {m}x{n}x{k}"), dtype, &c.read(&y), &want);
-                if k % 32 == 0 {
-                    let q = quant::quantize(&w, n, k, QuantFormat::Q4).unwrap();
-                    let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [n, k], "w").unwrap();
+                if QuantFormat::Q4.check(k, n).is_ok() {
+                    let q = quant::quantize(&kn(&w, n, k), k, n, QuantFormat::Q4).unwrap();
+                    let qw = ops::QuantizedWeight::upload(&c.gpu, &q, [k, n], "w").unwrap();
                     let y = c.poisoned([m, n], dtype);
                     let mut b = c.gpu.batch("t");
                     ops::linear(&mut b, &xt, &qw, Some(&bt), &y).unwrap();
                     b.submit().unwrap();
-                    check(&format!("{pref:?} linear q4 {m}x{n}x{k}"), dtype, &c.read(&y), &r::linear(&x, &q.dequantize(), Some(&bias), m, n, k));
+                    check(&format!("{pref:?} linear q4 {m}x{n}x{k}"), dtype, &c.read(&y), &r::linear(&x, &r::transpose(&q.dequantize(), k, n), Some(&bias), m, n, k));
                 }
             }
         }

@@ -1,6 +1,5 @@
-// Input/weight loaders for GEMM-like kernels, one value at a time (any K / channel count).
-// CV = values per load; the loaders return them in .x (the rest zero), so kernels written
-// with vec4 dot products serve both widths.
+// Input loaders for the GEMM kernels, one value per load (any K / channel count):
+// CV = values per load, returned in .x.
 const CV: u32 = 1u;
 
 @group(0) @binding(1) var<storage, read> x1: array<T>;
@@ -13,8 +12,4 @@ fn x1load(e: u32) -> vec4<f32> {
 
 fn x2load(e: u32) -> vec4<f32> {
     return vec4<f32>(f32(x2[e]), 0.0, 0.0, 0.0);
-}
-
-fn wloadc(row: u32, k: u32, kdim: u32) -> vec4<f32> {
-    return vec4<f32>(wload(row, k, kdim), 0.0, 0.0, 0.0);
 }

@@ -1,5 +1,5 @@
-// Input/weight loaders for GEMM-like kernels, four consecutive values at a time (K and the
-// channel counts are multiples of 4; bindings are 16-byte aligned).
+// Input loaders for the GEMM kernels, four consecutive values (along K / channels) per load
+// (K and the channel counts are multiples of 4; bindings are 16-byte aligned).
 const CV: u32 = 4u;
 
 @group(0) @binding(1) var<storage, read> x1: array<vec4<T>>;
@@ -12,8 +12,4 @@ fn x1load(e: u32) -> vec4<f32> {
 
 fn x2load(e: u32) -> vec4<f32> {
     return vec4<f32>(x2[e / 4u]);
-}
-
-fn wloadc(row: u32, k: u32, kdim: u32) -> vec4<f32> {
-    return wload4(row, k, kdim);
 }

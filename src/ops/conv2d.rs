@@ -3,7 +3,7 @@
 //! a "virtual concat" second input, bias and an optional fused residual add.
 
 use super::util::{distinct_output, split_units, storage_type, to_u32};
-use super::weights::WeightRef;
+use super::weights::{WeightKind, WeightRef};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -59,9 +59,9 @@ struct Params {
 }
 
 /// `y = conv(concat(x1, x2)) + bias (+ residual)`: `x1 [N, H, W, C1]`, optional
-/// `x2 [N, H, W, C2]`, `w [Cout, KH, KW, C1+C2]` (OHWI, see [`weight_oihw_to_ohwi`]),
+/// `x2 [N, H, W, C2]`, `w [KH, KW, C1+C2, Cout]` (see [`super::conv_weight_from_torch`]),
 /// `bias [Cout]`, `y` and `residual` `[N, Ho, Wo, Cout]`. The weight may be quantized
-/// (`[Cout, KH·KW·Cin]` rows, groups along KH·KW·Cin).
+/// (a `[KH·KW·Cin, Cout]` matrix, groups along KH·KW·Cin).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d<'w>(
     b: &mut Batch<'_>,
@@ -90,9 +90,9 @@ pub fn conv2d<'w>(
         },
         None => 0,
     };
-    let [cout, kh, kw, cin] = match *w.dims() {
-        [o, kh, kw, i] => [o, kh, kw, i],
-        _ => return Err(GpuError::shape(OP, format!("weight must be [Cout, KH, KW, Cin], got {:?}", w.dims()))),
+    let [kh, kw, cin, cout] = match *w.dims() {
+        [kh, kw, i, o] => [kh, kw, i, o],
+        _ => return Err(GpuError::shape(OP, format!("weight must be [KH, KW, Cin, Cout], got {:?}", w.dims()))),
     };
     if cin != c1 + c2 || cout == 0 || cin == 0 {
         return Err(GpuError::shape(OP, format!("weight {:?} expects {cin} input channels, inputs have {}", w.dims(), c1 + c2)));
@@ -119,15 +119,18 @@ pub fn conv2d<'w>(
         .bool("HAS_X2", x2.is_some())
         .bool("HAS_RESIDUAL", residual.is_some())
         .ty("T", ty);
-    // Channel counts that are multiples of 4 (all of SD1.5) take the vec4 kernel.
+    // Channel counts that are multiples of 4 (all of SD1.5) take vec4 loads of the input.
     let vec4 = c1.is_multiple_of(4) && c2.is_multiple_of(4);
     let tm = if vec4 { V4_ROWS } else { SCALAR_ROWS };
     let tile_m = 8 * tm;
-    let spec = spec.u32("TM", tm as u32);
-    let (def, spec) = if vec4 {
-        w.select(shader!("conv2d", "weights_dense4", "load_vec4"), shader!("conv2d", "weights_quant", "load_vec4"), spec)
-    } else {
-        w.select(shader!("conv2d", "weights_dense", "load_scalar"), shader!("conv2d", "weights_quant", "load_scalar"), spec)
+    let spec = w.spec(spec.u32("TM", tm as u32));
+    let def = match (vec4, w.kind()) {
+        (true, WeightKind::Dense4) => shader!("conv2d", "weights_dense4", "load_vec4"),
+        (true, WeightKind::Dense) => shader!("conv2d", "weights_dense", "load_vec4"),
+        (true, WeightKind::Quant) => shader!("conv2d", "weights_quant", "load_vec4"),
+        (false, WeightKind::Dense4) => shader!("conv2d", "weights_dense4", "load_scalar"),
+        (false, WeightKind::Dense) => shader!("conv2d", "weights_dense", "load_scalar"),
+        (false, WeightKind::Quant) => shader!("conv2d", "weights_quant", "load_scalar"),
     };
     let kernel = gpu.kernel(&def, &spec)?;
     let zeros = gpu.zeros();
@@ -166,23 +169,4 @@ pub fn conv2d<'w>(
         b.dispatch_at(&kernel, &params, &bindings, grid)?;
     }
     Ok(())
-}
-
-/// Reorder a PyTorch conv weight `[Cout, Cin, KH, KW]` (OIHW) into the `[Cout, KH, KW, Cin]`
-/// (OHWI) layout the kernel reads, so that `Cin` is contiguous like the activations.
-pub fn weight_oihw_to_ohwi<T: Copy>(w: &[T], cout: usize, cin: usize, kh: usize, kw: usize) -> Option<Vec<T>> {
-    if w.len() != cout * cin * kh * kw {
-        return None;
-    }
-    let mut out = Vec::with_capacity(w.len());
-    for o in 0..cout {
-        for y in 0..kh {
-            for x in 0..kw {
-                for i in 0..cin {
-                    out.push(w[((o * cin + i) * kh + y) * kw + x]);
-                }
-            }
-        }
-    }
-    Some(out)
 }

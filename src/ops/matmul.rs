@@ -1,8 +1,9 @@
-//! `shaders/matmul.wgsl`: linear layer `y = x · wᵀ (+ bias)` with `w` in `[out, in]` layout,
-//! dense (f32/f16 like the activations) or q8/q4 quantized.
+//! `shaders/matmul.wgsl` / `shaders/matmul_tiled.wgsl`: linear layer `y = x · w (+ bias)`
+//! with the weight K-major `[in, out]` (see [`super::weights`]), dense (f32/f16 like the
+//! activations) or q8/q4 quantized, with fused epilogues.
 
 use super::util::{distinct_output, split_units, storage_type};
-use super::weights::WeightRef;
+use super::weights::{WeightKind, WeightRef};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -21,7 +22,7 @@ struct Params {
     alpha: f32,
 }
 
-/// Shapes of one linear call: `x [.., K]` (M rows in all), `w [N, K]`, `y [.., N]`.
+/// Shapes of one linear call: `x [.., K]` (M rows in all), `w [K, N]`, `y [.., N]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Linear {
     pub m: usize,
@@ -35,19 +36,19 @@ impl Linear {
         Linear::infer_with(x, w, bias, y, false)
     }
 
-    /// [`Linear::infer`]; with `geglu` the weight (and bias) hold 2·N rows and `y` N columns.
+    /// [`Linear::infer`]; with `geglu` the weight (and bias) hold 2·N columns and `y` N.
     pub fn infer_with(x: &Tensor, w: WeightRef<'_>, bias: Option<&Tensor>, y: &Tensor, geglu: bool) -> GpuResult<Linear> {
         const OP: &str = "linear";
         let mut typed = vec![x, y];
         typed.extend(bias);
         typed.extend(w.dense());
         storage_type(OP, &typed)?;
-        let (rows, k) = match *w.dims() {
-            [n, k] => (n, k),
-            _ => return Err(GpuError::shape(OP, format!("weight must be [out, in], got {:?}", w.dims()))),
+        let (k, rows) = match *w.dims() {
+            [k, n] => (k, n),
+            _ => return Err(GpuError::shape(OP, format!("weight must be [in, out], got {:?}", w.dims()))),
         };
-        if geglu && rows % 2 != 0 {
-            return Err(GpuError::shape(OP, format!("GEGLU weight needs an even row count, got {:?}", w.dims())));
+        if geglu && !rows.is_multiple_of(2) {
+            return Err(GpuError::shape(OP, format!("GEGLU weight needs an even output count, got {:?}", w.dims())));
         }
         let n = if geglu { rows / 2 } else { rows };
         if x.shape().dim(-1) != Some(k) || k == 0 {
@@ -87,8 +88,8 @@ impl Default for Epilogue<'_> {
     }
 }
 
-/// `y = x · wᵀ (+ bias)` with a dense or quantized weight. Inputs larger than one storage
-/// binding are processed in row chunks; the weight must fit in one binding.
+/// `y = x · w (+ bias)` with a dense or quantized `[in, out]` weight. Inputs larger than one
+/// storage binding are processed in row chunks; the weight must fit in one binding.
 pub fn linear<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>, bias: Option<&Tensor>, y: &Tensor) -> GpuResult<()> {
     linear_ex(b, x, w, bias, y, Epilogue::default())
 }
@@ -111,23 +112,29 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     let ty = storage_type("linear", &typed)?;
     let gpu = b.gpu();
     let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).bool("HAS_RESIDUAL", ep.residual.is_some()).bool("GEGLU", ep.geglu).ty("T", ty);
-    // K % 4 == 0 (every SD1.5 layer): vec4 loads of x and the weights, TM rows per invocation.
-    let vec4 = s.k.is_multiple_of(4);
-    let tiled = vec4 && !ep.geglu && gpu.info().tiled_kernels;
+    // Every SD1.5 layer has K and N multiples of 4: vec4 loads of x along K and of the weights
+    // along N. The workgroup-tiled kernel is for real GPUs (see `GpuInfo::tiled_kernels`).
+    let x_vec4 = s.k.is_multiple_of(4);
+    let kind = w.kind();
+    let tiled = x_vec4 && !ep.geglu && gpu.info().tiled_kernels;
     let (tile_m, tile_n) = if tiled {
         (64, 64)
-    } else if vec4 {
+    } else if x_vec4 {
         (8 * V4_ROWS, TILE)
     } else {
         (TILE, TILE)
     };
-    let spec = spec.u32("TM", (tile_m / 8) as u32);
-    let (def, spec) = if tiled {
-        w.select(shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul_tiled", "weights_quant", "load_vec4", "matmul_io"), spec)
-    } else if vec4 {
-        w.select(shader!("matmul", "weights_dense4", "load_vec4", "matmul_io"), shader!("matmul", "weights_quant", "load_vec4", "matmul_io"), spec)
-    } else {
-        w.select(shader!("matmul", "weights_dense", "load_scalar", "matmul_io"), shader!("matmul", "weights_quant", "load_scalar", "matmul_io"), spec)
+    let spec = w.spec(spec.u32("TM", (tile_m / 8) as u32));
+    let def = match (tiled, x_vec4, kind) {
+        (true, _, WeightKind::Quant) => shader!("matmul_tiled", "weights_quant", "load_vec4", "matmul_io"),
+        (true, _, WeightKind::Dense4) => shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"),
+        (true, _, WeightKind::Dense) => shader!("matmul_tiled", "weights_dense", "load_vec4", "matmul_io"),
+        (false, true, WeightKind::Dense4) => shader!("matmul", "weights_dense4", "load_vec4", "matmul_io"),
+        (false, true, WeightKind::Dense) => shader!("matmul", "weights_dense", "load_vec4", "matmul_io"),
+        (false, true, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_vec4", "matmul_io"),
+        (false, false, WeightKind::Dense4) => shader!("matmul", "weights_dense4", "load_scalar", "matmul_io"),
+        (false, false, WeightKind::Dense) => shader!("matmul", "weights_dense", "load_scalar", "matmul_io"),
+        (false, false, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_scalar", "matmul_io"),
     };
     let kernel = gpu.kernel(&def, &spec)?;
     let bias = bias.unwrap_or(gpu.zeros());

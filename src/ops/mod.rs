@@ -1,6 +1,7 @@
 //! One Rust wrapper per WGSL kernel in `shaders/`: shape checks, parameter struct and
 //! dispatch next to each other. Activations are channels-last (`[N, H, W, C]`, tokens
-//! `[N, T, C]`); weights keep PyTorch's `[out, in]` layout.
+//! `[N, T, C]`); GEMM weights are K-major (`[in, out]`, conv `[KH, KW, Cin, Cout]`, see
+//! [`weights`]).
 
 pub mod attention;
 pub mod binary;
@@ -16,11 +17,11 @@ pub mod weights;
 
 pub use attention::{attention, Attention, TokenLayout};
 pub use binary::{add, axpby, mul, Broadcast};
-pub use conv2d::{conv2d, weight_oihw_to_ohwi, Conv2d};
+pub use conv2d::{conv2d, Conv2d};
 pub use convert::convert;
 pub use embed::{embedding, sinusoidal_position_encoding, timestep_embedding, to_rgba8};
 pub use fill::fill;
 pub use matmul::{linear, linear_ex, Epilogue, Linear};
 pub use norm::{group_norm, layer_norm, GroupNorm, NormDomain};
 pub use unary::{clamp_affine, unary, Activation};
-pub use weights::{QuantizedWeight, WeightRef};
+pub use weights::{conv_weight_from_torch, linear_weight_from_torch, QuantizedWeight, WeightRef};

@@ -86,14 +86,17 @@ impl GpuContext {
         ])
     }
 
-    /// `y = x · wᵀ (+ bias)` on the GPU: `x` is `[m, k]`, `w` is `[n, k]`, `bias` is `[n]`.
+    /// `y = x · wᵀ (+ bias)` on the GPU: `x` is `[m, k]`, `w` is `[n, k]` (PyTorch's `[out, in]`),
+    /// `bias` is `[n]`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Float32Array>")]
     pub fn linear(&self, x: Vec<f32>, w: Vec<f32>, bias: Option<Vec<f32>>, m: u32, n: u32, k: u32) -> Promise {
         let gpu = self.gpu.clone();
         future_to_promise(async move {
             let (m, n, k) = (m as usize, n as usize, k as usize);
             let xt = gpu.upload_f32(&x, [m, k], "x").map_err(js_err)?;
-            let wt = gpu.upload_f32(&w, [n, k], "w").map_err(js_err)?;
+            let w_kn = ops::linear_weight_from_torch(&w, n, k)
+                .ok_or_else(|| js_err(GpuError::shape("linear", format!("w has {} values, [{n}, {k}] needs {}", w.len(), n * k))))?;
+            let wt = gpu.upload_f32(&w_kn, [k, n], "w").map_err(js_err)?;
             let bt = match &bias {
                 Some(b) => Some(gpu.upload_f32(b, [n], "bias").map_err(js_err)?),
                 None => None,

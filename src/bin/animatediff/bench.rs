@@ -129,16 +129,16 @@ fn prepare(gpu: &Gpu, case: &Case, dtype: DType) -> Result<Prepared, Box<dyn std
             let qweight = match quant {
                 Some(fmt) => {
                     let w = Rng::new(8).uniform_vec(n * k);
-                    Some(ops::QuantizedWeight::upload(gpu, &quant::quantize(&w, n, k, fmt)?, [n, k], "bench.q")?)
+                    Some(ops::QuantizedWeight::upload(gpu, &quant::quantize(&w, k, n, fmt)?, [k, n], "bench.q")?)
                 }
                 None => None,
             };
-            Prepared { tensors: vec![r(vec![m, k])?, r(vec![n, k])?, r(vec![n])?, gpu.empty([m, n], dtype, "bench.y")?], qweight }
+            Prepared { tensors: vec![r(vec![m, k])?, r(vec![k, n])?, r(vec![n])?, gpu.empty([m, n], dtype, "bench.y")?], qweight }
         }
         Case::Conv { n, h, w, cin, cout, k, stride } => {
             let cfg = Conv2d { stride: stride as u32, padding: (k / 2) as u32, upsample: false };
             let (ho, wo) = cfg.output_size(h, w, k, k).ok_or("conv size")?;
-            Prepared { tensors: vec![r(vec![n, h, w, cin])?, r(vec![cout, k, k, cin])?, r(vec![cout])?, gpu.empty([n, ho, wo, cout], dtype, "bench.y")?], qweight: None }
+            Prepared { tensors: vec![r(vec![n, h, w, cin])?, r(vec![k, k, cin, cout])?, r(vec![cout])?, gpu.empty([n, ho, wo, cout], dtype, "bench.y")?], qweight: None }
         }
         Case::GroupNorm { n, h, w, c, .. } => {
             Prepared { tensors: vec![r(vec![n, h, w, c])?, r(vec![c])?, r(vec![c])?, gpu.empty([n, h, w, c], dtype, "bench.y")?], qweight: None }
