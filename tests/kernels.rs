@@ -642,3 +642,35 @@ fn tiled_matmul_kernel_matches_references() {
         }
     }
 }
+
+/// The workgroup-memory temporal attention (chosen on GPUs) against the reference, including
+/// frame counts that are not powers of two and partial position tiles.
+#[test]
+fn temporal_attention_workgroup_kernel() {
+    let mut c = Case::with(GpuOptions { kernels: KernelPreference::Tiled, ..GpuOptions::default() });
+    for &(videos, frames, positions, heads, hd) in &[(2u32, 16u32, 5u32, 2u32, 12u32), (1, 24, 7, 1, 40), (1, 8, 3, 8, 40), (1, 32, 2, 2, 80)] {
+        for dtype in c.dtypes() {
+            let ch = heads * hd;
+            let l = TokenLayout::frames(frames, positions, ch);
+            let len = (videos * frames * positions * ch) as usize;
+            let (q, k, v) = (c.data(len, 1.0, 0.0, dtype), c.data(len, 1.0, 0.0, dtype), c.data(len, 1.0, 0.0, dtype));
+            let a = ops::Attention { sequences: videos * positions, heads, head_dim: hd, q_len: frames, kv_len: frames, q_layout: l, kv_layout: l, kv_div: 1, causal: false, scale: 1.3 / (hd as f32).sqrt() };
+            let o = c.poisoned([len], dtype);
+            let mut b = c.gpu.batch("t");
+            ops::attention(&mut b, &a, &c.upload(&q, [len], dtype), &c.upload(&k, [len], dtype), &c.upload(&v, [len], dtype), &o).unwrap();
+            b.submit().unwrap();
+            let lay = [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
+            let want = r::attention(&q, &k, &v, (videos * positions) as usize, heads as usize, hd as usize, frames as usize, frames as usize, lay, lay, 1, false, f64::from(a.scale));
+            check(&format!("temporal workgroup kernel {videos}v {frames}f {positions}p {heads}x{hd}"), dtype, &c.read(&o), &want);
+        }
+    }
+}
+
+/// The whole self-test suite with the GPU kernel family forced (what real GPUs run).
+#[test]
+fn kernel_suite_with_gpu_kernel_family() {
+    let gpu = block_on(Gpu::new(GpuOptions { kernels: KernelPreference::Tiled, ..GpuOptions::default() })).unwrap();
+    let checks = block_on(animatediff_wgpu::selftest::kernel_suite(&gpu, 99)).unwrap();
+    let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}

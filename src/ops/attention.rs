@@ -1,7 +1,8 @@
 //! `shaders/attention.wgsl`: multi-head attention with an online softmax, over any token
 //! layout expressible as (sequence, token, head) strides — spatial self-attention,
 //! cross-attention with per-video text K/V, causal CLIP attention, and temporal (motion
-//! module) attention directly on frame-major activations.
+//! module) attention directly on frame-major activations (on GPUs, a workgroup-memory kernel
+//! for the latter: `shaders/temporal_attention.wgsl`).
 
 use super::util::{distinct_output, gcd, split_units, storage_type, to_u32};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
@@ -72,6 +73,36 @@ fn max_index(l: &TokenLayout, seqs: u64, len: u64, heads: u64, head_dim: u64) ->
         + heads * head_dim
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TemporalParams {
+    positions: u32,
+    heads: u32,
+    channels: u32,
+    tiles: u32,
+    pos_tiles: u32,
+    scale: f32,
+}
+
+/// Positions per workgroup for the workgroup-memory temporal kernel, if K/V of one fits.
+fn temporal_tile(gpu: &crate::gpu::Gpu, frames: u32, head_dim: u32) -> Option<u32> {
+    let limits = gpu.limits();
+    [8u32, 4, 2, 1].into_iter().find(|&tp| {
+        2 * tp * frames * head_dim * 4 <= limits.max_compute_workgroup_storage_size
+            && tp * frames <= limits.max_compute_invocations_per_workgroup
+            && tp * frames <= limits.max_compute_workgroup_size_x
+    })
+}
+
+/// The motion-module case: self-attention over all frames of frame-major activations.
+fn temporal_shape(a: &Attention) -> Option<(u32, u32)> {
+    let l = a.q_layout;
+    let frames = a.q_len;
+    let channels = a.heads * a.head_dim;
+    let is_frames = l == TokenLayout::frames(frames, l.inner, channels);
+    (is_frames && a.kv_layout == l && a.kv_len == frames && a.kv_div == 1 && !a.causal && frames <= 64).then_some((frames, l.inner))
+}
+
 /// `o = softmax(q·kᵀ·scale)·v` per head; `o` has `q`'s layout.
 pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor) -> GpuResult<()> {
     const OP: &str = "attention";
@@ -88,6 +119,14 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
         return Err(GpuError::shape(OP, format!("{a:?} reads past q {q:?} / k {k:?} / v {v:?} / o {o:?}")));
     }
     let gpu = b.gpu();
+    // Motion modules on GPUs: K/V of a tile of positions × all frames in workgroup memory.
+    if gpu.info().tiled_kernels {
+        if let Some((frames, positions)) = temporal_shape(a) {
+            if let Some(tp) = temporal_tile(gpu, frames, a.head_dim) {
+                return temporal(b, a, ty, frames, positions, tp, q, k, v, o);
+            }
+        }
+    }
     let spec = Spec::new().u32("WG", WG).u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
     let kernel = gpu.kernel(&shader!("attention"), &spec)?;
     // Split into groups of whole q blocks and whole K/V blocks when a tensor exceeds one
@@ -116,6 +155,32 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
         };
         to_u32(OP, "queries", threads)?;
         let grid = Grid::for_elements(threads, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+        let p = &ch.parts;
+        b.dispatch(&kernel, &params, &[&p[0], &p[1], &p[2], &p[3]], grid)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn temporal(b: &mut Batch<'_>, a: &Attention, ty: &'static str, frames: u32, positions: u32, tp: u32, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor) -> GpuResult<()> {
+    const OP: &str = "attention";
+    let gpu = b.gpu();
+    let spec = Spec::new().u32("TP", tp).u32("FR", frames).u32("HEAD_DIM", a.head_dim).ty("T", ty);
+    let kernel = gpu.kernel(&shader!("temporal_attention"), &spec)?;
+    let videos = u64::from(a.sequences) / u64::from(positions.max(1));
+    let pos_tiles = positions.div_ceil(tp);
+    // Whole videos per chunk when activations exceed one storage binding.
+    for ch in split_units(gpu, OP, videos, &[q, k, v, o])? {
+        let tiles = ch.count * u64::from(a.heads) * u64::from(pos_tiles);
+        let params = TemporalParams {
+            positions,
+            heads: a.heads,
+            channels: a.heads * a.head_dim,
+            tiles: to_u32(OP, "workgroups", tiles)?,
+            pos_tiles,
+            scale: a.scale,
+        };
+        let grid = Grid::linear(tiles, gpu.limits().max_compute_workgroups_per_dimension)?;
         let p = &ch.parts;
         b.dispatch(&kernel, &params, &[&p[0], &p[1], &p[2], &p[3]], grid)?;
     }

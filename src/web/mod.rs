@@ -10,7 +10,7 @@ use js_sys::{Float32Array, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::gpu::{Gpu, GpuError, GpuOptions};
+use crate::gpu::{Gpu, GpuError, GpuOptions, KernelPreference};
 use crate::ops;
 use crate::selftest::{kernel_suite, linear_selftest};
 use crate::DType;
@@ -42,12 +42,29 @@ pub struct GpuContext {
 #[wasm_bindgen]
 impl GpuContext {
     /// Create the context. `allowF16 = false` forces the f32 path; `maxBindingBytes` caps the
-    /// storage-binding size (to emulate smaller devices).
+    /// storage-binding size (to emulate smaller devices); `kernels` is `"auto"` (default:
+    /// workgroup-tiled GEMM/attention on GPUs, register-blocked on software adapters),
+    /// `"registers"` or `"tiled"`.
     #[wasm_bindgen(unchecked_return_type = "Promise<GpuContext>")]
-    pub fn create(allow_f16: Option<bool>, max_binding_bytes: Option<f64>) -> Promise {
+    pub fn create(
+        allow_f16: Option<bool>,
+        max_binding_bytes: Option<f64>,
+        #[wasm_bindgen(unchecked_param_type = "\"auto\" | \"registers\" | \"tiled\" | undefined")] kernels: Option<String>,
+    ) -> Promise {
+        let kernels = match kernels.as_deref() {
+            None | Some("auto") => Ok(KernelPreference::Auto),
+            Some("registers") => Ok(KernelPreference::Registers),
+            Some("tiled") => Ok(KernelPreference::Tiled),
+            Some(other) => Err(JsValue::from(JsError::new(&format!("kernels must be \"auto\", \"registers\" or \"tiled\", got {other:?}")))),
+        };
+        let kernels = match kernels {
+            Ok(k) => k,
+            Err(e) => return Promise::reject(&e),
+        };
         let opts = GpuOptions {
             allow_f16: allow_f16.unwrap_or(true),
             max_storage_binding_size: max_binding_bytes.filter(|b| b.is_finite() && *b > 0.0).map(|b| b as u64),
+            kernels,
             ..GpuOptions::default()
         };
         future_to_promise(async move {
@@ -65,6 +82,7 @@ impl GpuContext {
             ("backend", i.backend.as_str().into()),
             ("deviceType", i.device_type.as_str().into()),
             ("shaderF16", i.shader_f16.into()),
+            ("tiledKernels", i.tiled_kernels.into()),
             ("timestampQuery", i.timestamp_query.into()),
             ("maxBufferSize", (i.max_buffer_size as f64).into()),
             ("maxStorageBufferBindingSize", (i.max_storage_buffer_binding_size as f64).into()),
@@ -161,7 +179,7 @@ impl GpuContext {
 const TS_TYPES: &'static str = r#"
 export interface GpuInfo {
   adapterName: string; backend: string; deviceType: string;
-  shaderF16: boolean; timestampQuery: boolean;
+  shaderF16: boolean; timestampQuery: boolean; tiledKernels: boolean;
   maxBufferSize: number; maxStorageBufferBindingSize: number;
   maxComputeWorkgroupStorageSize: number; maxComputeInvocationsPerWorkgroup: number;
   maxComputeWorkgroupsPerDimension: number; maxStorageBuffersPerShaderStage: number;

@@ -114,6 +114,30 @@ test('kernel suite passes in the browser (every op family vs float64 references)
   assert.deepEqual(failed, []);
 });
 
+test('the GPU kernel family (workgroup-tiled GEMM, temporal attention) compiles and passes in Tint', async () => {
+  // SwiftShader is a CPU adapter, so "auto" picks register kernels; force the family real
+  // GPUs get so the browser's own WGSL compiler (Tint, with its uniformity analysis) sees it.
+  const r = await b.page.evaluate(async (seed) => {
+    const { GpuContext } = await import('./pkg/animatediff_wgpu.js');
+    const g = await GpuContext.create(undefined, undefined, 'tiled');
+    const info = g.info();
+    const checks = await g.kernelSuite(seed);
+    let bad = null;
+    try {
+      await GpuContext.create(undefined, undefined, 'fastest');
+    } catch (e) {
+      bad = e.message;
+    }
+    g.destroy();
+    return { tiled: info.tiledKernels, checks, bad };
+  }, Date.now() % 2 ** 31);
+  assert.equal(r.tiled, true);
+  const failed = r.checks.filter((c) => !c.passed);
+  assert.deepEqual(failed, []);
+  assert.ok(r.checks.length >= 19);
+  assert.match(r.bad ?? '', /kernels must be/);
+});
+
 test('kernel checks run from the page UI', async () => {
   await b.page.click('#run-kernels');
   await b.page.waitForFunction(() => /passed|Error/.test(document.getElementById('kernels-status').textContent), null, { timeout: 120_000 });
