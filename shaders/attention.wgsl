@@ -1,44 +1,14 @@
 // attention: softmax(q·kᵀ·scale [+ causal mask])·v with an online softmax in f32 — the
 // score matrix is never materialised ("flash" style). One invocation per (sequence, head,
 // query); it keeps its query row and output accumulator (HEAD_DIM floats) in registers and
-// streams the keys/values. No workgroup memory, so it is also the fast path where barriers
-// are expensive (lavapipe, SwiftShader); the tiled variant is the kernel library's next step.
+// streams the keys/values. No workgroup memory: the fast path where barriers are expensive
+// (lavapipe, SwiftShader); GPUs get shaders/flash_attention.wgsl.
 //
-// Layout-agnostic addressing (elements): token t of head h in sequence s is at
-//   (s / inner)·outer_stride + (s % inner)·inner_stride + t·token_stride + h·HEAD_DIM
-// Spatial/cross attention on [B, T, H·D] tokens: inner = 1, outer_stride = T·C,
-// token_stride = C. Temporal attention on frame-major [B·F, HW, C] activations: a sequence is
+// Layout-agnostic addressing (shaders/include/attention_io.wgsl). Spatial/cross attention on
+// [B, T, H·D] tokens: inner = 1, outer_stride = T·C, token_stride = C. Temporal attention on frame-major [B·F, HW, C] activations: a sequence is
 // one (video, position) pair: inner = HW, outer_stride = F·HW·C, inner_stride = C,
 // token_stride = HW·C — no transpose. K/V sequences are s / kv_div (text K/V shared by the
 // F frames of a video).
-
-struct Layout {
-    inner: u32,
-    outer_stride: u32,
-    inner_stride: u32,
-    token_stride: u32,
-}
-
-struct Params {
-    q: Layout,
-    kv: Layout,
-    sequences: u32,
-    heads: u32,
-    q_len: u32,
-    kv_len: u32,
-    kv_div: u32,
-    scale: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<T>;
-@group(0) @binding(2) var<storage, read> k: array<T>;
-@group(0) @binding(3) var<storage, read> v: array<T>;
-@group(0) @binding(4) var<storage, read_write> o: array<T>;
-
-fn addr(l: Layout, s: u32, t: u32, h: u32) -> u32 {
-    return (s / l.inner) * l.outer_stride + (s % l.inner) * l.inner_stride + t * l.token_stride + h * HEAD_DIM;
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

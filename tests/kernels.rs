@@ -266,7 +266,15 @@ fn conv2d_variants() {
 #[test]
 #[allow(clippy::type_complexity)]
 fn attention_spatial_cross_causal_and_temporal() {
-    let mut c = Case::new();
+    // Both kernel families: register streaming (software adapters) and workgroup-memory
+    // flash / temporal kernels (GPUs).
+    for pref in [KernelPreference::Registers, KernelPreference::Tiled] {
+        attention_cases(&mut Case::with(GpuOptions { kernels: pref, ..GpuOptions::default() }), &format!("{pref:?}"));
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn attention_cases(c: &mut Case, family: &str) {
     let lay = |l: TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
     // (name, sequences, heads, head_dim, q_len, kv_len, kv_div, causal, temporal frames)
     let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 8] = [
@@ -314,7 +322,7 @@ fn attention_spatial_cross_causal_and_temporal() {
             let mut b = c.gpu.batch("t");
             ops::attention(&mut b, &a, &qt, &kt, &vt, &o).unwrap();
             b.submit().unwrap();
-            check(&format!("attention {name}"), dtype, &c.read(&o), &want);
+            check(&format!("{family} attention {name}"), dtype, &c.read(&o), &want);
         }
     }
 }

@@ -73,6 +73,18 @@ fn max_index(l: &TokenLayout, seqs: u64, len: u64, heads: u64, head_dim: u64) ->
         + heads * head_dim
 }
 
+/// Queries per workgroup of the flash kernel.
+const FLASH_BQ: u32 = 64;
+
+/// Keys per workgroup-memory tile of the flash kernel: the largest that fits K and V.
+fn flash_kv_tile(gpu: &crate::gpu::Gpu, head_dim: u32) -> Option<u32> {
+    let limits = gpu.limits();
+    if FLASH_BQ > limits.max_compute_invocations_per_workgroup {
+        return None;
+    }
+    [32u32, 16, 8, 4].into_iter().find(|&bkv| 2 * bkv * head_dim * 4 <= limits.max_compute_workgroup_storage_size)
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct TemporalParams {
@@ -127,8 +139,13 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
             }
         }
     }
-    let spec = Spec::new().u32("WG", WG).u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
-    let kernel = gpu.kernel(&shader!("attention"), &spec)?;
+    // GPUs: K/V tiles through workgroup memory; software adapters: the register kernel.
+    let flash_tile = if gpu.info().tiled_kernels { flash_kv_tile(gpu, a.head_dim) } else { None };
+    let spec = Spec::new().u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
+    let kernel = match flash_tile {
+        Some(bkv) => gpu.kernel(&shader!("flash_attention", "attention_io"), &spec.u32("BQ", FLASH_BQ).u32("BKV", bkv))?,
+        None => gpu.kernel(&shader!("attention", "attention_io"), &spec.u32("WG", WG))?,
+    };
     // Split into groups of whole q blocks and whole K/V blocks when a tensor exceeds one
     // binding: a group is lcm(q inner, kv_div · kv inner) sequences.
     let (qi, kvb) = (u64::from(a.q_layout.inner), u64::from(a.kv_div) * u64::from(a.kv_layout.inner));
@@ -154,7 +171,11 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
             _pad: [0; 2],
         };
         to_u32(OP, "queries", threads)?;
-        let grid = Grid::for_elements(threads, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+        let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
+        let grid = match flash_tile {
+            Some(_) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(FLASH_BQ)), max_dim)?,
+            None => Grid::for_elements(threads, WG, max_dim)?,
+        };
         let p = &ch.parts;
         b.dispatch(&kernel, &params, &[&p[0], &p[1], &p[2], &p[3]], grid)?;
     }

@@ -1,0 +1,32 @@
+// Parameters, bindings and token addressing shared by the attention kernels
+// (shaders/attention.wgsl, shaders/flash_attention.wgsl; host side: src/ops/attention.rs).
+// Token t of head h in sequence s is at
+//   (s / inner)·outer_stride + (s % inner)·inner_stride + t·token_stride + h·HEAD_DIM.
+
+struct Layout {
+    inner: u32,
+    outer_stride: u32,
+    inner_stride: u32,
+    token_stride: u32,
+}
+
+struct Params {
+    q: Layout,
+    kv: Layout,
+    sequences: u32,
+    heads: u32,
+    q_len: u32,
+    kv_len: u32,
+    kv_div: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<T>;
+@group(0) @binding(2) var<storage, read> k: array<T>;
+@group(0) @binding(3) var<storage, read> v: array<T>;
+@group(0) @binding(4) var<storage, read_write> o: array<T>;
+
+fn addr(l: Layout, s: u32, t: u32, h: u32) -> u32 {
+    return (s / l.inner) * l.outer_stride + (s % l.inner) * l.inner_stride + t * l.token_stride + h * HEAD_DIM;
+}
