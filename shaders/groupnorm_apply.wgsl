@@ -1,8 +1,11 @@
 // groupnorm_apply: y = (x − mean)·rstd·gamma[c] + beta[c], optionally followed by SiLU,
-// for channels-last x[S, P, C] with stats[S, G, 2] from groupnorm_stats.
+// for channels-last x[S, P, C] with stats[S, G, 2] from groupnorm_stats. One invocation per
+// position (row of C channels), looping over groups and their channels: no per-element
+// index division (integer division does not vectorise on CPU adapters), and one
+// statistics load per group.
 
 struct Params {
-    n: u32,
+    rows: u32,
     positions: u32,
     channels: u32,
     groups: u32,
@@ -18,16 +21,22 @@ struct Params {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let i = linear_workgroup(wid, nwg) * WG + lid;
-    if (i >= p.n) {
+    let row = linear_workgroup(wid, nwg) * WG + lid;
+    if (row >= p.rows) {
         return;
     }
-    let c = i % p.channels;
-    let s = i / (p.positions * p.channels);
-    let sg = s * p.groups + c / (p.channels / p.groups);
-    var v = (f32(x[i]) - stats[2u * sg]) * stats[2u * sg + 1u] * f32(gamma[c]) + f32(beta[c]);
-    if (SILU) {
-        v = silu(v);
+    let s = row / p.positions;
+    let base = row * p.channels;
+    let cpg = p.channels / p.groups;
+    for (var g = 0u; g < p.groups; g++) {
+        let mean = stats[2u * (s * p.groups + g)];
+        let rstd = stats[2u * (s * p.groups + g) + 1u];
+        for (var c = g * cpg; c < (g + 1u) * cpg; c++) {
+            var v = (f32(x[base + c]) - mean) * rstd * f32(gamma[c]) + f32(beta[c]);
+            if (SILU) {
+                v = silu(v);
+            }
+            y[base + c] = T(v);
+        }
     }
-    y[i] = T(v);
 }

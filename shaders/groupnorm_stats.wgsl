@@ -2,7 +2,9 @@
 // x[S, P, C] — S statistic sets, P positions per set, C channels in G groups of C/G.
 // Per-image GroupNorm: S = images, P = H·W. Joint over frames (diffusers motion modules,
 // original v1 ResNets): S = videos, P = F·H·W. One workgroup per (set, group); two passes
-// over the data (mean, then centred variance) in f32 for accuracy.
+// over the data (mean, then centred variance) in f32 for accuracy. Invocations stride over
+// positions and read their group's C/G channels contiguously (no per-element division, which
+// CPU adapters cannot vectorise).
 
 struct Params {
     sets: u32,
@@ -27,21 +29,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let s = sg / p.groups;
     let g = sg % p.groups;
     let cpg = p.channels / p.groups;
-    let count = p.positions * cpg;
     let base = s * p.positions * p.channels + g * cpg;
 
     var acc = 0.0;
-    for (var e = lid; e < count; e += WG) {
-        acc += f32(x[base + (e / cpg) * p.channels + e % cpg]);
+    for (var pos = lid; pos < p.positions; pos += WG) {
+        let row = base + pos * p.channels;
+        for (var c = 0u; c < cpg; c++) {
+            acc += f32(x[row + c]);
+        }
     }
-    let mean = reduce_sum(lid, acc) / f32(count);
+    let count = f32(p.positions * cpg);
+    let mean = reduce_sum(lid, acc) / count;
 
     var acc2 = 0.0;
-    for (var e = lid; e < count; e += WG) {
-        let d = f32(x[base + (e / cpg) * p.channels + e % cpg]) - mean;
-        acc2 += d * d;
+    for (var pos = lid; pos < p.positions; pos += WG) {
+        let row = base + pos * p.channels;
+        for (var c = 0u; c < cpg; c++) {
+            let d = f32(x[row + c]) - mean;
+            acc2 += d * d;
+        }
     }
-    let var_ = reduce_sum(lid, acc2) / f32(count);
+    let var_ = reduce_sum(lid, acc2) / count;
     if (lid == 0u) {
         stats[2u * sg] = mean;
         stats[2u * sg + 1u] = inverseSqrt(var_ + p.eps);

@@ -1,5 +1,6 @@
 //! `shaders/groupnorm_stats.wgsl` + `shaders/groupnorm_apply.wgsl` (GroupNorm, optional
-//! fused SiLU) and `shaders/layernorm.wgsl`. Activations are channels-last: `[N, .., C]`.
+//! fused SiLU) and `shaders/layernorm.wgsl` / `shaders/layernorm_rows.wgsl`. Activations are
+//! channels-last: `[N, .., C]`.
 
 use super::util::{distinct_output, same_numel, split_units, storage_type, to_u32, WG};
 use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
@@ -14,6 +15,9 @@ pub enum NormDomain {
     /// original v1 ResNets): the image index is `video·F + frame`.
     JointFrames { frames: u32 },
 }
+
+/// Rows (positions) per workgroup of `groupnorm_apply`.
+const APPLY_WG: u32 = 64;
 
 /// GroupNorm settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,7 +42,7 @@ struct StatsParams {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ApplyParams {
-    n: u32,
+    rows: u32,
     positions: u32,
     channels: u32,
     groups: u32,
@@ -74,7 +78,7 @@ pub fn group_norm(b: &mut Batch<'_>, gn: GroupNorm, x: &Tensor, gamma: &Tensor, 
     let gpu = b.gpu();
     let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
     let stats_kernel = gpu.kernel(&shader!("groupnorm_stats", "reduce"), &Spec::new().u32("WG", WG).ty("T", ty))?;
-    let apply_kernel = gpu.kernel(&shader!("groupnorm_apply"), &Spec::new().u32("WG", WG).bool("SILU", gn.silu).ty("T", ty))?;
+    let apply_kernel = gpu.kernel(&shader!("groupnorm_apply"), &Spec::new().u32("WG", APPLY_WG).bool("SILU", gn.silu).ty("T", ty))?;
     // Whole statistic sets per chunk when x exceeds one binding.
     for ch in split_units(gpu, OP, sets, &[x, y])? {
         let (xs, ys) = (&ch.parts[0], &ch.parts[1]);
@@ -87,8 +91,10 @@ pub fn group_norm(b: &mut Batch<'_>, gn: GroupNorm, x: &Tensor, gamma: &Tensor, 
             eps: gn.eps,
         };
         b.dispatch(&stats_kernel, &sp, &[xs, &stats], Grid::linear(ch.count * u64::from(gn.groups), max_dim)?)?;
-        let ap = ApplyParams { n: to_u32(OP, "elements", xs.numel())?, positions: sp.positions, channels: sp.channels, groups: gn.groups };
-        b.dispatch(&apply_kernel, &ap, &[xs, &stats, gamma, beta, ys], Grid::for_elements(xs.numel(), WG, max_dim)?)?;
+        let rows = ch.count * positions;
+        to_u32(OP, "elements", xs.numel())?;
+        let ap = ApplyParams { rows: to_u32(OP, "rows", rows)?, positions: sp.positions, channels: sp.channels, groups: gn.groups };
+        b.dispatch(&apply_kernel, &ap, &[xs, &stats, gamma, beta, ys], Grid::for_elements(rows, APPLY_WG, max_dim)?)?;
     }
     Ok(())
 }
@@ -116,10 +122,17 @@ pub fn layer_norm(b: &mut Batch<'_>, eps: f32, x: &Tensor, gamma: &Tensor, beta:
     }
     let rows = x.numel() / cols;
     let gpu = b.gpu();
-    let k = gpu.kernel(&shader!("layernorm", "reduce"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?;
+    // GPUs: a workgroup reduces each row; CPU adapters: one invocation per row, no barriers.
+    let per_workgroup = gpu.info().tiled_kernels;
+    let k = if per_workgroup {
+        gpu.kernel(&shader!("layernorm", "reduce"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?
+    } else {
+        gpu.kernel(&shader!("layernorm_rows"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?
+    };
     for ch in split_units(gpu, OP, rows, &[x, y])? {
         let params = LayerParams { rows: to_u32(OP, "rows", ch.count)?, cols: to_u32(OP, "cols", cols)?, eps };
-        let grid = Grid::linear(ch.count, gpu.limits().max_compute_workgroups_per_dimension)?;
+        let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
+        let grid = if per_workgroup { Grid::linear(ch.count, max_dim)? } else { Grid::for_elements(ch.count, LN_WG, max_dim)? };
         b.dispatch(&k, &params, &[&ch.parts[0], gamma, beta, &ch.parts[1]], grid)?;
     }
     Ok(())
