@@ -34,9 +34,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (CAUSAL) {
         n_keys = min(i + 1u, p.kv_len);
     }
-    let skv = s / p.kv_div;
+    // Address of key 0; keys are token_stride apart (no per-key integer division).
+    let kv0 = addr(p.kv, s / p.kv_div, 0u, h);
     for (var j = 0u; j < n_keys; j++) {
-        let ka = addr(p.kv, skv, j, h);
+        let ka = kv0 + j * p.kv.token_stride;
         var sc = 0.0;
         for (var d = 0u; d < HEAD_DIM; d++) {
             sc = fma(qr[d], f32(k[ka + d]), sc);

@@ -23,7 +23,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = qt * BQ + lid;
     let valid = i < p.q_len;
     let qa = addr(p.q, s, min(i, p.q_len - 1u), h);
-    let skv = s / p.kv_div;
+    // Address of key 0; keys are token_stride apart (no per-element integer division).
+    let kv0 = addr(p.kv, s / p.kv_div, 0u, h);
 
     var qr: array<f32, HEAD_DIM>;
     var acc: array<f32, HEAD_DIM>;
@@ -43,7 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let j = j0 + e / HEAD_DIM;
             var kv = vec2<f32>();
             if (j < p.kv_len) {
-                let ka = addr(p.kv, skv, j, h) + e % HEAD_DIM;
+                let ka = kv0 + j * p.kv.token_stride + e % HEAD_DIM;
                 kv = vec2<f32>(f32(k[ka]), f32(v[ka]));
             }
             k_tile[e] = kv.x;
