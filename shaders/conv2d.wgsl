@@ -8,7 +8,7 @@
 // are multiples of 4) and wrow() = w[k, co..co+4] (shaders/include/weights_*.wgsl: dense or
 // quantized).
 // GEMM view: M = N·Ho·Wo pixels × Cout outputs, K = KH·KW·Cin. Each invocation computes
-// TM pixels × 4 output channels in registers; an 8×8 workgroup covers a (8·TM)×32 tile.
+// TM pixels × 8 output channels in registers; an 8×8 workgroup covers a (8·TM)×64 tile.
 // Padding is zero; out-of-range rows/columns are clamped on read and not written. f32 math.
 
 struct Params {
@@ -42,7 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let m_total = p.n * p.ho * p.wo;
     let row0 = (tile / p.tiles_n) * (8u * TM) + lid.y * TM;
-    let col0 = (tile % p.tiles_n) * 32u + lid.x * 4u;
+    let col0 = (tile % p.tiles_n) * 64u + lid.x * 8u;
     let cin = p.c1 + p.c2;
     // Input extent as the convolution sees it.
     var ih = p.h;
@@ -65,6 +65,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 
     var acc: array<vec4<f32>, TM>;
+    var acc2: array<vec4<f32>, TM>;
     for (var ky = 0u; ky < p.kh; ky++) {
         for (var kx = 0u; kx < p.kw; kx++) {
             // Source pixel index (in x1/x2 pixel units) per row, or -1 for zero padding.
@@ -99,8 +100,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 }
                 for (var j = 0u; j < CV; j++) {
                     let w = wrow(kbase + ci + j, col0, p.cout);
+                    let w2 = wrow(kbase + ci + j, col0 + 4u, p.cout);
                     for (var i = 0u; i < TM; i++) {
                         acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
+                        acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
                     }
                 }
             }
@@ -112,10 +115,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (m >= m_total) {
             break;
         }
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < 8u; j++) {
             let c = col0 + j;
             if (c < p.cout) {
-                var v = acc[i][j] + f32(bias[c]);
+                var v = select(acc2[i][j % 4u], acc[i][j % 4u], j < 4u) + f32(bias[c]);
                 if (HAS_RESIDUAL) {
                     v += f32(residual[m * p.cout + c]);
                 }

@@ -7,10 +7,11 @@
 // wrow() = w[k, n..n+4] (shaders/include/weights_*.wgsl: dense or quantized). Storage type T,
 // f32 accumulation.
 //
-// Each invocation computes TM rows × 4 columns in registers with vec4 FMAs and no workgroup
-// memory — the fast form where barriers are expensive (software adapters); an 8×8 workgroup
-// covers a (8·TM)×32 tile. Rows/columns past the edge read clamped (valid) indices and are
-// not written.
+// Each invocation computes TM rows × 4 columns (× 8 with WIDE) in registers with vec4 FMAs
+// and no workgroup memory — the fast form where barriers are expensive (software adapters);
+// an 8×8 workgroup covers a (8·TM)×(32 or 64) tile. A second accumulator holds the gate
+// columns (GEGLU) or columns 4..8 (WIDE). Rows/columns past the edge read clamped (valid)
+// indices and are not written.
 
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -20,7 +21,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let row0 = (tile / p.tiles_n) * (8u * TM) + lid.y * TM;
-    let col0 = (tile % p.tiles_n) * 32u + lid.x * 4u;
+    let tn = select(4u, 8u, WIDE);
+    let col0 = (tile % p.tiles_n) * (8u * tn) + lid.x * tn;
 
     var xr: array<u32, TM>;
     for (var i = 0u; i < TM; i++) {
@@ -28,9 +30,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Weight row length: value and gate halves side by side with GEGLU.
     let wn = select(p.n, 2u * p.n, GEGLU);
+    // Columns of the second accumulator: the gate half, or the next four.
+    let col2 = select(col0 + 4u, col0 + p.n, GEGLU);
 
     var acc: array<vec4<f32>, TM>;
-    var accg: array<vec4<f32>, TM>;
+    var acc2: array<vec4<f32>, TM>;
     for (var kk = 0u; kk < p.k; kk += CV) {
         var a: array<vec4<f32>, TM>;
         for (var i = 0u; i < TM; i++) {
@@ -38,14 +42,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         for (var j = 0u; j < CV; j++) {
             let w = wrow(kk + j, col0, wn);
-            var g = vec4<f32>();
-            if (GEGLU) {
-                g = wrow(kk + j, col0 + p.n, wn);
+            var w2 = vec4<f32>();
+            if (GEGLU || WIDE) {
+                w2 = wrow(kk + j, col2, wn);
             }
             for (var i = 0u; i < TM; i++) {
                 acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
-                if (GEGLU) {
-                    accg[i] = fma(vec4<f32>(a[i][j]), g, accg[i]);
+                if (GEGLU || WIDE) {
+                    acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
                 }
             }
         }
@@ -58,7 +62,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         for (var j = 0u; j < 4u; j++) {
             if (col0 + j < p.n) {
-                store_output(r, col0 + j, acc[i][j], accg[i][j]);
+                store_output(r, col0 + j, acc[i][j], acc2[i][j]);
+            }
+            if (WIDE && col0 + 4u + j < p.n) {
+                store_output(r, col0 + 4u + j, acc2[i][j], 0.0);
             }
         }
     }

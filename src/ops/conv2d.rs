@@ -7,8 +7,8 @@ use super::weights::{WeightKind, WeightRef};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
-/// Output channels per workgroup tile (8 invocations × 4).
-const TILE: u64 = 32;
+/// Output channels per workgroup tile (8 invocations × 8).
+const TILE_N: u64 = 64;
 /// Output pixels per invocation with vec4 loads / with scalar loads.
 const V4_ROWS: u64 = 8;
 const SCALAR_ROWS: u64 = 4;
@@ -143,7 +143,7 @@ pub fn conv2d<'w>(
         let x2c = x2.and_then(|_| rest.next());
         let rc = residual.and_then(|_| rest.next());
         let m = ch.count * (ho * wo) as u64;
-        let tiles_n = (cout as u64).div_ceil(TILE);
+        let tiles_n = (cout as u64).div_ceil(TILE_N);
         let tiles = m.div_ceil(tile_m) * tiles_n;
         // Indices inside the kernel are u32 over whole bindings.
         to_u32(OP, "elements", x1c.numel().max(m * cout as u64))?;

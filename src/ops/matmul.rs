@@ -117,14 +117,17 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
     let x_vec4 = s.k.is_multiple_of(4);
     let kind = w.kind();
     let tiled = x_vec4 && !ep.geglu && gpu.info().tiled_kernels;
+    // Register kernel: 8 columns per invocation (fewer loads per FMA) unless GEGLU uses the
+    // second accumulator for the gate.
+    let wide = !tiled && !ep.geglu;
     let (tile_m, tile_n) = if tiled {
         (64, 64)
     } else if x_vec4 {
-        (8 * V4_ROWS, TILE)
+        (8 * V4_ROWS, if wide { 2 * TILE } else { TILE })
     } else {
-        (TILE, TILE)
+        (TILE, if wide { 2 * TILE } else { TILE })
     };
-    let spec = w.spec(spec.u32("TM", (tile_m / 8) as u32));
+    let spec = w.spec(spec.u32("TM", (tile_m / 8) as u32).bool("WIDE", wide));
     let def = match (tiled, x_vec4, kind) {
         (true, _, WeightKind::Quant) => shader!("matmul_tiled", "weights_quant", "load_vec4", "matmul_io"),
         (true, _, WeightKind::Dense4) => shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"),
