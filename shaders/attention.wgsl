@@ -1,7 +1,7 @@
 // attention: softmax(q·kᵀ·scale [+ causal mask])·v with an online softmax in f32 — the
 // score matrix is never materialised ("flash" style). One invocation per (sequence, head,
-// query); it keeps its query row and output accumulator (HEAD_DIM floats) in registers and
-// streams the keys/values. No workgroup memory: the fast path where barriers are expensive
+// QPT consecutive queries); it keeps their query rows and output accumulators in registers and
+// streams the keys/values, each loaded row serving QPT queries. No workgroup memory: the fast path where barriers are expensive
 // (lavapipe, SwiftShader); GPUs get shaders/flash_attention.wgsl.
 //
 // Layout-agnostic addressing (shaders/include/attention_io.wgsl). Spatial/cross attention on
@@ -13,46 +13,70 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+    // One invocation per QPT consecutive queries of one (sequence, head): each key/value row
+    // loaded serves QPT queries.
+    let q_groups = (p.q_len + QPT - 1u) / QPT;
     let id = linear_workgroup(wid, nwg) * WG + lid;
-    if (id >= p.sequences * p.heads * p.q_len) {
+    if (id >= p.sequences * p.heads * q_groups) {
         return;
     }
-    let i = id % p.q_len;
-    let h = (id / p.q_len) % p.heads;
-    let s = id / (p.q_len * p.heads);
-    let qa = addr(p.q, s, i, h);
+    let i0 = (id % q_groups) * QPT;
+    let h = (id / q_groups) % p.heads;
+    let s = id / (q_groups * p.heads);
 
-    var qr: array<f32, HEAD_DIM>;
-    var acc: array<f32, HEAD_DIM>;
-    for (var d = 0u; d < HEAD_DIM; d++) {
-        qr[d] = f32(q[qa + d]) * p.scale;
-        acc[d] = 0.0;
+    var qa: array<u32, QPT>;
+    var qr: array<array<f32, HEAD_DIM>, QPT>;
+    var acc: array<array<f32, HEAD_DIM>, QPT>;
+    var m: array<f32, QPT>;
+    var l: array<f32, QPT>;
+    for (var t = 0u; t < QPT; t++) {
+        qa[t] = addr(p.q, s, min(i0 + t, p.q_len - 1u), h);
+        for (var d = 0u; d < HEAD_DIM; d++) {
+            qr[t][d] = f32(q[qa[t] + d]) * p.scale;
+            acc[t][d] = 0.0;
+        }
+        m[t] = -3.0e38;
+        l[t] = 0.0;
     }
-    var m = -3.0e38;
-    var l = 0.0;
     var n_keys = p.kv_len;
     if (CAUSAL) {
-        n_keys = min(i + 1u, p.kv_len);
+        n_keys = min(i0 + QPT, p.kv_len);
     }
     // Address of key 0; keys are token_stride apart (no per-key integer division).
     let kv0 = addr(p.kv, s / p.kv_div, 0u, h);
     for (var j = 0u; j < n_keys; j++) {
         let ka = kv0 + j * p.kv.token_stride;
-        var sc = 0.0;
+        var sc: array<f32, QPT>;
         for (var d = 0u; d < HEAD_DIM; d++) {
-            sc = fma(qr[d], f32(k[ka + d]), sc);
+            let kd = f32(k[ka + d]);
+            for (var t = 0u; t < QPT; t++) {
+                sc[t] = fma(qr[t][d], kd, sc[t]);
+            }
         }
-        let m_new = max(m, sc);
-        let corr = exp(m - m_new);
-        let e = exp(sc - m_new);
-        l = l * corr + e;
+        var e: array<f32, QPT>;
+        var corr: array<f32, QPT>;
+        for (var t = 0u; t < QPT; t++) {
+            // Causal: query i0 + t sees keys 0..=i0 + t only.
+            let masked = CAUSAL && j > i0 + t;
+            let m_new = select(max(m[t], sc[t]), m[t], masked);
+            corr[t] = exp(m[t] - m_new);
+            e[t] = select(exp(sc[t] - m_new), 0.0, masked);
+            l[t] = l[t] * corr[t] + e[t];
+            m[t] = m_new;
+        }
         for (var d = 0u; d < HEAD_DIM; d++) {
-            acc[d] = fma(e, f32(v[ka + d]), acc[d] * corr);
+            let vd = f32(v[ka + d]);
+            for (var t = 0u; t < QPT; t++) {
+                acc[t][d] = fma(e[t], vd, acc[t][d] * corr[t]);
+            }
         }
-        m = m_new;
     }
-    let inv = 1.0 / l;
-    for (var d = 0u; d < HEAD_DIM; d++) {
-        o[qa + d] = T(acc[d] * inv);
+    for (var t = 0u; t < QPT; t++) {
+        if (i0 + t < p.q_len) {
+            let inv = 1.0 / l[t];
+            for (var d = 0u; d < HEAD_DIM; d++) {
+                o[qa[t] + d] = T(acc[t][d] * inv);
+            }
+        }
     }
 }

@@ -73,6 +73,16 @@ fn max_index(l: &TokenLayout, seqs: u64, len: u64, heads: u64, head_dim: u64) ->
         + heads * head_dim
 }
 
+/// Queries per invocation of the register kernel: each loaded K/V row serves this many
+/// queries, bounded so the per-invocation state (2·QPT·head_dim floats) stays modest.
+fn queries_per_invocation(head_dim: u32) -> u32 {
+    match head_dim {
+        0..=64 => 4,
+        65..=128 => 2,
+        _ => 1,
+    }
+}
+
 /// Queries per workgroup of the flash kernel.
 const FLASH_BQ: u32 = 64;
 
@@ -141,10 +151,11 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
     }
     // GPUs: K/V tiles through workgroup memory; software adapters: the register kernel.
     let flash_tile = if gpu.info().tiled_kernels { flash_kv_tile(gpu, a.head_dim) } else { None };
+    let qpt = queries_per_invocation(a.head_dim);
     let spec = Spec::new().u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
     let kernel = match flash_tile {
         Some(bkv) => gpu.kernel(&shader!("flash_attention", "attention_io"), &spec.u32("BQ", FLASH_BQ).u32("BKV", bkv))?,
-        None => gpu.kernel(&shader!("attention", "attention_io"), &spec.u32("WG", WG))?,
+        None => gpu.kernel(&shader!("attention", "attention_io"), &spec.u32("WG", WG).u32("QPT", qpt))?,
     };
     // Split into groups of whole q blocks and whole K/V blocks when a tensor exceeds one
     // binding: a group is lcm(q inner, kv_div · kv inner) sequences.
@@ -174,7 +185,7 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
         let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
         let grid = match flash_tile {
             Some(_) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(FLASH_BQ)), max_dim)?,
-            None => Grid::for_elements(threads, WG, max_dim)?,
+            None => Grid::for_elements(seqs * hs * u64::from(a.q_len.div_ceil(qpt)), WG, max_dim)?,
         };
         let p = &ch.parts;
         b.dispatch(&kernel, &params, &[&p[0], &p[1], &p[2], &p[3]], grid)?;
