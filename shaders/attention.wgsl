@@ -25,15 +25,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let s = id / (q_groups * p.heads);
 
     var qa: array<u32, QPT>;
-    var qr: array<array<f32, HEAD_DIM>, QPT>;
-    var acc: array<array<f32, HEAD_DIM>, QPT>;
+    var qr: array<f32, QPT * HEAD_DIM>;
+    var acc: array<f32, QPT * HEAD_DIM>;
     var m: array<f32, QPT>;
     var l: array<f32, QPT>;
     for (var t = 0u; t < QPT; t++) {
         qa[t] = addr(p.q, s, min(i0 + t, p.q_len - 1u), h);
         for (var d = 0u; d < HEAD_DIM; d++) {
-            qr[t][d] = f32(q[qa[t] + d]) * p.scale;
-            acc[t][d] = 0.0;
+            qr[t * HEAD_DIM + d] = f32(q[qa[t] + d]) * p.scale;
+            acc[t * HEAD_DIM + d] = 0.0;
         }
         m[t] = -3.0e38;
         l[t] = 0.0;
@@ -46,11 +46,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kv0 = addr(p.kv, s / p.kv_div, 0u, h);
     for (var j = 0u; j < n_keys; j++) {
         let ka = kv0 + j * p.kv.token_stride;
+        // Explicitly zeroed every iteration (do not rely on implicit zero-initialisation of a
+        // var declared inside a loop: SwiftShader/Tint and naga disagreed here).
         var sc: array<f32, QPT>;
+        for (var t = 0u; t < QPT; t++) {
+            sc[t] = 0.0;
+        }
         for (var d = 0u; d < HEAD_DIM; d++) {
             let kd = f32(k[ka + d]);
             for (var t = 0u; t < QPT; t++) {
-                sc[t] = fma(qr[t][d], kd, sc[t]);
+                sc[t] = fma(qr[t * HEAD_DIM + d], kd, sc[t]);
             }
         }
         var e: array<f32, QPT>;
@@ -67,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var d = 0u; d < HEAD_DIM; d++) {
             let vd = f32(v[ka + d]);
             for (var t = 0u; t < QPT; t++) {
-                acc[t][d] = fma(e[t], vd, acc[t][d] * corr[t]);
+                acc[t * HEAD_DIM + d] = fma(e[t], vd, acc[t * HEAD_DIM + d] * corr[t]);
             }
         }
     }
@@ -75,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (i0 + t < p.q_len) {
             let inv = 1.0 / l[t];
             for (var d = 0u; d < HEAD_DIM; d++) {
-                o[qa[t] + d] = T(acc[t][d] * inv);
+                o[qa[t] + d] = T(acc[t * HEAD_DIM + d] * inv);
             }
         }
     }
