@@ -1,17 +1,6 @@
 // layernorm: y[r, :] = (x[r, :] − mean)·rstd·gamma + beta over the last dimension C.
-// One workgroup per row; two passes (mean, centred variance) in f32.
-
-struct Params {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> gamma: array<T>;
-@group(0) @binding(3) var<storage, read> beta: array<T>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
+// One workgroup per row; two passes (mean, centred variance) in f32. Parameters and
+// bindings: shaders/include/layernorm_io.wgsl.
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

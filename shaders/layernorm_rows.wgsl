@@ -1,18 +1,7 @@
-// layernorm_rows: shaders/layernorm.wgsl (same parameters and bindings) with one invocation
+// layernorm_rows: shaders/layernorm.wgsl (same parameters and bindings, from
+// shaders/include/layernorm_io.wgsl) with one invocation
 // per row and no workgroup reduction — for CPU adapters, where barriers cost more than the
 // sequential sum over a row of at most a few thousand values. Two passes in f32.
-
-struct Params {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> gamma: array<T>;
-@group(0) @binding(3) var<storage, read> beta: array<T>;
-@group(0) @binding(4) var<storage, read_write> y: array<T>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

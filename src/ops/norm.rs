@@ -125,9 +125,9 @@ pub fn layer_norm(b: &mut Batch<'_>, eps: f32, x: &Tensor, gamma: &Tensor, beta:
     // GPUs: a workgroup reduces each row; CPU adapters: one invocation per row, no barriers.
     let per_workgroup = gpu.info().tiled_kernels;
     let k = if per_workgroup {
-        gpu.kernel(&shader!("layernorm", "reduce"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?
+        gpu.kernel(&shader!("layernorm", "reduce", "layernorm_io"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?
     } else {
-        gpu.kernel(&shader!("layernorm_rows"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?
+        gpu.kernel(&shader!("layernorm_rows", "layernorm_io"), &Spec::new().u32("WG", LN_WG).ty("T", ty))?
     };
     for ch in split_units(gpu, OP, rows, &[x, y])? {
         let params = LayerParams { rows: to_u32(OP, "rows", ch.count)?, cols: to_u32(OP, "cols", cols)?, eps };
