@@ -257,7 +257,7 @@ impl Peer {
         iters: usize,
     ) -> Result<f64, String> {
         nonzero("group_norm", &[("batch", batch), ("channels", channels), ("h", h), ("w", w), ("groups", groups)])?;
-        if channels % groups != 0 {
+        if !channels.is_multiple_of(groups) {
             return Err(format!("group_norm: {channels} channels are not divisible into {groups} groups"));
         }
         guarded("group_norm", || {
@@ -453,46 +453,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod probe {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn probe_steady_state() {
-        let p = Peer::new().unwrap();
-        for round in 0..4 {
-            let t = Instant::now();
-            let ln = p.layer_norm(16, 64, false, 2).unwrap();
-            let t1 = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let gn = p.group_norm(1, 32, 8, 8, 8, false, 2).unwrap();
-            let t2 = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let mm = p.matmul(64, 64, 64, false, 2).unwrap();
-            let t3 = t.elapsed().as_secs_f64();
-            let at = p.attention(1, 2, 16, 8, false, 2).unwrap();
-            let cv = p.conv2d(1, 16, 16, 8, 8, 3, 1, 1, false, 2).unwrap();
-            println!("round {round}: ln {:.3} ms (call {t1:.3}s) gn {:.3} ms (call {t2:.3}s) mm {:.3} ms (call {t3:.3}s) at {:.3} cv {:.3}", ln*1e3, gn*1e3, mm*1e3, at*1e3, cv*1e3);
-        }
-        for iters in [1usize, 5, 20, 100] {
-            let ln = p.layer_norm(16, 64, false, iters).unwrap();
-            let gn = p.group_norm(1, 32, 8, 8, 8, false, iters).unwrap();
-            let mm = p.matmul(64, 64, 64, false, iters).unwrap();
-            let at = p.attention(1, 2, 16, 8, false, iters).unwrap();
-            let cv = p.conv2d(1, 16, 16, 8, 8, 3, 1, 1, false, iters).unwrap();
-            println!("iters {iters}: ln {:.3} gn {:.3} mm {:.3} at {:.3} cv {:.3} ms", ln*1e3, gn*1e3, mm*1e3, at*1e3, cv*1e3);
-        }
-        // A mid-size case closer to the benchmark.
-        for _ in 0..2 {
-            let t = Instant::now();
-            let mm = p.matmul(1024, 1024, 1024, false, 5).unwrap();
-            println!("mm 1024^3: {:.3} ms, call {:.3}s", mm*1e3, t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let ln = p.layer_norm(4096, 320, false, 5).unwrap();
-            println!("ln 4096x320: {:.3} ms, call {:.3}s", ln*1e3, t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let at = p.attention(2, 8, 1024, 40, false, 3).unwrap();
-            println!("attn 2x8x1024x40: {:.3} ms, call {:.3}s", at*1e3, t.elapsed().as_secs_f64());
-        }
-    }
-}
