@@ -86,10 +86,7 @@ impl Suite<'_> {
     }
 
     fn upload(&self, data: &[f32], shape: impl Into<Shape>) -> GpuResult<Tensor> {
-        match self.dtype {
-            DType::F16 => self.gpu.upload_f32_as_f16(data, shape, "selftest"),
-            _ => self.gpu.upload_f32(data, shape, "selftest"),
-        }
+        self.gpu.upload_f32_as(data, shape, self.dtype, "selftest")
     }
 
     /// Output tensor filled with NaN, so an element the kernel does not write fails.

@@ -45,10 +45,7 @@ impl Case {
     }
 
     fn upload(&self, data: &[f32], shape: impl Into<Shape>, dtype: DType) -> Tensor {
-        match dtype {
-            DType::F16 => self.gpu.upload_f32_as_f16(data, shape, "in").unwrap(),
-            _ => self.gpu.upload_f32(data, shape, "in").unwrap(),
-        }
+        self.gpu.upload_f32_as(data, shape, dtype, "in").unwrap()
     }
 
     fn poisoned(&self, shape: impl Into<Shape>, dtype: DType) -> Tensor {

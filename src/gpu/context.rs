@@ -329,13 +329,29 @@ impl Gpu {
         self.upload_bytes(bytemuck::cast_slice(data), shape, DType::F32, label)
     }
 
+    /// Upload f16 values (an odd count is padded to whole 32-bit words).
+    pub fn upload_f16(&self, data: &[half::f16], shape: impl Into<Shape>, label: &str) -> GpuResult<Tensor> {
+        if data.len().is_multiple_of(2) {
+            return self.upload_bytes(bytemuck::cast_slice(data), shape, DType::F16, label);
+        }
+        let mut padded = data.to_vec();
+        padded.push(half::f16::ZERO);
+        self.upload_bytes(bytemuck::cast_slice(&padded), shape, DType::F16, label)
+    }
+
     /// Upload f32 values converted to f16 storage.
     pub fn upload_f32_as_f16(&self, data: &[f32], shape: impl Into<Shape>, label: &str) -> GpuResult<Tensor> {
-        let mut halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
-        if halves.len() % 2 == 1 {
-            halves.push(half::f16::ZERO);
+        let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        self.upload_f16(&halves, shape, label)
+    }
+
+    /// Upload f32 values into a tensor of float storage type `dtype` (f32 or f16).
+    pub fn upload_f32_as(&self, data: &[f32], shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
+        match dtype {
+            DType::F32 => self.upload_f32(data, shape, label),
+            DType::F16 => self.upload_f32_as_f16(data, shape, label),
+            other => Err(GpuError::shape("upload", format!("{label}: f32 data cannot be stored as {other}"))),
         }
-        self.upload_bytes(bytemuck::cast_slice(&halves), shape, DType::F16, label)
     }
 
     /// Write `bytes` into `tensor` at byte offset `at` (chunked, 4-byte multiples).

@@ -31,14 +31,7 @@ impl QuantizedWeight {
             return Err(GpuError::shape("QuantizedWeight::upload", format!("{label}: shape {shape} does not match a [{}, {}] matrix", q.k, q.n)));
         }
         let words = gpu.upload_bytes(bytemuck::cast_slice(&q.words), [q.words.len()], DType::U32, label)?;
-        let halves = |v: &[half::f16], what: &str| -> GpuResult<Tensor> {
-            let mut v = v.to_vec();
-            let n = v.len();
-            if n % 2 == 1 {
-                v.push(half::f16::ZERO);
-            }
-            gpu.upload_bytes(bytemuck::cast_slice(&v), [n], DType::F16, &format!("{label}.{what}"))
-        };
+        let halves = |v: &[half::f16], what: &str| gpu.upload_f16(v, [v.len()], &format!("{label}.{what}"));
         let scales = halves(&q.scales, "scales")?;
         let mins = if q.format.asymmetric { Some(halves(&q.mins, "mins")?) } else { None };
         Ok(QuantizedWeight { shape, format: q.format, words, scales, mins })

@@ -115,10 +115,7 @@ struct Prepared {
 fn rand_tensor(gpu: &Gpu, rng: &mut Rng, shape: impl Into<Shape>, dtype: DType) -> GpuResult<Tensor> {
     let shape = shape.into();
     let data = rng.uniform_vec(shape.numel() as usize);
-    match dtype {
-        DType::F16 => gpu.upload_f32_as_f16(&data, shape, "bench"),
-        _ => gpu.upload_f32(&data, shape, "bench"),
-    }
+    gpu.upload_f32_as(&data, shape, dtype, "bench")
 }
 
 fn prepare(gpu: &Gpu, case: &Case, dtype: DType) -> Result<Prepared, Box<dyn std::error::Error>> {
