@@ -5,7 +5,10 @@
 //! Rust wrapper per WGSL kernel in `shaders/`; `web` is the wasm-bindgen API.
 
 pub mod gpu;
+pub mod load;
+pub mod model;
 pub mod ops;
+pub mod pipeline;
 pub mod quant;
 pub mod reference;
 pub mod selftest;

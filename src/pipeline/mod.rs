@@ -1,0 +1,1 @@
+//! Text → video: tokenizer, seeds (torch-compatible `randn`), schedulers and generation.
