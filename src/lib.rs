@@ -4,6 +4,7 @@
 //! Layout: [`gpu`] is the runtime (device, tensors, pipelines, readback); [`ops`] holds one
 //! Rust wrapper per WGSL kernel in `shaders/`; `web` is the wasm-bindgen API.
 
+pub mod error;
 pub mod gpu;
 pub mod load;
 pub mod model;
@@ -16,4 +17,5 @@ pub mod selftest;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
+pub use error::{Error, Result};
 pub use gpu::{DType, Gpu, GpuError, GpuOptions, GpuResult, Shape, Tensor};

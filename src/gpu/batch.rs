@@ -98,6 +98,19 @@ impl<'g> Batch<'g> {
         Ok(())
     }
 
+    /// Copy `bytes` bytes from `src` at byte `src_at` to `dst` at byte `dst_at` (offsets
+    /// relative to the tensors; multiples of 4, within both tensors).
+    pub fn copy_bytes(&mut self, src: &Tensor, src_at: u64, dst: &Tensor, dst_at: u64, bytes: u64) -> GpuResult<()> {
+        let fits = |t: &Tensor, at: u64| at.checked_add(bytes).is_some_and(|end| end <= t.size_bytes());
+        if !fits(src, src_at) || !fits(dst, dst_at) || (src_at | dst_at | bytes) % 4 != 0 {
+            return Err(GpuError::shape("copy", format!("{bytes} bytes from {src:?}+{src_at} to {dst:?}+{dst_at}")));
+        }
+        if bytes > 0 {
+            self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.offset() + src_at, dst.buffer().raw(), dst.offset() + dst_at, bytes);
+        }
+        Ok(())
+    }
+
     pub(crate) fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         &mut self.encoder
     }

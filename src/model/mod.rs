@@ -5,3 +5,15 @@
 pub mod config;
 
 pub use config::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
+pub mod clip;
+pub mod motion;
+pub mod nn;
+pub mod resnet;
+pub mod transformer_2d;
+pub mod unet;
+pub mod vae;
+
+pub use clip::ClipTextModel;
+pub use motion::{MotionModule, MotionNorm};
+pub use unet::{UNet, UNetOptions};
+pub use vae::Decoder;

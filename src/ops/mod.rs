@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod binary;
+pub mod concat;
 pub mod conv2d;
 pub mod convert;
 pub mod embed;
@@ -17,6 +18,7 @@ pub mod weights;
 
 pub use attention::{attention, Attention, TokenLayout};
 pub use binary::{add, axpby, mul, Broadcast};
+pub use concat::concat;
 pub use conv2d::{conv2d, Conv2d};
 pub use convert::convert;
 pub use embed::{embedding, sinusoidal_position_encoding, timestep_embedding, to_rgba8};

@@ -1,0 +1,187 @@
+//! diffusers `AutoencoderKL` decoder (and encoder): channels-last, one image per row of the
+//! batch. AnimateDiff decodes frame by frame, so every op here works per image; run it in
+//! f32 (fp16 VAEs produce NaNs/black frames).
+
+use super::config::VaeConfig;
+use super::nn::{alloc, Conv, Linear, Loader, MultiHeadAttention, Norm, Tokens};
+use super::resnet::ResnetBlock2D;
+use crate::gpu::{Batch, DType, Gpu, Tensor};
+use crate::load::WeightSource;
+use crate::ops::{self, Conv2d, NormDomain};
+use crate::{Error, Result};
+
+const EPS: f32 = 1e-6;
+
+/// GN → single-head attention over all pixels → `to_out` + input.
+struct VaeAttention {
+    group_norm: Norm,
+    attn: MultiHeadAttention,
+}
+
+impl VaeAttention {
+    fn load(l: &Loader<'_>, c: usize) -> Result<VaeAttention> {
+        Ok(VaeAttention {
+            group_norm: l.norm("group_norm", c)?,
+            attn: MultiHeadAttention {
+                to_q: l.pointwise("to_q", c, c)?,
+                to_k: l.pointwise("to_k", c, c)?,
+                to_v: l.pointwise("to_v", c, c)?,
+                to_out: l.pointwise("to_out.0", c, c)?,
+                heads: 1,
+            },
+        })
+    }
+
+    fn forward(&self, bt: &mut Batch<'_>, x: &Tensor, groups: usize) -> Result<Tensor> {
+        let d = x.dims().to_vec();
+        let tokens = vec![d[0], d[1] * d[2], d[3]];
+        let h = self.group_norm.group(bt, groups, EPS, NormDomain::PerImage, false, x)?;
+        let h = h.reshape(tokens.clone()).ok_or_else(|| Error::input("vae attention", "reshape"))?;
+        let r = x.reshape(tokens).ok_or_else(|| Error::input("vae attention", "reshape"))?;
+        let y = self.attn.self_attention(bt, &h, Tokens::Rows { causal: false }, Some(&r))?;
+        Ok(y.reshape(d).ok_or_else(|| Error::input("vae attention", "reshape"))?)
+    }
+}
+
+struct Mid {
+    resnets: [ResnetBlock2D; 2],
+    attention: VaeAttention,
+}
+
+impl Mid {
+    fn load(l: &Loader<'_>, c: usize, groups: usize) -> Result<Mid> {
+        let (r0, r1, a) = (l.child("resnets.0"), l.child("resnets.1"), l.child("attentions.0"));
+        Ok(Mid {
+            resnets: [ResnetBlock2D::load(&l.at(&r0), c, c, None, groups, EPS)?, ResnetBlock2D::load(&l.at(&r1), c, c, None, groups, EPS)?],
+            attention: VaeAttention::load(&l.at(&a), c)?,
+        })
+    }
+
+    fn forward(&self, bt: &mut Batch<'_>, x: &Tensor, groups: usize) -> Result<Tensor> {
+        let x = self.resnets[0].forward(bt, x, None, NormDomain::PerImage)?;
+        let x = self.attention.forward(bt, &x, groups)?;
+        self.resnets[1].forward(bt, &x, None, NormDomain::PerImage)
+    }
+}
+
+struct UpDecoderBlock {
+    resnets: Vec<ResnetBlock2D>,
+    upsampler: Option<Conv>,
+}
+
+pub struct Decoder {
+    cfg: VaeConfig,
+    post_quant_conv: Linear,
+    conv_in: Conv,
+    mid: Mid,
+    up: Vec<UpDecoderBlock>,
+    conv_norm_out: Norm,
+    conv_out: Conv,
+}
+
+impl Decoder {
+    /// `post_quant_conv` + `decoder.*` of an AutoencoderKL (diffusers names), always f32.
+    pub fn load(gpu: &Gpu, src: &dyn WeightSource, cfg: &VaeConfig) -> Result<Decoder> {
+        let root = Loader::new(gpu, src, DType::F32);
+        let dp = root.child("decoder");
+        let l = root.at(&dp);
+        let boc = &cfg.block_out_channels;
+        let levels = boc.len();
+        if levels == 0 {
+            return Err(Error::input("VAE config", "no blocks"));
+        }
+        let g = cfg.norm_num_groups;
+        let top = boc[levels - 1];
+        let mp = l.child("mid_block");
+        let rev: Vec<usize> = boc.iter().rev().copied().collect();
+        let mut up = Vec::with_capacity(levels);
+        let mut out_ch = rev[0];
+        for i in 0..levels {
+            let prev = out_ch;
+            out_ch = rev[i];
+            let mut resnets = Vec::new();
+            for j in 0..cfg.layers_per_block + 1 {
+                let p = l.child(&format!("up_blocks.{i}.resnets.{j}"));
+                resnets.push(ResnetBlock2D::load(&l.at(&p), if j == 0 { prev } else { out_ch }, out_ch, None, g, EPS)?);
+            }
+            let upsampler = if i + 1 < levels { Some(l.conv(&format!("up_blocks.{i}.upsamplers.0.conv"), out_ch, out_ch, 3)?) } else { None };
+            up.push(UpDecoderBlock { resnets, upsampler });
+        }
+        Ok(Decoder {
+            cfg: cfg.clone(),
+            post_quant_conv: root.pointwise("post_quant_conv", cfg.latent_channels, cfg.latent_channels)?,
+            conv_in: l.conv("conv_in", cfg.latent_channels, top, 3)?,
+            mid: Mid::load(&l.at(&mp), top, g)?,
+            up,
+            conv_norm_out: l.norm("conv_norm_out", boc[0])?,
+            conv_out: l.conv("conv_out", boc[0], cfg.out_channels, 3)?,
+        })
+    }
+
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
+    /// `z [N, h, w, latent]` (already divided by the scaling factor) → `[N, 8h, 8w, 3]` in
+    /// about [−1, 1].
+    pub fn decode(&self, gpu: &Gpu, z: &Tensor) -> Result<Tensor> {
+        if z.dims().len() != 4 || z.dims()[3] != self.cfg.latent_channels || z.dtype() != DType::F32 {
+            return Err(Error::input("latents", format!("{z:?}: the VAE decoder takes [N, h, w, {}] f32", self.cfg.latent_channels)));
+        }
+        let g = self.cfg.norm_num_groups;
+        let mut bt = gpu.batch("vae.decoder");
+        let x = self.post_quant_conv.run(&mut bt, z, None)?;
+        let x = self.conv_in.run(&mut bt, Conv2d::SAME_3X3, &x, None)?;
+        let mut x = self.mid.forward(&mut bt, &x, g)?;
+        bt.submit()?;
+        for blk in &self.up {
+            let mut bt = gpu.batch("vae.up");
+            for r in &blk.resnets {
+                x = r.forward(&mut bt, &x, None, NormDomain::PerImage)?;
+            }
+            if let Some(u) = &blk.upsampler {
+                x = u.run(&mut bt, Conv2d::UP_3X3, &x, None)?;
+            }
+            bt.submit()?;
+        }
+        let mut bt = gpu.batch("vae.out");
+        let h = self.conv_norm_out.group(&mut bt, g, EPS, NormDomain::PerImage, true, &x)?;
+        let y = self.conv_out.run(&mut bt, Conv2d::SAME_3X3, &h, None)?;
+        bt.submit()?;
+        Ok(y)
+    }
+
+    /// Decode `latents [N, h, w, C]` (model scale) in chunks of `chunk` images, returning
+    /// frames `[N, 8h, 8w, 3]` in `[0, 1]` (`clamp(x/2 + 0.5)`), as diffusers' pipeline.
+    pub fn decode_to_frames(&self, gpu: &Gpu, latents: &Tensor, chunk: usize) -> Result<Tensor> {
+        let d = latents.dims().to_vec();
+        if d.len() != 4 || latents.dtype() != DType::F32 {
+            return Err(Error::input("latents", format!("{latents:?}: expected [N, h, w, C] f32")));
+        }
+        let n = d[0];
+        let chunk = chunk.max(1);
+        let s = self.cfg.block_out_channels.len() - 1;
+        let (ho, wo) = (d[1] << s, d[2] << s);
+        let out = alloc(gpu, &[n, ho, wo, self.cfg.out_channels], DType::F32, "vae.frames")?;
+        let in_bytes = (d[1] * d[2] * d[3] * 4) as u64;
+        let out_bytes = (ho * wo * self.cfg.out_channels * 4) as u64;
+        let mut i = 0;
+        while i < n {
+            let c = chunk.min(n - i);
+            let mut bt = gpu.batch("vae.in");
+            let raw = alloc(gpu, &[c, d[1], d[2], d[3]], DType::F32, "vae.chunk")?;
+            bt.copy_bytes(latents, i as u64 * in_bytes, &raw, 0, c as u64 * in_bytes)?;
+            let z = alloc(gpu, raw.dims(), DType::F32, "vae.z")?;
+            ops::unary(&mut bt, ops::Activation::Identity, 1.0 / self.cfg.scaling_factor, &raw, &z)?;
+            bt.submit()?;
+            let y = self.decode(gpu, &z)?;
+            let mut bt = gpu.batch("vae.post");
+            let f = alloc(gpu, y.dims(), DType::F32, "vae.frames.chunk")?;
+            ops::clamp_affine(&mut bt, 0.5, 0.5, 0.0, 1.0, &y, &f)?;
+            bt.copy_bytes(&f, 0, &out, i as u64 * out_bytes, c as u64 * out_bytes)?;
+            bt.submit()?;
+            i += c;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,164 @@
+//! Component parity with diffusers (teacher-forced): every network fed the oracle's inputs
+//! from `tests/fixtures/tiny/reference/*.safetensors` and compared with its outputs.
+//! f32 storage: relative L2 ≤ 1e-4; f16 storage (where the adapter has shader-f16): ≤ 1e-2.
+
+mod common;
+
+use animatediff_wgpu::gpu::DType;
+use animatediff_wgpu::model::nn::layout;
+use animatediff_wgpu::model::nn::Loader;
+use animatediff_wgpu::model::{ClipConfig, ClipTextModel, Decoder, MotionConfig, MotionModule, MotionNorm, UNet, UNetConfig, UNetOptions, VaeConfig};
+use common::*;
+
+const F32_TOL: f64 = 1e-4;
+const F16_TOL: f64 = 1e-2;
+
+fn unet_cfg() -> UNetConfig {
+    UNetConfig {
+        block_out_channels: vec![8, 16, 32, 32],
+        norm_num_groups: 4,
+        cross_attention_dim: 16,
+        attention_heads: vec![2; 4],
+        sample_size: 16,
+        ..UNetConfig::sd15()
+    }
+}
+
+fn motion_cfg() -> MotionConfig {
+    MotionConfig { block_out_channels: vec![8, 16, 32, 32], motion_num_attention_heads: 2, motion_norm_num_groups: 4, ..MotionConfig::sd15_v2() }
+}
+
+fn vae_cfg() -> VaeConfig {
+    VaeConfig { block_out_channels: vec![8, 16, 32, 32], norm_num_groups: 4, ..VaeConfig::sd15() }
+}
+
+fn clip_cfg() -> ClipConfig {
+    ClipConfig { hidden_size: 16, intermediate_size: 37, num_hidden_layers: 2, num_attention_heads: 2, ..ClipConfig::sd15() }
+}
+
+fn dtypes(gpu: &animatediff_wgpu::Gpu) -> Vec<(DType, f64)> {
+    let mut v = vec![(DType::F32, F32_TOL)];
+    if gpu.info().shader_f16 {
+        v.push((DType::F16, F16_TOL));
+    }
+    v
+}
+
+fn clip_weights() -> animatediff_wgpu::load::MapSource {
+    let m = read_safetensors(&tiny().join("diffusers/text_encoder/model.safetensors"));
+    // transformers ≥ 5.6 writes CLIPTextModel without the `text_model.` prefix.
+    if m.tensors.keys().any(|k| k.starts_with("text_model.")) {
+        m
+    } else {
+        with_prefix(&m, "", "text_model.")
+    }
+}
+
+#[test]
+fn clip_text_embeddings_match_diffusers() {
+    let gpu = gpu();
+    let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
+    let w = clip_weights();
+    for (dtype, tol) in dtypes(&gpu) {
+        let clip = ClipTextModel::load(&gpu, &w, &clip_cfg(), dtype).unwrap();
+        for (ids, want) in [("prompt_input_ids", "prompt_embeds"), ("negative_input_ids", "negative_prompt_embeds"), ("empty_input_ids", "empty_prompt_embeds")] {
+            let y = clip.forward(&gpu, &common::ids(&refs, ids), 77, 0).unwrap();
+            assert_close(&format!("{want} {dtype}"), &read(&gpu, &y), &get(&refs, want).data, tol);
+        }
+    }
+}
+
+#[test]
+fn clip_skip_matches_diffusers() {
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let clip = ClipTextModel::load(&gpu, &clip_weights(), &clip_cfg(), DType::F32).unwrap();
+    let ids = common::ids(&comp, "clip.ids");
+    let y = clip.forward(&gpu, &ids, 77, 1).unwrap();
+    assert_close("clip skip 1", &read(&gpu, &y), &get(&comp, "clip.hidden_states_minus2_final_ln").data, F32_TOL);
+    let y = clip.forward(&gpu, &ids, 77, 0).unwrap();
+    assert_close("clip", &read(&gpu, &y), &get(&comp, "clip.out").data, F32_TOL);
+}
+
+#[test]
+fn motion_module_matches_diffusers_in_both_norm_modes() {
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let w = read_safetensors(&tiny().join("motion_adapter/diffusion_pytorch_model.safetensors"));
+    let x = get(&comp, "motion_module.in");
+    let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let xin = layout::nchw_to_nhwc(&x.data, n, c, h, wd);
+    for (dtype, tol) in dtypes(&gpu) {
+        let root = Loader::new(&gpu, &w, dtype);
+        let p = root.child("down_blocks.1.motion_modules.0");
+        let mm = MotionModule::load(&root.at(&p), c, 2, 4, 32).unwrap();
+        let xt = gpu.upload_f32_as(&xin, [n, h, wd, c], dtype, "x").unwrap();
+        for (mode, key) in [(MotionNorm::Diffusers, "motion_module.out_diffusers"), (MotionNorm::Original, "motion_module.out_original_per_frame_norm")] {
+            let mut bt = gpu.batch("mm");
+            let y = mm.forward(&mut bt, &xt, 8, mode).unwrap();
+            bt.submit().unwrap();
+            let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, c, h, wd);
+            assert_close(&format!("{key} {dtype}"), &got, &get(&comp, key).data, tol);
+        }
+    }
+}
+
+#[test]
+fn unet2d_matches_diffusers() {
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let w = read_safetensors(&tiny().join("diffusers/unet/diffusion_pytorch_model.safetensors"));
+    let s = get(&comp, "unet2d.sample");
+    let [n, c, h, wd] = [s.shape[0], s.shape[1], s.shape[2], s.shape[3]];
+    let t = get(&comp, "unet2d.timestep").data[0];
+    let ehs = get(&comp, "unet2d.encoder_hidden_states");
+    for (dtype, tol) in dtypes(&gpu) {
+        let unet = UNet::load(&gpu, &w, &unet_cfg(), None, dtype).unwrap();
+        let x = gpu.upload_f32_as(&layout::nchw_to_nhwc(&s.data, n, c, h, wd), [n, h, wd, c], dtype, "x").unwrap();
+        let ctx = gpu.upload_f32_as(&ehs.data, ehs.shape.clone(), dtype, "ctx").unwrap();
+        let y = unet.forward(&gpu, &x, t, &ctx, 1, &UNetOptions::default()).unwrap();
+        let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, 4, h, wd);
+        assert_close(&format!("unet2d {dtype}"), &got, &get(&comp, "unet2d.out").data, tol);
+    }
+}
+
+/// Teacher-forced UNetMotionModel calls: every denoising step's recorded input → its output.
+#[test]
+fn unet_motion_matches_diffusers_every_step() {
+    let gpu = gpu();
+    let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
+    let w = read_safetensors(&tiny().join("diffusers/unet/diffusion_pytorch_model.safetensors"));
+    let mw = read_safetensors(&tiny().join("motion_adapter/diffusion_pytorch_model.safetensors"));
+    let steps = get(&refs, "timesteps").data.len();
+    for (dtype, tol) in dtypes(&gpu) {
+        let unet = UNet::load(&gpu, &w, &unet_cfg(), Some((&mw, &motion_cfg())), dtype).unwrap();
+        for s in 0..steps {
+            let x = get(&refs, &format!("step{s}.unet_in_sample"));
+            let [b, c, f, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]];
+            let t = get(&refs, &format!("step{s}.timestep")).data[0];
+            let ehs = get(&refs, &format!("step{s}.unet_in_encoder_hidden_states"));
+            // [B·F, 77, D] repeated per frame → one row per video.
+            let (l, d) = (ehs.shape[1], ehs.shape[2]);
+            let ctx: Vec<f32> = (0..b).flat_map(|bi| ehs.data[bi * f * l * d..(bi * f + 1) * l * d].to_vec()).collect();
+            let xt = gpu.upload_f32_as(&layout::bcfhw_to_nhwc(&x.data, b, c, f, h, wd), [b * f, h, wd, c], dtype, "x").unwrap();
+            let ct = gpu.upload_f32_as(&ctx, [b, l, d], dtype, "ctx").unwrap();
+            let y = unet.forward(&gpu, &xt, t, &ct, f, &UNetOptions::default()).unwrap();
+            let got = layout::nhwc_to_bcfhw(&read(&gpu, &y), b, 4, f, h, wd);
+            assert_close(&format!("step {s} unet_out {dtype}"), &got, &get(&refs, &format!("step{s}.unet_out")).data, tol);
+        }
+    }
+}
+
+#[test]
+fn vae_decode_matches_diffusers() {
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let w = read_safetensors(&tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"));
+    let vae = Decoder::load(&gpu, &w, &vae_cfg()).unwrap();
+    let z = get(&comp, "vae_decode.in");
+    let [n, c, h, wd] = [z.shape[0], z.shape[1], z.shape[2], z.shape[3]];
+    let zt = gpu.upload_f32(&layout::nchw_to_nhwc(&z.data, n, c, h, wd), [n, h, wd, c], "z").unwrap();
+    let y = vae.decode(&gpu, &zt).unwrap();
+    let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, 3, h * 8, wd * 8);
+    assert_close("vae decode", &got, &get(&comp, "vae_decode.out").data, F32_TOL);
+}
