@@ -162,3 +162,25 @@ fn vae_decode_matches_diffusers() {
     let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, 3, h * 8, wd * 8);
     assert_close("vae decode", &got, &get(&comp, "vae_decode.out").data, F32_TOL);
 }
+
+#[test]
+fn vae_encode_matches_diffusers() {
+    use animatediff_wgpu::model::Encoder;
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let w = read_safetensors(&tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"));
+    let enc = Encoder::load(&gpu, &w, &vae_cfg()).unwrap();
+    let x = get(&comp, "vae_encode.in");
+    let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let xt = gpu.upload_f32(&layout::nchw_to_nhwc(&x.data, n, c, h, wd), [n, h, wd, c], "x").unwrap();
+    let y = enc.encode(&gpu, &xt).unwrap();
+    let moments = layout::nhwc_to_nchw(&read(&gpu, &y), n, 8, h / 8, wd / 8);
+    let per = 4 * (h / 8) * (wd / 8);
+    let (mut mean, mut logvar) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        mean.extend_from_slice(&moments[i * 2 * per..i * 2 * per + per]);
+        logvar.extend_from_slice(&moments[i * 2 * per + per..(i + 1) * 2 * per]);
+    }
+    assert_close("vae encode mean", &mean, &get(&comp, "vae_encode.mean").data, F32_TOL);
+    assert_close("vae encode logvar", &logvar, &get(&comp, "vae_encode.logvar").data, F32_TOL);
+}

@@ -16,4 +16,4 @@ pub mod vae;
 pub use clip::ClipTextModel;
 pub use motion::{MotionModule, MotionNorm};
 pub use unet::{UNet, UNetOptions};
-pub use vae::Decoder;
+pub use vae::{Decoder, Encoder};

@@ -185,3 +185,92 @@ impl Decoder {
         Ok(out)
     }
 }
+
+struct DownEncoderBlock {
+    resnets: Vec<ResnetBlock2D>,
+    downsampler: Option<Conv>,
+}
+
+/// `encoder.*` + `quant_conv` of an AutoencoderKL: images → latent distribution.
+pub struct Encoder {
+    cfg: VaeConfig,
+    conv_in: Conv,
+    down: Vec<DownEncoderBlock>,
+    mid: Mid,
+    conv_norm_out: Norm,
+    conv_out: Conv,
+    quant_conv: Linear,
+}
+
+impl Encoder {
+    pub fn load(gpu: &Gpu, src: &dyn WeightSource, cfg: &VaeConfig) -> Result<Encoder> {
+        let root = Loader::new(gpu, src, DType::F32);
+        let ep = root.child("encoder");
+        let l = root.at(&ep);
+        let boc = &cfg.block_out_channels;
+        let levels = boc.len();
+        if levels == 0 {
+            return Err(Error::input("VAE config", "no blocks"));
+        }
+        let g = cfg.norm_num_groups;
+        let mut down = Vec::with_capacity(levels);
+        let mut out_ch = boc[0];
+        for i in 0..levels {
+            let in_ch = out_ch;
+            out_ch = boc[i];
+            let mut resnets = Vec::new();
+            for j in 0..cfg.layers_per_block {
+                let p = l.child(&format!("down_blocks.{i}.resnets.{j}"));
+                resnets.push(ResnetBlock2D::load(&l.at(&p), if j == 0 { in_ch } else { out_ch }, out_ch, None, g, EPS)?);
+            }
+            let downsampler = if i + 1 < levels { Some(l.conv(&format!("down_blocks.{i}.downsamplers.0.conv"), out_ch, out_ch, 3)?) } else { None };
+            down.push(DownEncoderBlock { resnets, downsampler });
+        }
+        let top = boc[levels - 1];
+        let mp = l.child("mid_block");
+        Ok(Encoder {
+            cfg: cfg.clone(),
+            conv_in: l.conv("conv_in", cfg.in_channels, boc[0], 3)?,
+            down,
+            mid: Mid::load(&l.at(&mp), top, g)?,
+            conv_norm_out: l.norm("conv_norm_out", top)?,
+            conv_out: l.conv("conv_out", top, 2 * cfg.latent_channels, 3)?,
+            quant_conv: root.pointwise("quant_conv", 2 * cfg.latent_channels, 2 * cfg.latent_channels)?,
+        })
+    }
+
+    /// `images [N, H, W, 3]` in [−1, 1] → moments `[N, H/8, W/8, 2·latent]` (mean, then
+    /// log-variance, along channels), before the scaling factor.
+    pub fn encode(&self, gpu: &Gpu, images: &Tensor) -> Result<Tensor> {
+        let d = images.dims().to_vec();
+        let m = 1 << (self.cfg.block_out_channels.len() - 1);
+        if d.len() != 4 || d[3] != self.cfg.in_channels || images.dtype() != DType::F32 || d[1] % m != 0 || d[2] % m != 0 {
+            return Err(Error::input("images", format!("{images:?}: the VAE encoder takes [N, H, W, {}] f32 with H, W multiples of {m}", self.cfg.in_channels)));
+        }
+        let g = self.cfg.norm_num_groups;
+        let mut bt = gpu.batch("vae.encoder");
+        let mut x = self.conv_in.run(&mut bt, Conv2d::SAME_3X3, images, None)?;
+        bt.submit()?;
+        for blk in &self.down {
+            let mut bt = gpu.batch("vae.down");
+            for r in &blk.resnets {
+                x = r.forward(&mut bt, &x, None, NormDomain::PerImage)?;
+            }
+            if let Some(ds) = &blk.downsampler {
+                // diffusers' Downsample2D(padding=0): pad (0, 1, 0, 1), then stride 2.
+                let xd = x.dims().to_vec();
+                let padded = alloc(gpu, &[xd[0], xd[1] + 1, xd[2] + 1, xd[3]], DType::F32, "vae.pad")?;
+                ops::pad_bottom_right(&mut bt, &x, &padded)?;
+                x = ds.run(&mut bt, Conv2d { stride: 2, padding: 0, upsample: false }, &padded, None)?;
+            }
+            bt.submit()?;
+        }
+        let mut bt = gpu.batch("vae.encoder.out");
+        let x = self.mid.forward(&mut bt, &x, g)?;
+        let h = self.conv_norm_out.group(&mut bt, g, EPS, NormDomain::PerImage, true, &x)?;
+        let h = self.conv_out.run(&mut bt, Conv2d::SAME_3X3, &h, None)?;
+        let y = self.quant_conv.run(&mut bt, &h, None)?;
+        bt.submit()?;
+        Ok(y)
+    }
+}

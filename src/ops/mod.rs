@@ -12,6 +12,7 @@ pub mod embed;
 pub mod fill;
 pub mod matmul;
 pub mod norm;
+pub mod pad;
 pub mod unary;
 mod util;
 pub mod weights;
@@ -25,5 +26,6 @@ pub use embed::{embedding, sinusoidal_position_encoding, timestep_embedding, to_
 pub use fill::fill;
 pub use matmul::{linear, linear_ex, Epilogue, Linear};
 pub use norm::{group_norm, layer_norm, GroupNorm, NormDomain};
+pub use pad::pad_bottom_right;
 pub use unary::{clamp_affine, unary, Activation};
 pub use weights::{conv_weight_from_torch, linear_weight_from_torch, QuantizedWeight, WeightRef};
