@@ -7,6 +7,12 @@
 
 mod error;
 
+pub mod archive;
+pub mod ckpt;
+pub mod keymap;
+pub mod safetensors;
+pub mod source;
+
 pub use error::{LoadError, LoadResult};
 
 use std::collections::HashMap;
