@@ -9,6 +9,9 @@ mod error;
 
 pub mod archive;
 pub mod ckpt;
+pub mod component;
+pub mod config;
+pub mod detect;
 pub mod keymap;
 pub mod safetensors;
 pub mod source;
