@@ -909,3 +909,41 @@ fn fixture_motion_formats_agree() {
     assert_same(&mms[1].source, &mms[2].source);
     assert_eq!(mms[0].config.block_out_channels, mms[2].config.block_out_channels);
 }
+
+#[test]
+fn cli_inspect() {
+    let exe = env!("CARGO_BIN_EXE_animatediff");
+    let run = |p: &Path| std::process::Command::new(exe).arg("inspect").arg(p).output().unwrap();
+    let t = tiny();
+    let d = tmp("cli");
+    let mm = d.join("mm.ckpt");
+    write_ckpt(&mm, &motion(&t.boc, true, Some(32)), FileDType::F16, false, false);
+    let single = d.join("single.safetensors");
+    let m = ldm(&t);
+    write_safetensors(&single, &m, FileDType::F16, |x| Some(x.file.clone()));
+    let pipe = d.join("pipe");
+    write_diffusers_dir(&pipe, &m, &t);
+
+    let o = run(&mm);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{s}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s.contains("PyTorch zip") && s.contains("motion module v2") && s.contains("modules: 21"), "{s}");
+    let o = run(&single);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && s.contains("LDM single-file") && s.contains("F16") && s.contains("block_out_channels: [8, 16, 32, 32]"), "{s}");
+    for p in [pipe.clone(), pipe.join("unet"), pipe.join("vae"), pipe.join("text_encoder")] {
+        let o = run(&p);
+        assert!(o.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&o.stderr));
+    }
+
+    // Bad input: exit code 1 and the typed error naming the file.
+    let bad = d.join("bad.safetensors");
+    std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}").unwrap();
+    let o = run(&bad);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("bad.safetensors") && e.contains("invalid safetensors"), "{e}");
+    let o = run(&d.join("missing"));
+    assert_eq!(o.status.code(), Some(1));
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -37,6 +37,12 @@ enum Command {
     /// Benchmarks (they print numbers; they are not tests).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// What a weight file or model folder is: format, family/version, dtypes, tensor counts,
+    /// detected config. Exit code 1 with the load error on bad input.
+    Inspect {
+        /// A .safetensors/.ckpt/.pt/.bin file, a diffusers pipeline or component folder.
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +122,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Inspect { path } => {
+            crate::inspect::run(&path)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Info(dev) => {
             let gpu = pollster::block_on(Gpu::new(dev.options()))?;
             print!("{}", gpu.info());
