@@ -138,7 +138,7 @@ pub fn read_zip_directory(src: &dyn ByteSource) -> LoadResult<Vec<ZipEntry>> {
     }
     let cd = read_vec(src, cd_offset, cd_size, ZIP)?;
     let mut c = Cursor::new(&cd);
-    let mut entries = Vec::with_capacity(n_entries as usize);
+    let mut entries = Vec::with_capacity(n_entries.min(1 << 16) as usize);
     for i in 0..n_entries {
         let bad = || zip_err(&file, format!("central directory entry {i} is truncated"));
         if c.bytes(4) != Some(b"PK\x01\x02") {
@@ -396,7 +396,7 @@ impl<'a> Unpickler<'a> {
         })
     }
 
-    fn run(mut self) -> LoadResult<Val> {
+    fn run(&mut self) -> LoadResult<Val> {
         loop {
             let op = self.u8()?;
             match op {
@@ -726,6 +726,42 @@ impl<'a> Unpickler<'a> {
     }
 }
 
+/// Tear a value graph down iteratively: a hostile pickle can nest containers a million deep,
+/// and the default recursive drop would overflow the stack.
+fn dismantle(mut work: Vec<Val>) {
+    while let Some(v) = work.pop() {
+        match v {
+            Val::List(l) => {
+                if let Ok(mut b) = l.try_borrow_mut() {
+                    work.append(&mut b);
+                }
+            }
+            Val::Dict(d) => {
+                if let Ok(mut b) = d.try_borrow_mut() {
+                    for (k, v) in std::mem::take(&mut *b) {
+                        work.push(k);
+                        work.push(v);
+                    }
+                }
+            }
+            Val::Tuple(mut t) => {
+                if let Some(items) = Rc::get_mut(&mut t) {
+                    work.extend(items.iter_mut().map(|x| std::mem::replace(x, Val::None)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Unpickler<'_> {
+    fn drop(&mut self) {
+        let mut work = std::mem::take(&mut self.stack);
+        work.extend(self.memo.drain().map(|(_, v)| v));
+        dismantle(work);
+    }
+}
+
 fn pairs(items: Vec<Val>) -> Option<Vec<(Val, Val)>> {
     if !items.len().is_multiple_of(2) {
         return None;
@@ -777,10 +813,16 @@ pub struct PickledTensor {
 /// its `state_dict` entry, if there is one). Non-tensor entries (`animatediff_config`,
 /// `global_step`, …) are skipped.
 pub fn unpickle_state_dict(file: &str, pickle: &[u8]) -> LoadResult<Vec<PickledTensor>> {
-    let u = Unpickler { file, c: Cursor::new(pickle), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: HashMap::new() };
+    let mut u = Unpickler { file, c: Cursor::new(pickle), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: HashMap::new() };
     let root = u.run()?;
+    let out = collect_tensors(file, &root);
+    dismantle(vec![root]);
+    out
+}
+
+fn collect_tensors(file: &str, root: &Val) -> LoadResult<Vec<PickledTensor>> {
     let corrupt = |m: String| LoadError::Corrupt { file: file.to_string(), format: PICKLE, message: m };
-    let Val::Dict(d) = root else {
+    let Val::Dict(d) = root.clone() else {
         return Err(LoadError::Unsupported {
             file: file.to_string(),
             message: format!("the pickled object is a {}, expected a state dict", root.kind()),
@@ -1280,6 +1322,31 @@ mod tests {
         for c in cases {
             assert!(unpickle_state_dict("p", &c).is_err(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        // ] q0, then 300k × (h<prev> ] q<next> a): each list holds the next one.
+        let mut p = Pickle::new();
+        p.op(b']').put();
+        for i in 0..300_000u32 {
+            p.out.push(b'j');
+            p.out.extend(i.to_le_bytes());
+            p.op(b']').put().op(b'a').op(b'0');
+        }
+        p.op(b'.');
+        let e = unpickle_state_dict("deep", &p.out).unwrap_err();
+        assert!(e.to_string().contains("expected a state dict"), "{e}");
+        // The same under a dict (the root is dropped after extraction).
+        let mut p = Pickle::new();
+        p.op(b'}').put().str("k").op(b']').put();
+        for i in 2..300_002u32 {
+            p.out.push(b'j');
+            p.out.extend(i.to_le_bytes());
+            p.op(b']').put().op(b'a').op(b'0');
+        }
+        p.op(b's').op(b'.');
+        assert_eq!(unpickle_state_dict("deep", &p.out).unwrap(), vec![]);
     }
 
     #[test]
