@@ -947,3 +947,61 @@ fn cli_inspect() {
     assert_eq!(o.status.code(), Some(1));
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn diffusers_bin_shards_and_unet_motion_model() {
+    let t = tiny();
+    let m = ldm(&t);
+    let d = tmp("bin");
+    let pipe = d.join("pipe");
+    write_diffusers_dir(&pipe, &m, &t);
+    let reference = open_diffusers_dir(&pipe).unwrap();
+
+    // unet as a torch.save `.bin` (diffusers names), text encoder as two safetensors shards.
+    let unet_only = Model {
+        ts: m.ts.iter().filter(|x| x.file.starts_with("model.diffusion_model.")).map(|x| T { file: x.diff.clone().unwrap(), ..x.clone() }).collect(),
+    };
+    std::fs::remove_file(pipe.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    write_ckpt(&pipe.join("unet/diffusion_pytorch_model.bin"), &unet_only, FileDType::F32, false, false);
+    std::fs::remove_file(pipe.join("text_encoder/model.safetensors")).unwrap();
+    let te: Vec<&T> = m.ts.iter().filter(|x| x.file.starts_with("cond_stage_model.") && x.diff.is_some()).collect();
+    let mut weight_map = serde_json::Map::new();
+    for (i, half) in te.chunks(te.len() / 2 + 1).enumerate() {
+        let shard = Model { ts: half.iter().map(|&x| x.clone()).collect() };
+        let name = format!("model-0000{}-of-00002.safetensors", i + 1);
+        write_safetensors(&pipe.join("text_encoder").join(&name), &shard, FileDType::F32, |x| x.diff.clone());
+        for x in half {
+            weight_map.insert(x.diff.clone().unwrap(), name.clone().into());
+        }
+    }
+    std::fs::write(pipe.join("text_encoder/model.safetensors.index.json"), serde_json::json!({"weight_map": weight_map}).to_string()).unwrap();
+    let p = open_diffusers_dir(&pipe).unwrap();
+    assert_eq!(p.unet.archives()[0].format(), ArchiveFormat::TorchZip);
+    assert_eq!(p.text_encoder.archives().len(), 2);
+    assert_same(&reference.unet, &p.unet);
+    assert_same(&reference.text_encoder, &p.text_encoder);
+
+    // A UNetMotionModel unet/ (motion modules inside): split into UNet + motion.
+    let boc = t.boc.clone();
+    let mm = motion(&boc, true, Some(32));
+    let mut both = unet_only.clone();
+    for x in &mm.ts {
+        if let Some(dn) = &x.diff {
+            both.ts.push(T { file: dn.clone(), ..x.clone() });
+        }
+    }
+    std::fs::remove_file(pipe.join("unet/diffusion_pytorch_model.bin")).unwrap();
+    write_safetensors(&pipe.join("unet/diffusion_pytorch_model.safetensors"), &both, FileDType::F16, |x| Some(x.file.clone()));
+    let mut cfg = unet_config_json(&t);
+    cfg["_class_name"] = "UNetMotionModel".into();
+    cfg["down_block_types"] = serde_json::json!(["CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "CrossAttnDownBlockMotion", "DownBlockMotion"]);
+    cfg["up_block_types"] = serde_json::json!(["UpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion", "CrossAttnUpBlockMotion"]);
+    std::fs::write(pipe.join("unet/config.json"), cfg.to_string()).unwrap();
+    let p = open_diffusers_dir(&pipe).unwrap();
+    assert_same(&reference.unet, &p.unet);
+    let motion = p.motion.unwrap();
+    assert_eq!(motion.source.len(), 21 * 26);
+    assert_eq!(motion.version, MotionVersion::AnimateLcm); // no stored PE in this file
+    check_component(&motion.source, &mm, "");
+    std::fs::remove_dir_all(&d).ok();
+}
