@@ -43,6 +43,13 @@ enum Command {
         /// A .safetensors/.ckpt/.pt/.bin file, a diffusers pipeline or component folder.
         path: std::path::PathBuf,
     },
+    /// Print the 77 CLIP token ids of a prompt (JSON array), as diffusers' tokenizer gives them.
+    Tokenize {
+        /// BPE merges file (`bpe_simple_vocab_16e6.txt[.gz]` or a Hub `merges.txt`); default: bundled.
+        #[arg(long)]
+        vocab: Option<std::path::PathBuf>,
+        prompt: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +131,10 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Inspect { path } => {
             crate::inspect::run(&path)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tokenize { vocab, prompt } => {
+            crate::tokenize::run(vocab.as_deref(), &prompt)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info(dev) => {

@@ -9,6 +9,8 @@ mod cli;
 mod inspect;
 #[cfg(all(not(target_arch = "wasm32"), feature = "burn-peer"))]
 mod peer;
+#[cfg(not(target_arch = "wasm32"))]
+mod tokenize;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
