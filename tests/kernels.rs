@@ -679,3 +679,23 @@ fn kernel_suite_with_gpu_kernel_family() {
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+/// Regression: the pipeline cache once keyed kernels by file name + specialisation only, so
+/// a linear layer with N % 4 ≠ 0 (scalar weight loads) after one with N % 4 = 0 (vec4 loads)
+/// silently ran the vec4 pipeline. Both must be right in one context, in either order.
+#[test]
+fn kernels_differing_only_in_includes_are_distinct_pipelines() {
+    let mut c = Case::new();
+    for (m, k, n) in [(40usize, 16usize, 16usize), (40, 16, 37), (40, 16, 16)] {
+        let x = c.data(m * k, 1.0, 0.0, DType::F32);
+        let w = c.data(n * k, 1.0, 0.0, DType::F32);
+        let xt = c.upload(&x, [m, k], DType::F32);
+        let wt = c.upload(&ops::linear_weight_from_torch(&w, n, k).unwrap(), [k, n], DType::F32);
+        let y = c.poisoned([m, n], DType::F32);
+        let mut b = c.gpu.batch("t");
+        ops::linear(&mut b, &xt, &wt, None, &y).unwrap();
+        b.submit().unwrap();
+        let e = r::rel_l2_error(&c.read(&y), &r::linear(&x, &w, None, m, n, k));
+        assert!(e < 1e-5, "linear {m}×{k}×{n} after other widths: rel err {e:e}");
+    }
+}

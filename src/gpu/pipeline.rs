@@ -25,6 +25,9 @@ pub struct ShaderDef {
     pub entry: &'static str,
     /// Helper snippets from `shaders/include/`, placed before `source`.
     pub includes: &'static [&'static str],
+    /// Their names: part of the pipeline-cache key (the same kernel built with
+    /// `weights_dense` and `weights_dense4` is two different pipelines).
+    pub include_names: &'static [&'static str],
 }
 
 /// Declares a [`ShaderDef`] for `shaders/<name>.wgsl` with entry point `main`, optionally
@@ -37,6 +40,7 @@ macro_rules! shader {
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
             entry: "main",
             includes: &[$(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/include/", $inc, ".wgsl"))),*],
+            include_names: &[$($inc),*],
         }
     };
 }
@@ -129,6 +133,7 @@ pub struct Kernel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
     shader: &'static str,
+    includes: &'static [&'static str],
     entry: &'static str,
     spec: Spec,
 }
@@ -152,7 +157,7 @@ impl PipelineCache {
 impl Gpu {
     /// The compiled pipeline for `def` specialised by `spec` (compiled on first use).
     pub fn kernel(&self, def: &ShaderDef, spec: &Spec) -> GpuResult<Arc<Kernel>> {
-        let key = PipelineKey { shader: def.name, entry: def.entry, spec: spec.clone() };
+        let key = PipelineKey { shader: def.name, includes: def.include_names, entry: def.entry, spec: spec.clone() };
         let lock_err = || GpuError::Internal { context: Some(def.name.into()), message: "pipeline cache poisoned".into() };
         if let Some(k) = self.pipelines.map.lock().map_err(|_| lock_err())?.get(&key) {
             return Ok(k.clone());

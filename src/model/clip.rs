@@ -101,6 +101,8 @@ impl ClipTextModel {
             None => self.position_embedding.clone(),
         };
         ops::embedding(&mut bt, ids, &self.token_embedding, &pos, &x)?;
+        bt.submit()?;
+        let mut bt = gpu.batch("clip.layers");
         let used = self.layers.len() - clip_skip;
         for layer in &self.layers[..used] {
             let n = layer.layer_norm1.layer(&mut bt, self.cfg.layer_norm_eps, &x)?;
