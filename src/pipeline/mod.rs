@@ -1,6 +1,8 @@
 //! Text → video: tokenizer, seeds (torch-compatible `randn`), schedulers and generation.
 
+pub mod generate;
 pub mod gif;
+pub mod load;
 pub mod rng;
 pub mod scheduler;
 pub mod tokenizer;

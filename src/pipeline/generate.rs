@@ -1,0 +1,237 @@
+//! Text → video with classifier-free guidance, as diffusers' `AnimateDiffPipeline`:
+//! encode `[negative, prompt]`, denoise `[1, 4, F, H/8, W/8]` latents with the UNet + motion
+//! modules and a scheduler, decode frame by frame with the VAE.
+//!
+//! The latents stay on the GPU in f32 (`[F, h, w, 4]` channels-last); guidance and the
+//! scheduler update are single elementwise kernels per step.
+
+use std::time::{Duration, Instant};
+
+use super::scheduler::{Ddim, SchedulerConfig};
+use super::tokenizer::ClipTokenizer;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::model::nn::{alloc, layout};
+use crate::model::{ClipTextModel, Decoder, UNet, UNetOptions};
+use crate::ops::{self, Broadcast};
+use crate::{Error, Result};
+
+/// The three networks of a pipeline.
+pub struct Models {
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet,
+    pub vae: Decoder,
+}
+
+/// Where the initial noise comes from.
+#[derive(Debug, Clone)]
+pub enum InitLatents {
+    /// `torch.randn([1, 4, F, H/8, W/8], generator=torch.Generator("cpu").manual_seed(seed))`.
+    Seed(u64),
+    /// Explicit latents in diffusers' layout `[1, 4, F, H/8, W/8]` (row-major).
+    Tensor(Vec<f32>),
+}
+
+/// Everything a generation needs besides the models.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub frames: usize,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub guidance_scale: f32,
+    pub init: InitLatents,
+    pub scheduler: SchedulerConfig,
+    pub unet: UNetOptions,
+    /// diffusers' `clip_skip` (0 = last layer).
+    pub clip_skip: usize,
+    /// Frames per VAE decode call.
+    pub decode_chunk: usize,
+}
+
+impl GenerateParams {
+    /// diffusers' defaults: 16 frames, 512×512, 25 steps (AnimateDiff's configs), CFG 7.5.
+    pub fn new(prompt: impl Into<String>, scheduler: SchedulerConfig) -> GenerateParams {
+        GenerateParams {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            frames: 16,
+            width: 512,
+            height: 512,
+            steps: 25,
+            guidance_scale: 7.5,
+            init: InitLatents::Seed(0),
+            scheduler,
+            unet: UNetOptions::default(),
+            clip_skip: 0,
+            decode_chunk: 16,
+        }
+    }
+}
+
+/// Progress report after each denoising step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub timestep: u32,
+    pub elapsed: Duration,
+}
+
+/// A finished generation.
+pub struct Output {
+    /// `[F, H, W, 3]` in `[0, 1]`.
+    pub frames: Vec<f32>,
+    pub frame_count: usize,
+    pub width: usize,
+    pub height: usize,
+    /// Final latents (before the VAE) in diffusers' layout `[1, 4, F, H/8, W/8]`.
+    pub latents: Vec<f32>,
+    /// Timesteps used.
+    pub timesteps: Vec<u32>,
+}
+
+impl Models {
+    /// Check the parameters against these models before any GPU work.
+    pub fn validate(&self, p: &GenerateParams) -> Result<()> {
+        let m = self.unet.size_multiple() * 8;
+        for (name, v) in [("width", p.width), ("height", p.height)] {
+            if v == 0 || v % 8 != 0 {
+                return Err(Error::input(name, format!("{v} is not a positive multiple of 8")));
+            }
+            if v % m != 0 {
+                return Err(Error::input(name, format!("{v} must be a multiple of {m} for this UNet's {} levels", self.unet.config().block_out_channels.len())));
+            }
+        }
+        if p.frames == 0 {
+            return Err(Error::input("frames", "must be at least 1"));
+        }
+        if let Some(mc) = self.unet.motion_config() {
+            if p.frames > mc.motion_max_seq_length {
+                return Err(Error::input("frames", format!("{} frames exceed the motion module's {} positions", p.frames, mc.motion_max_seq_length)));
+            }
+        }
+        if p.steps == 0 || p.steps > p.scheduler.num_train_timesteps {
+            return Err(Error::input("steps", format!("{} must be in 1..={}", p.steps, p.scheduler.num_train_timesteps)));
+        }
+        if !p.guidance_scale.is_finite() {
+            return Err(Error::input("guidance", "must be finite"));
+        }
+        if let InitLatents::Tensor(t) = &p.init {
+            let want = 4 * p.frames * (p.height / 8) * (p.width / 8);
+            if t.len() != want {
+                return Err(Error::input("latents", format!("{} values, expected [1, 4, {}, {}, {}] = {want}", t.len(), p.frames, p.height / 8, p.width / 8)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Text embeddings `[B, 77, D]`: `[negative, prompt]` with guidance, `[prompt]` without.
+    pub fn encode_prompts(&self, gpu: &Gpu, p: &GenerateParams) -> Result<Tensor> {
+        let tok = ClipTokenizer::new().map_err(|e| Error::input("tokenizer", e.to_string()))?;
+        let mut ids = Vec::new();
+        if uses_cfg(p.guidance_scale) {
+            ids.extend(tok.encode_padded(&p.negative_prompt, 77));
+        }
+        ids.extend(tok.encode_padded(&p.prompt, 77));
+        let ctx = self.text_encoder.forward(gpu, &ids, 77, p.clip_skip)?;
+        if ctx.dtype() == self.unet.dtype() {
+            return Ok(ctx);
+        }
+        let mut bt = gpu.batch("context.convert");
+        let c = alloc(gpu, ctx.dims(), self.unet.dtype(), "context")?;
+        ops::convert(&mut bt, &ctx, &c)?;
+        bt.submit()?;
+        Ok(c)
+    }
+
+    /// Run the whole pipeline.
+    pub async fn generate(&self, gpu: &Gpu, p: &GenerateParams, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
+        self.validate(p)?;
+        let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
+        let sched = Ddim::new(&p.scheduler, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
+        let context = self.encode_prompts(gpu, p)?;
+        let cfg = uses_cfg(p.guidance_scale);
+        let videos = if cfg { 2 } else { 1 };
+
+        let init = match &p.init {
+            InitLatents::Seed(seed) => super::rng::torch_randn(*seed, &[1, 4, f, h, w]),
+            InitLatents::Tensor(t) => t.clone(),
+        };
+        let init: Vec<f32> = init.iter().map(|v| v * sched.init_noise_sigma()).collect();
+        let mut x = gpu.upload_f32(&layout::bcfhw_to_nhwc(&init, 1, 4, f, h, w), [f, h, w, 4], "latents")?;
+        let unet_dtype = self.unet.dtype();
+        let bytes = x.size_bytes();
+        let start = Instant::now();
+        let timesteps: Vec<u32> = sched.timesteps().iter().map(|&t| t as u32).collect();
+        for (i, &t) in timesteps.iter().enumerate() {
+            // UNet input: [x; x] (uncond, cond) in the UNet's storage type.
+            let mut bt = gpu.batch("step.in");
+            let input = alloc(gpu, &[videos * f, h, w, 4], DType::F32, "unet.in")?;
+            for v in 0..videos {
+                bt.copy_bytes(&x, 0, &input, v as u64 * bytes, bytes)?;
+            }
+            let input = if unet_dtype == DType::F32 {
+                input
+            } else {
+                let c = alloc(gpu, input.dims(), unet_dtype, "unet.in")?;
+                ops::convert(&mut bt, &input, &c)?;
+                c
+            };
+            bt.submit()?;
+            let eps = self.unet.forward(gpu, &input, t as f32, &context, f, &p.unet)?;
+            let mut bt = gpu.batch("step.update");
+            let eps = if unet_dtype == DType::F32 {
+                eps
+            } else {
+                let c = alloc(gpu, eps.dims(), DType::F32, "eps")?;
+                ops::convert(&mut bt, &eps, &c)?;
+                c
+            };
+            let guided = if cfg {
+                let u = half(&eps, 0, f)?;
+                let c = half(&eps, 1, f)?;
+                let g = alloc(gpu, u.dims(), DType::F32, "eps.guided")?;
+                // u + g·(c − u) = (1 − g)·u + g·c
+                ops::axpby(&mut bt, 1.0 - p.guidance_scale, &u, p.guidance_scale, &c, Broadcast::Same, &g)?;
+                g
+            } else {
+                eps
+            };
+            let k = sched.coefficients(t as usize).map_err(|e| Error::input("scheduler", e.to_string()))?;
+            let (a, b) = (k.sample, k.noise);
+            let next = alloc(gpu, x.dims(), DType::F32, "latents")?;
+            ops::axpby(&mut bt, a, &x, b, &guided, Broadcast::Same, &next)?;
+            bt.submit()?;
+            x = next;
+            gpu.sync().await?;
+            progress(Progress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: start.elapsed() });
+        }
+
+        let latents_nhwc = gpu.read_f32(&x).await?;
+        let frames_t = self.vae.decode_to_frames(gpu, &x, p.decode_chunk)?;
+        let frames = gpu.read_f32(&frames_t).await?;
+        Ok(Output {
+            frames,
+            frame_count: f,
+            width: p.width,
+            height: p.height,
+            latents: layout::nhwc_to_bcfhw(&latents_nhwc, 1, 4, f, h, w),
+            timesteps,
+        })
+    }
+}
+
+/// diffusers: guidance applies when `guidance_scale > 1`.
+fn uses_cfg(g: f32) -> bool {
+    g > 1.0
+}
+
+/// Video `v` (0 = uncond, 1 = cond) of a `[2·F, h, w, C]` tensor.
+fn half(t: &Tensor, v: u64, frames: usize) -> Result<Tensor> {
+    let d = t.dims();
+    t.slice_units(v, 1, 2)
+        .and_then(|s| s.reshape(vec![frames, d[1], d[2], d[3]]))
+        .ok_or_else(|| Error::input("latents", format!("{t:?} cannot be split into two 256-byte aligned videos")))
+}

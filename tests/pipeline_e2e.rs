@@ -1,0 +1,96 @@
+//! End to end against diffusers' AnimateDiffPipeline (tiny models, 8 frames at 192×128,
+//! 4 DDIM steps, CFG 7.5, explicit initial latents): the diffusers folder, and the same
+//! weights from an LDM single file (fp16) + the original-format `.ckpt` motion module.
+
+mod common;
+
+use std::path::PathBuf;
+
+use animatediff_wgpu::model::motion::MotionNorm;
+use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
+use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, ModelPaths, Precision};
+use animatediff_wgpu::pipeline::scheduler::SchedulerConfig;
+use animatediff_wgpu::Gpu;
+use common::*;
+use pollster::block_on;
+
+const PROMPT: &str = "a corgi running on the beach, golden hour, highly detailed";
+const NEGATIVE: &str = "blurry, low quality";
+
+fn diffusers_paths() -> ModelPaths {
+    ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }
+}
+
+fn single_file_paths() -> ModelPaths {
+    ModelPaths {
+        model: tiny().join("original/sd15_tiny_ldm_fp16.safetensors"),
+        motion: tiny().join("original/mm_tiny_v2_fp16.ckpt"),
+        config: Some(tiny().join("diffusers")),
+        motion_config: Some(tiny().join("motion_adapter")),
+        ..Default::default()
+    }
+}
+
+fn run(gpu: &Gpu, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>) -> Output {
+    let host = open_pipeline(paths).unwrap();
+    let models = build_models(gpu, &host.components(), Precision::F32).unwrap();
+    let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
+    let mut p = GenerateParams::new(PROMPT, scheduler.unwrap_or_else(|| host.scheduler.clone()));
+    p.negative_prompt = NEGATIVE.into();
+    (p.frames, p.height, p.width, p.steps, p.guidance_scale) = (8, 128, 192, 4, 7.5);
+    p.init = InitLatents::Tensor(get(&refs, "init_latents").data.clone());
+    p.unet = default_unet_options(&host.motion);
+    p.unet.motion_norm = norm;
+    let mut steps = 0;
+    let out = block_on(models.generate(gpu, &p, &mut |_| steps += 1)).unwrap();
+    assert_eq!(steps, 4);
+    out
+}
+
+fn check(what: &str, out: &Output, reference: &str) {
+    let refs = read_safetensors(&tiny().join("reference").join(reference));
+    let want_t: Vec<u32> = get(&refs, "timesteps").data.iter().map(|&t| t as u32).collect();
+    assert_eq!(out.timesteps, want_t, "{what}: timesteps");
+    // Final latents reach |x| ≈ 70 (CFG 7.5 on random models): compare relatively.
+    assert_close(&format!("{what}: final latents"), &out.latents, &get(&refs, "final_latents").data, 1e-3);
+    if let Some(frames) = refs.tensors.get("frames") {
+        let e = max_abs(&out.frames, &frames.data);
+        eprintln!("{what}: frames max abs error {e:.2e}");
+        assert!(e <= 5e-3, "{what}: frames differ by {e:.2e} > 5e-3");
+    }
+}
+
+#[test]
+fn diffusers_folder_matches_animatediff_pipeline() {
+    let gpu = gpu();
+    let out = run(&gpu, &diffusers_paths(), MotionNorm::Diffusers, None);
+    assert_eq!((out.frame_count, out.height, out.width), (8, 128, 192));
+    check("diffusers folder", &out, "pipeline_diffusers.safetensors");
+}
+
+#[test]
+fn ldm_single_file_and_original_ckpt_match_the_same_run() {
+    let gpu = gpu();
+    let out = run(&gpu, &single_file_paths(), MotionNorm::Diffusers, None);
+    check("LDM fp16 + .ckpt", &out, "pipeline_diffusers.safetensors");
+}
+
+#[test]
+fn original_motion_norm_and_leading_schedule_variants() {
+    let gpu = gpu();
+    let out = run(&gpu, &single_file_paths(), MotionNorm::Original, None);
+    check("per-frame motion norm", &out, "pipeline_original_mm_norm.safetensors");
+    let mut leading = SchedulerConfig::animatediff_default();
+    leading.set_alpha_to_one = true;
+    let out = run(&gpu, &diffusers_paths(), MotionNorm::Diffusers, Some(leading));
+    check("leading DDIM", &out, "pipeline_leading_sched.safetensors");
+}
+
+#[test]
+fn original_files_default_to_original_semantics() {
+    let host = open_pipeline(&single_file_paths()).unwrap();
+    assert_eq!(default_unet_options(&host.motion).motion_norm, MotionNorm::Original);
+    let host = open_pipeline(&diffusers_paths()).unwrap();
+    assert_eq!(default_unet_options(&host.motion).motion_norm, MotionNorm::Diffusers);
+    let _ = PathBuf::new();
+}
