@@ -4,7 +4,7 @@
 
 use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::load::{expect_tensor, WeightSource};
-use crate::ops::{self, Attention, Conv2d, Epilogue, GroupNorm, NormDomain, TokenLayout};
+use crate::ops::{self, Attention, Conv2d, Epilogue, GroupNorm, NormDomain, QuantizedWeight, TokenLayout, WeightRef};
 use crate::Result;
 
 /// Loads the weights under one name prefix (`down_blocks.0.resnets.1.` …).
@@ -80,7 +80,7 @@ impl<'a> Loader<'a> {
 
     fn linear_from(&self, name: &str, w: Vec<f32>, inp: usize, out: usize, bias: bool) -> Result<Linear> {
         let kn = ops::linear_weight_from_torch(&w, out, inp).ok_or_else(|| crate::Error::input(self.key(name), "weight size"))?;
-        let w = self.upload(&kn, &[inp, out], &self.key(name))?;
+        let w = Weight::Dense(self.upload(&kn, &[inp, out], &self.key(name))?);
         let b = if bias { Some(self.vector(&format!("{name}.bias"), out)?) } else { None };
         Ok(Linear { w, b, inp, out })
     }
@@ -89,7 +89,7 @@ impl<'a> Loader<'a> {
     pub fn conv(&self, name: &str, cin: usize, cout: usize, k: usize) -> Result<Conv> {
         let w = self.host(&format!("{name}.weight"), &[cout, cin, k, k])?;
         let hwio = ops::conv_weight_from_torch(&w, cout, cin, k, k).ok_or_else(|| crate::Error::input(self.key(name), "weight size"))?;
-        let w = self.upload(&hwio, &[k, k, cin, cout], &self.key(name))?;
+        let w = Weight::Dense(self.upload(&hwio, &[k, k, cin, cout], &self.key(name))?);
         let b = self.vector(&format!("{name}.bias"), cout)?;
         Ok(Conv { w, b, cout })
     }
@@ -114,8 +114,34 @@ fn with_last(dims: &[usize], last: usize) -> Vec<usize> {
     d
 }
 
+/// A GEMM weight (linear `[in, out]` or conv `[KH, KW, Cin, Cout]`): dense in the model's
+/// storage type, or quantized (dequantized inside the kernels).
+pub enum Weight {
+    Dense(Tensor),
+    Quant(QuantizedWeight),
+}
+
+impl Weight {
+    pub fn dims(&self) -> &[usize] {
+        self.as_ref().dims()
+    }
+
+    pub fn as_ref(&self) -> WeightRef<'_> {
+        match self {
+            Weight::Dense(t) => WeightRef::Dense(t),
+            Weight::Quant(q) => WeightRef::Quant(q),
+        }
+    }
+}
+
+impl<'a> From<&'a Weight> for WeightRef<'a> {
+    fn from(w: &'a Weight) -> WeightRef<'a> {
+        w.as_ref()
+    }
+}
+
 pub struct Linear {
-    pub w: Tensor,
+    pub w: Weight,
     pub b: Option<Tensor>,
     pub inp: usize,
     pub out: usize,
@@ -138,7 +164,7 @@ impl Linear {
 }
 
 pub struct Conv {
-    pub w: Tensor,
+    pub w: Weight,
     pub b: Tensor,
     pub cout: usize,
 }
