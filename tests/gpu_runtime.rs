@@ -157,7 +157,7 @@ fn memory_accounting_tracks_live_and_peak() {
 #[test]
 fn pipeline_cache_reuses_compiled_kernels() {
     let gpu = gpu();
-    let def = ShaderDef { name: "fill", source: include_str!("../shaders/fill.wgsl"), entry: "main", includes: &[] };
+    let def = ShaderDef { name: "fill", source: include_str!("../shaders/fill.wgsl"), entry: "main", includes: &[], include_names: &[] };
     let before = gpu.pipeline_count();
     let a = gpu.kernel(&def, &Spec::new().u32("WG", 64)).unwrap();
     let b = gpu.kernel(&def, &Spec::new().u32("WG", 64)).unwrap();
@@ -171,7 +171,7 @@ fn pipeline_cache_reuses_compiled_kernels() {
 #[test]
 fn invalid_shader_is_a_typed_validation_error() {
     let gpu = gpu();
-    let def = ShaderDef { name: "broken", source: "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }", entry: "main", includes: &[] };
+    let def = ShaderDef { name: "broken", source: "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }", entry: "main", includes: &[], include_names: &[] };
     let err = gpu.kernel(&def, &Spec::new()).unwrap_err();
     match &err {
         GpuError::Validation { context, .. } => assert_eq!(context.as_deref(), Some("shader `broken`")),
