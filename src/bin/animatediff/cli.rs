@@ -37,6 +37,8 @@ enum Command {
     /// Benchmarks (they print numbers; they are not tests).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Generate a video: any SD1.5 model + any AnimateDiff motion module → GIF.
+    Generate(Box<crate::generate::GenerateArgs>),
     /// What a weight file or model folder is: format, family/version, dtypes, tensor counts,
     /// detected config. Exit code 1 with the load error on bad input.
     Inspect {
@@ -78,7 +80,7 @@ enum BenchCommand {
 }
 
 #[derive(Args)]
-struct DeviceArgs {
+pub struct DeviceArgs {
     /// Use the software/fallback adapter (lavapipe, WARP).
     #[arg(long)]
     fallback_adapter: bool,
@@ -101,7 +103,7 @@ enum Kernels {
 }
 
 impl DeviceArgs {
-    fn options(&self) -> GpuOptions {
+    pub fn options(&self) -> GpuOptions {
         GpuOptions {
             force_fallback_adapter: self.fallback_adapter,
             allow_f16: !self.no_f16,
@@ -129,6 +131,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Generate(args) => {
+            crate::generate::run(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { path } => {
             crate::inspect::run(&path)?;
             Ok(ExitCode::SUCCESS)

@@ -6,6 +6,8 @@ mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
+mod generate;
+#[cfg(not(target_arch = "wasm32"))]
 mod inspect;
 #[cfg(all(not(target_arch = "wasm32"), feature = "burn-peer"))]
 mod peer;

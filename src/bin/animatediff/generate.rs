@@ -1,0 +1,210 @@
+//! `animatediff generate`: text → GIF (and optionally frames / latents as safetensors, PNGs)
+//! with any SD1.5 model and any AnimateDiff motion module.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use animatediff_wgpu::gpu::Gpu;
+use animatediff_wgpu::model::motion::MotionNorm;
+use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Progress};
+use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, ModelPaths, Precision};
+use animatediff_wgpu::pipeline::scheduler::TimestepSpacing;
+use animatediff_wgpu::pipeline::{gif, rng};
+use clap::{Args, ValueEnum};
+
+use crate::cli::DeviceArgs;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Spacing {
+    Linspace,
+    Leading,
+    Trailing,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum NormArg {
+    Diffusers,
+    Original,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// SD1.5 model: LDM single file (.safetensors / .ckpt) or diffusers folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// VAE file or diffusers folder (for "noVAE" checkpoints, or to replace the model's).
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+    /// Motion module: original AnimateDiff .ckpt/.safetensors, diffusers file or MotionAdapter folder.
+    #[arg(long)]
+    pub motion: PathBuf,
+    /// diffusers folder with unet/vae/text_encoder configs for a single-file model (what
+    /// shapes cannot tell, e.g. attention heads); SD1.5's values otherwise.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// MotionAdapter folder or config.json describing the motion module (heads, groups).
+    #[arg(long)]
+    pub motion_config: Option<PathBuf>,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[arg(long, default_value_t = 16)]
+    pub frames: usize,
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    #[arg(long, default_value_t = 512)]
+    pub height: usize,
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables the unconditional pass).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f32,
+    /// Seed for torch-compatible initial noise (random when neither --seed nor --latents).
+    #[arg(long, conflicts_with = "latents")]
+    pub seed: Option<u64>,
+    /// Initial latents: safetensors with tensor "latents" [1, 4, F, H/8, W/8].
+    #[arg(long)]
+    pub latents: Option<PathBuf>,
+    /// Overrides the scheduler config's timestep spacing.
+    #[arg(long, value_enum)]
+    pub timestep_spacing: Option<Spacing>,
+    /// Overrides `set_alpha_to_one` (`--set-alpha-to-one` alone means true).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub set_alpha_to_one: Option<bool>,
+    /// Motion-module GroupNorm: diffusers (joint over frames) or original (per frame). Default:
+    /// the loaded motion module's family (original files → original).
+    #[arg(long, value_enum)]
+    pub motion_norm: Option<NormArg>,
+    /// Weights/activations of the UNet and text encoder (the VAE always runs in f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// diffusers' clip_skip (A1111 "CLIP skip 2" = 1).
+    #[arg(long, default_value_t = 0)]
+    pub clip_skip: usize,
+    #[arg(long, default_value = "out.gif")]
+    pub out: PathBuf,
+    /// Also write frames [F, H, W, 3] f32 in [0, 1] as safetensors (tensor "frames").
+    #[arg(long)]
+    pub save_frames: Option<PathBuf>,
+    /// Also write the final latents [1, 4, F, H/8, W/8] (before the VAE), tensor "latents".
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
+    /// Also write one PNG per frame into this folder.
+    #[arg(long)]
+    pub png_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 8.0)]
+    pub fps: f32,
+}
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn read_latents(path: &Path, want: &[usize]) -> BoxResult<Vec<f32>> {
+    use animatediff_wgpu::load::archive::TensorArchive;
+    let a = TensorArchive::open_path(path)?;
+    let t = a.read_f32("latents").map_err(|e| format!("{e} (expected a tensor named \"latents\" {want:?})"))?;
+    if t.shape != want {
+        return Err(format!("{}: tensor \"latents\" has shape {:?}, expected {want:?} for these --frames/--height/--width", path.display(), t.shape).into());
+    }
+    Ok(t.data)
+}
+
+fn write_tensor(path: &Path, name: &str, shape: &[usize], data: &[f32]) -> BoxResult<()> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), bytes)?;
+    safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn progress_bar(p: Progress) {
+    let width = 30;
+    let done = width * p.step / p.steps.max(1);
+    let per = p.elapsed.as_secs_f64() / p.step.max(1) as f64;
+    let eta = per * (p.steps - p.step) as f64;
+    eprint!("\rstep {:>3}/{} [{}{}] t={:<4} {:.2} s/step, ETA {:.0} s ", p.step, p.steps, "#".repeat(done), " ".repeat(width - done), p.timestep, per, eta);
+    if p.step == p.steps {
+        eprintln!();
+    }
+    let _ = std::io::stderr().flush();
+}
+
+pub fn run(a: GenerateArgs) -> BoxResult<()> {
+    let t0 = Instant::now();
+    let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone(), config: a.config.clone(), motion_config: a.motion_config.clone(), ..Default::default() };
+    let host = open_pipeline(&paths)?;
+    for line in &host.description {
+        eprintln!("{line}");
+    }
+    let mut sched = host.scheduler.clone();
+    if let Some(s) = a.timestep_spacing {
+        sched.timestep_spacing = match s {
+            Spacing::Linspace => TimestepSpacing::Linspace,
+            Spacing::Leading => TimestepSpacing::Leading,
+            Spacing::Trailing => TimestepSpacing::Trailing,
+        };
+    }
+    if let Some(v) = a.set_alpha_to_one {
+        sched.set_alpha_to_one = v;
+    }
+    let mut p = GenerateParams::new(a.prompt.clone(), sched);
+    p.negative_prompt = a.negative_prompt.clone();
+    (p.frames, p.width, p.height, p.steps, p.guidance_scale, p.clip_skip) = (a.frames, a.width, a.height, a.steps, a.guidance, a.clip_skip);
+    p.unet = default_unet_options(&host.motion);
+    if let Some(n) = a.motion_norm {
+        p.unet.motion_norm = match n {
+            NormArg::Diffusers => MotionNorm::Diffusers,
+            NormArg::Original => MotionNorm::Original,
+        };
+    }
+    if a.width == 0 || a.height == 0 || a.width % 8 != 0 || a.height % 8 != 0 {
+        return Err(format!("--width {} / --height {} must be positive multiples of 8", a.width, a.height).into());
+    }
+    p.init = match (&a.latents, a.seed) {
+        (Some(path), _) => InitLatents::Tensor(read_latents(path, &[1, 4, a.frames, a.height / 8, a.width / 8])?),
+        (None, Some(seed)) => InitLatents::Seed(seed),
+        (None, None) => {
+            // Any 53-bit value: printed so the run can be reproduced with --seed.
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+            let seed = rng::Mt19937::new(nanos).next_u32() as u64;
+            eprintln!("seed: {seed}");
+            InitLatents::Seed(seed)
+        }
+    };
+
+    let gpu = pollster::block_on(Gpu::new(a.device.options()))?;
+    eprintln!("adapter: {} ({})", gpu.info().adapter_name, gpu.info().backend);
+    let precision = match a.precision {
+        PrecisionArg::F32 => Precision::F32,
+        PrecisionArg::F16 => Precision::F16,
+    };
+    let models = build_models(&gpu, &host.components(), precision)?;
+    models.validate(&p)?;
+    eprintln!("loaded in {:.1} s; GPU memory {:.1} MiB", t0.elapsed().as_secs_f64(), gpu.memory().live_bytes as f64 / (1 << 20) as f64);
+    let out = pollster::block_on(models.generate(&gpu, &p, &mut progress_bar))?;
+    let (f, h, w) = (out.frame_count, out.height, out.width);
+
+    let gif_bytes = gif::encode_gif_f32(&out.frames, f, h, w, a.fps)?;
+    gif::write_file(&a.out, &gif_bytes)?;
+    eprintln!("wrote {} ({f} frames, {w}×{h}, {} fps)", a.out.display(), a.fps);
+    if let Some(dir) = &a.png_dir {
+        gif::write_png_frames(dir, &gif::frames_to_u8(&out.frames), f, h, w)?;
+        eprintln!("wrote {f} PNG frames to {}", dir.display());
+    }
+    if let Some(path) = &a.save_frames {
+        write_tensor(path, "frames", &[f, h, w, 3], &out.frames)?;
+    }
+    if let Some(path) = &a.save_latents {
+        write_tensor(path, "latents", &[1, 4, f, h / 8, w / 8], &out.latents)?;
+    }
+    eprintln!("total {:.1} s, peak GPU memory {:.1} MiB", t0.elapsed().as_secs_f64(), gpu.memory().peak_bytes as f64 / (1 << 20) as f64);
+    Ok(())
+}
