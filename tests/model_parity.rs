@@ -184,3 +184,21 @@ fn vae_encode_matches_diffusers() {
     assert_close("vae encode mean", &mean, &get(&comp, "vae_encode.mean").data, F32_TOL);
     assert_close("vae encode logvar", &logvar, &get(&comp, "vae_encode.logvar").data, F32_TOL);
 }
+
+#[test]
+fn time_embedding_matches_diffusers() {
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let w = read_safetensors(&tiny().join("diffusers/unet/diffusion_pytorch_model.safetensors"));
+    let ts = get(&comp, "time_proj.t").data.clone();
+    // The sinusoid alone (CPU, rounded like torch's float32 arithmetic).
+    let sin = animatediff_wgpu::ops::timestep_embedding(&ts, 8, true, 0.0, 10000.0);
+    assert_close("time_proj", &sin, &get(&comp, "time_proj.out").data, 1e-6);
+    for (dtype, tol) in dtypes(&gpu) {
+        let unet = UNet::load(&gpu, &w, &unet_cfg(), None, dtype).unwrap();
+        let mut bt = gpu.batch("t");
+        let y = unet.time_embedding(&mut bt, &ts).unwrap();
+        bt.submit().unwrap();
+        assert_close(&format!("time_embedding {dtype}"), &read(&gpu, &y), &get(&comp, "time_embedding.out").data, tol);
+    }
+}

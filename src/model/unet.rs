@@ -191,16 +191,22 @@ impl UNet {
         1 << (self.cfg.block_out_channels.len() - 1)
     }
 
-    /// The time embedding `linear_2(SiLU(linear_1(sinusoid(t))))`, then SiLU (every ResNet
-    /// applies SiLU before its projection): `[images, temb_dim]`.
-    fn time_embedding(&self, bt: &mut Batch<'_>, timestep: f32, images: usize) -> Result<Tensor> {
+    /// diffusers' `time_embedding(time_proj(t))` = `linear_2(SiLU(linear_1(sinusoid(t))))`
+    /// for each of `timesteps`: `[len, temb_dim]`.
+    pub fn time_embedding(&self, bt: &mut Batch<'_>, timesteps: &[f32]) -> Result<Tensor> {
         let c0 = self.cfg.block_out_channels[0];
-        let sin = timestep_embedding(&vec![timestep; images], c0, self.cfg.flip_sin_to_cos, self.cfg.freq_shift, 10000.0);
-        let t = bt.gpu().upload_f32_as(&sin, [images, c0], self.dtype, "unet.time_proj")?;
+        let sin = timestep_embedding(timesteps, c0, self.cfg.flip_sin_to_cos, self.cfg.freq_shift, 10000.0);
+        let t = bt.gpu().upload_f32_as(&sin, [timesteps.len(), c0], self.dtype, "unet.time_proj")?;
         let h = self.time_linear_1.run(bt, &t, None)?;
         let hs = alloc(bt.gpu(), h.dims(), self.dtype, "unet.time_silu")?;
         ops::unary(bt, Activation::Silu, 1.0, &h, &hs)?;
-        let emb = self.time_linear_2.run(bt, &hs, None)?;
+        self.time_linear_2.run(bt, &hs, None)
+    }
+
+    /// SiLU of the time embedding, one row per image (every ResNet applies SiLU before its
+    /// projection).
+    fn time_embedding_silu(&self, bt: &mut Batch<'_>, timestep: f32, images: usize) -> Result<Tensor> {
+        let emb = self.time_embedding(bt, &vec![timestep; images])?;
         let es = alloc(bt.gpu(), emb.dims(), self.dtype, "unet.temb_silu")?;
         ops::unary(bt, Activation::Silu, 1.0, &emb, &es)?;
         Ok(es)
@@ -239,7 +245,7 @@ impl UNet {
         let res_domain = if opts.joint_resnet_norm { NormDomain::JointFrames { frames: frames as u32 } } else { NormDomain::PerImage };
 
         let mut bt = gpu.batch("unet.in");
-        let temb = self.time_embedding(&mut bt, timestep, n)?;
+        let temb = self.time_embedding_silu(&mut bt, timestep, n)?;
         let mut x = self.conv_in.run(&mut bt, Conv2d::SAME_3X3, sample, None)?;
         let mut skips = vec![x.clone()];
         bt.submit()?;
