@@ -102,7 +102,7 @@ impl<'g> Batch<'g> {
     /// relative to the tensors; multiples of 4, within both tensors).
     pub fn copy_bytes(&mut self, src: &Tensor, src_at: u64, dst: &Tensor, dst_at: u64, bytes: u64) -> GpuResult<()> {
         let fits = |t: &Tensor, at: u64| at.checked_add(bytes).is_some_and(|end| end <= t.size_bytes());
-        if !fits(src, src_at) || !fits(dst, dst_at) || (src_at | dst_at | bytes) % 4 != 0 {
+        if !fits(src, src_at) || !fits(dst, dst_at) || !(src_at | dst_at | bytes).is_multiple_of(4) {
             return Err(GpuError::shape("copy", format!("{bytes} bytes from {src:?}+{src_at} to {dst:?}+{dst_at}")));
         }
         if bytes > 0 {

@@ -36,7 +36,7 @@ impl ClipTextModel {
             "gelu" => Activation::GeluErf,
             other => return Err(Error::input("text encoder hidden_act", format!("`{other}` is not supported (quick_gelu, gelu)"))),
         };
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(Error::input("text encoder config", format!("{} heads do not divide width {}", cfg.num_attention_heads, cfg.hidden_size)));
         }
         let root = Loader::new(gpu, src, dtype);
@@ -85,7 +85,7 @@ impl ClipTextModel {
     /// (diffusers' `clip_skip`; A1111's "CLIP skip 2" is k = 1).
     pub fn forward(&self, gpu: &Gpu, ids: &[u32], tokens_per_sequence: usize, clip_skip: usize) -> Result<Tensor> {
         let t = tokens_per_sequence;
-        if t == 0 || t > self.cfg.max_position_embeddings || ids.is_empty() || ids.len() % t != 0 {
+        if t == 0 || t > self.cfg.max_position_embeddings || ids.is_empty() || !ids.len().is_multiple_of(t) {
             return Err(Error::input("token ids", format!("{} ids are not sequences of {t} ≤ {} tokens", ids.len(), self.cfg.max_position_embeddings)));
         }
         if clip_skip >= self.layers.len() {

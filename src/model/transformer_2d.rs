@@ -72,6 +72,6 @@ impl Transformer2DModel {
         }
         let residual = x.reshape(tokens.to_vec()).ok_or_else(|| crate::Error::input("transformer input", format!("{x:?}")))?;
         let out = self.proj_out.run(bt, &h, Some(&residual))?;
-        Ok(out.reshape(d).ok_or_else(|| crate::Error::input("transformer output", "reshape"))?)
+        out.reshape(d).ok_or_else(|| crate::Error::input("transformer output", "reshape"))
     }
 }

@@ -97,9 +97,9 @@ impl UNet {
 
         let mut down = Vec::with_capacity(levels);
         let mut out_ch = boc[0];
-        for i in 0..levels {
+        for (i, &level_ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = level_ch;
             let last = i + 1 == levels;
             let mut blk = DownBlock { resnets: vec![], attentions: vec![], motion: vec![], downsampler: None };
             for j in 0..cfg.layers_per_block {
@@ -134,9 +134,9 @@ impl UNet {
         let rev_heads: Vec<usize> = cfg.attention_heads.iter().rev().copied().collect();
         let mut up = Vec::with_capacity(levels);
         let mut out_ch = rev[0];
-        for i in 0..levels {
+        for (i, &level_ch) in rev.iter().enumerate() {
             let prev_out = out_ch;
-            out_ch = rev[i];
+            out_ch = level_ch;
             let in_ch = rev[(i + 1).min(levels - 1)];
             let layers = cfg.layers_per_block + 1;
             let mut blk = UpBlock { resnets: vec![], attentions: vec![], motion: vec![], upsampler: None };

@@ -39,7 +39,7 @@ impl VaeAttention {
         let h = h.reshape(tokens.clone()).ok_or_else(|| Error::input("vae attention", "reshape"))?;
         let r = x.reshape(tokens).ok_or_else(|| Error::input("vae attention", "reshape"))?;
         let y = self.attn.self_attention(bt, &h, Tokens::Rows { causal: false }, Some(&r))?;
-        Ok(y.reshape(d).ok_or_else(|| Error::input("vae attention", "reshape"))?)
+        y.reshape(d).ok_or_else(|| Error::input("vae attention", "reshape"))
     }
 }
 
@@ -96,9 +96,9 @@ impl Decoder {
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
         let mut up = Vec::with_capacity(levels);
         let mut out_ch = rev[0];
-        for i in 0..levels {
+        for (i, &level_ch) in rev.iter().enumerate() {
             let prev = out_ch;
-            out_ch = rev[i];
+            out_ch = level_ch;
             let mut resnets = Vec::new();
             for j in 0..cfg.layers_per_block + 1 {
                 let p = l.child(&format!("up_blocks.{i}.resnets.{j}"));
@@ -215,9 +215,9 @@ impl Encoder {
         let g = cfg.norm_num_groups;
         let mut down = Vec::with_capacity(levels);
         let mut out_ch = boc[0];
-        for i in 0..levels {
+        for (i, &level_ch) in boc.iter().enumerate() {
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = level_ch;
             let mut resnets = Vec::new();
             for j in 0..cfg.layers_per_block {
                 let p = l.child(&format!("down_blocks.{i}.resnets.{j}"));
@@ -244,7 +244,7 @@ impl Encoder {
     pub fn encode(&self, gpu: &Gpu, images: &Tensor) -> Result<Tensor> {
         let d = images.dims().to_vec();
         let m = 1 << (self.cfg.block_out_channels.len() - 1);
-        if d.len() != 4 || d[3] != self.cfg.in_channels || images.dtype() != DType::F32 || d[1] % m != 0 || d[2] % m != 0 {
+        if d.len() != 4 || d[3] != self.cfg.in_channels || images.dtype() != DType::F32 || !d[1].is_multiple_of(m) || !d[2].is_multiple_of(m) {
             return Err(Error::input("images", format!("{images:?}: the VAE encoder takes [N, H, W, {}] f32 with H, W multiples of {m}", self.cfg.in_channels)));
         }
         let g = self.cfg.norm_num_groups;

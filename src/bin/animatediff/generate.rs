@@ -139,6 +139,8 @@ fn progress_bar(p: Progress) {
 
 pub fn run(a: GenerateArgs) -> BoxResult<()> {
     let t0 = Instant::now();
+    // `..Default::default()`: ModelPaths grows (LoRA lists) without breaking this call.
+    #[allow(clippy::needless_update)]
     let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone(), config: a.config.clone(), motion_config: a.motion_config.clone(), ..Default::default() };
     let host = open_pipeline(&paths)?;
     for line in &host.description {
@@ -165,7 +167,7 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
             NormArg::Original => MotionNorm::Original,
         };
     }
-    if a.width == 0 || a.height == 0 || a.width % 8 != 0 || a.height % 8 != 0 {
+    if a.width == 0 || a.height == 0 || !a.width.is_multiple_of(8) || !a.height.is_multiple_of(8) {
         return Err(format!("--width {} / --height {} must be positive multiples of 8", a.width, a.height).into());
     }
     p.init = match (&a.latents, a.seed) {
