@@ -5,8 +5,17 @@
 //! dimension, for convolutions `KH·KW·Cin`; N = output features), i.e. the transpose of
 //! PyTorch's `[out, in]`. For every output column `n`, each group of `group` consecutive `k`
 //! has an f16 scale (and, asymmetric, an f16 minimum), stored `[K / group, N]`:
-//! - symmetric: `q = round(w / s)` in `[-qmax, qmax]` (qmax 127 / 7), `w ≈ q·s`;
-//! - asymmetric: `q = round((w − min) / s)` in `[0, 2^bits − 1]`, `w ≈ q·s + min`.
+//! - symmetric: `s = f16(amax · (1/qmax))`, `q = round(w / s)` in `[-qmax, qmax]` (qmax 127 / 7),
+//!   `w ≈ q·s`;
+//! - asymmetric: `min = f16(lo)`, `s = f16((hi − lo) · (1/(2^bits − 1)))`,
+//!   `q = round((w − min) / s)` in `[0, 2^bits − 1]`, `w ≈ q·s + min`.
+//!
+//! Every step is exactly reproducible on a GPU (`shaders/quantize.wgsl` is bit-exact with this
+//! code): scales come from one correctly rounded f32 multiply and a round-to-nearest-even f16
+//! conversion, and `round(x / s)` (ties away from zero) is decided exactly — the quotient only
+//! proposes a code, which is then checked against the exact products `(q ± ½)·s` (an f16
+//! scale times a ≤ 10-bit half-integer is exact in f32), so WGSL's 2.5-ulp division cannot
+//! change a code.
 //!
 //! Values are packed 32/bits per `u32` along `n`: element `(k, n)` at word
 //! `(k·N + n) / (32/bits)`, bit `((k·N + n) % (32/bits))·bits`. N must be a multiple of 8
@@ -60,6 +69,53 @@ pub enum QuantError {
     Size { got: usize, k: usize, n: usize },
     #[error("weight contains a non-finite value at index {0}")]
     NonFinite(usize),
+    /// Scales and minimums are f16: weights beyond its range cannot be represented.
+    #[error("weight value {value} at index {index} is outside the f16 range of the scales (|w| ≤ {MAX_ABS})")]
+    Range { index: usize, value: f32 },
+}
+
+/// Largest weight magnitude the formats take (f16's largest finite value).
+pub const MAX_ABS: f32 = 65504.0;
+
+/// Check weights before quantizing them (on the CPU or the GPU): finite and within [`MAX_ABS`].
+pub fn check_values(w: &[f32]) -> Result<(), QuantError> {
+    for (index, &value) in w.iter().enumerate() {
+        if !value.is_finite() {
+            return Err(QuantError::NonFinite(index));
+        }
+        if value.abs() > MAX_ABS {
+            return Err(QuantError::Range { index, value });
+        }
+    }
+    Ok(())
+}
+
+/// `1 / (largest code magnitude)` in f32: 1/127, 1/7 (symmetric), 1/255, 1/15 (asymmetric).
+pub fn scale_factor(format: QuantFormat) -> f32 {
+    1.0 / code_max(format) as f32
+}
+
+/// Largest code magnitude: qmax (symmetric) or `2^bits − 1` (asymmetric).
+pub fn code_max(format: QuantFormat) -> u32 {
+    if format.asymmetric {
+        (1u32 << format.bits) - 1
+    } else {
+        (1u32 << (format.bits - 1)) - 1
+    }
+}
+
+/// `min(round(a / s), top)` for `a ≥ 0`, `s > 0` an f16 value, rounding half away from zero,
+/// decided exactly (see the module docs); the same steps as `nearest` in `shaders/quantize.wgsl`.
+pub fn nearest_code(a: f32, s: f32, top: u32) -> u32 {
+    let t = a / s;
+    let mut q = if t < (top + 1) as f32 { (t + 0.5).floor() as u32 } else { top + 1 };
+    if q > 0 && (q as f32 - 0.5) * s > a {
+        q -= 1;
+    }
+    if (q as f32 + 0.5) * s <= a {
+        q += 1;
+    }
+    q.min(top)
 }
 
 /// A quantized K-major `[k, n]` matrix in the kernels' packed layout.
@@ -82,9 +138,7 @@ pub fn quantize(w: &[f32], k: usize, n: usize, format: QuantFormat) -> Result<Qu
     if w.len() != k * n {
         return Err(QuantError::Size { got: w.len(), k, n });
     }
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(QuantError::NonFinite(i));
-    }
+    check_values(w)?;
     let bits = format.bits;
     let per_word = format.per_word();
     let g = format.group as usize;
@@ -92,6 +146,8 @@ pub fn quantize(w: &[f32], k: usize, n: usize, format: QuantFormat) -> Result<Qu
     let mut scales = vec![f16::ZERO; k / g * n];
     let mut mins = vec![f16::ZERO; if format.asymmetric { k / g * n } else { 0 }];
     let mask = (1u32 << bits) - 1;
+    let top = code_max(format);
+    let rcp = scale_factor(format);
     let mut column = Vec::with_capacity(g);
     for gi in 0..k / g {
         for col in 0..n {
@@ -100,24 +156,28 @@ pub fn quantize(w: &[f32], k: usize, n: usize, format: QuantFormat) -> Result<Qu
             let codes: Vec<u32> = if format.asymmetric {
                 let lo = column.iter().cloned().fold(f32::INFINITY, f32::min);
                 let hi = column.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let levels = ((1u32 << bits) - 1) as f32;
                 let min16 = f16::from_f32(lo);
-                let scale16 = f16::from_f32((hi - lo) / levels);
+                let scale16 = f16::from_f32((hi - lo) * rcp);
                 scales[gi * n + col] = scale16;
                 mins[gi * n + col] = min16;
                 let (s, m) = (scale16.to_f32(), min16.to_f32());
-                column.iter().map(|&v| if s > 0.0 { ((v - m) / s).round().clamp(0.0, levels) as u32 } else { 0 }).collect()
+                column
+                    .iter()
+                    .map(|&v| {
+                        let d = v - m;
+                        if s > 0.0 && d > 0.0 { nearest_code(d, s, top) } else { 0 }
+                    })
+                    .collect()
             } else {
-                let qmax = ((1i32 << (bits - 1)) - 1) as f32;
                 let amax = column.iter().fold(0f32, |a, &v| a.max(v.abs()));
-                let scale16 = f16::from_f32(amax / qmax);
+                let scale16 = f16::from_f32(amax * rcp);
                 scales[gi * n + col] = scale16;
                 let s = scale16.to_f32();
                 column
                     .iter()
                     .map(|&v| {
-                        let q = if s > 0.0 { (v / s).round().clamp(-qmax, qmax) as i32 } else { 0 };
-                        (q as u32) & mask
+                        let q = if s > 0.0 { nearest_code(v.abs(), s, top) as i32 } else { 0 };
+                        ((if v < 0.0 { -q } else { q }) as u32) & mask
                     })
                     .collect()
             };
@@ -193,6 +253,26 @@ mod tests {
         let mut w = vec![0.0; 32 * 4];
         w[5] = f32::NAN;
         assert_eq!(quantize(&w, 32, 4, QuantFormat::Q8), Err(QuantError::NonFinite(5)));
+    }
+
+    #[test]
+    fn nearest_code_is_exact_rounding_half_away() {
+        let s = f16::from_f32(0.013).to_f32();
+        for q in 0..130u32 {
+            // Exactly on the half-way point rounds up; one ulp below rounds down.
+            let half = (q as f32 + 0.5) * s;
+            assert_eq!(nearest_code(half, s, 127), (q + 1).min(127));
+            assert_eq!(nearest_code(f32::from_bits(half.to_bits() - 1), s, 127), q.min(127));
+        }
+        assert_eq!(nearest_code(1e30, s, 7), 7);
+        assert_eq!(nearest_code(0.0, s, 7), 0);
+    }
+
+    #[test]
+    fn out_of_range_weights_are_errors() {
+        let mut w = vec![0.0; 32 * 4];
+        w[7] = 70000.0;
+        assert_eq!(quantize(&w, 32, 4, QuantFormat::Q8), Err(QuantError::Range { index: 7, value: 70000.0 }));
     }
 
     #[test]
