@@ -169,3 +169,174 @@ fn scheduler_timesteps_match_diffusers() {
     }
     assert_eq!(checked, 150);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Few-step schedulers (scripts/make_scheduler_fixtures.py): Euler discrete and LCM, built like
+// the model cards do from the tiny pipeline's DDIM config.
+
+fn fewstep() -> (Vec<u8>, Value) {
+    (read("tiny/reference/schedulers_fewstep.safetensors"), json("tiny/reference/schedulers_fewstep.json"))
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+}
+
+fn ulps(a: f32, b: f32) -> u32 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+}
+
+#[test]
+fn scheduler_config_class_names() {
+    use animatediff_wgpu::pipeline::sampler::SchedulerKind;
+    let lcm = SchedulerConfig::from_json(r#"{"_class_name": "LCMScheduler", "beta_schedule": "linear"}"#).unwrap();
+    assert_eq!(lcm.kind(), Some(SchedulerKind::Lcm));
+    assert_eq!((lcm.beta_start, lcm.steps_offset, lcm.set_alpha_to_one, lcm.clip_sample), (0.00085, 0, true, false));
+    assert_eq!(lcm.original_inference_steps, 50);
+    let e = SchedulerConfig::from_json(r#"{"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing", "use_karras_sigmas": null}"#).unwrap();
+    assert_eq!(e.kind(), Some(SchedulerKind::Euler));
+    assert_eq!((e.beta_start, e.timestep_spacing), (0.0001, TimestepSpacing::Trailing));
+    let d = fixture_scheduler_config();
+    assert_eq!(d.kind(), Some(SchedulerKind::Ddim));
+    assert_eq!(SchedulerConfig::from_json(r#"{"_class_name": "PNDMScheduler"}"#).unwrap().kind(), None);
+    let karras = SchedulerConfig::from_json(r#"{"_class_name": "EulerDiscreteScheduler", "use_karras_sigmas": true}"#).unwrap();
+    assert!(animatediff_wgpu::pipeline::sampler::Euler::new(&karras, 4).is_err());
+}
+
+#[test]
+fn euler_tables_match_diffusers() {
+    use animatediff_wgpu::pipeline::sampler::{Euler, Sampler};
+    let (_, js) = fewstep();
+    let base = fixture_scheduler_config();
+    let (mut checked, mut worst_ulps, mut not_exact) = (0, 0u32, 0usize);
+    for (name, spacing) in [("trailing", TimestepSpacing::Trailing), ("linspace", TimestepSpacing::Linspace), ("leading", TimestepSpacing::Leading)] {
+        let mut cfg = base.clone();
+        cfg.timestep_spacing = spacing;
+        cfg.beta_schedule = BetaSchedule::Linear;
+        for (n, case) in js[format!("euler_{name}")].as_object().expect("table") {
+            let n: usize = n.parse().unwrap();
+            let e = Euler::new(&cfg, n).unwrap_or_else(|err| panic!("{name} N={n}: {err}"));
+            assert_eq!(e.timesteps(), &floats(&case["timesteps"])[..], "{name} N={n}: timesteps");
+            let want = floats(&case["sigmas"]);
+            for (a, b) in e.sigmas().iter().zip(&want) {
+                worst_ulps = worst_ulps.max(ulps(*a, *b));
+                not_exact += usize::from(a != b);
+            }
+            assert_eq!(e.sigmas().len(), want.len());
+            let ins = case["init_noise_sigma"].as_f64().unwrap() as f32;
+            assert!(ulps(e.init_noise_sigma(), ins) <= 1, "{name} N={n}: init_noise_sigma {} vs {ins}", e.init_noise_sigma());
+            checked += 1;
+        }
+    }
+    eprintln!("euler: {checked} schedules, sigmas: {not_exact} values not bit-exact, worst {worst_ulps} ulp");
+    assert_eq!(checked, 150);
+    assert!(worst_ulps <= 1, "sigmas differ by {worst_ulps} ulp");
+}
+
+#[test]
+fn euler_step_chain_matches_diffusers() {
+    use animatediff_wgpu::pipeline::sampler::{make_sampler, recipe_config, Euler, SchedulerKind};
+    let (bytes, _) = fewstep();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let cfg = recipe_config(&fixture_scheduler_config(), SchedulerKind::Euler);
+    let e = Euler::new(&cfg, 4).unwrap();
+    for (a, b) in e.sigmas().iter().zip(&f32s(&st, "euler_trailing_4.sigmas")) {
+        assert!(ulps(*a, *b) <= 1, "sigma {a} vs {b}");
+    }
+    let s = make_sampler(&cfg, SchedulerKind::Euler, 4).unwrap();
+    assert_eq!(s.timesteps(), &[999.0, 749.0, 499.0, 249.0]);
+    let (mut worst_cpu, mut worst_lin, mut worst_in) = (0.0f32, 0.0f32, 0.0f32);
+    for i in 0..4 {
+        let p = |k: &str| f32s(&st, &format!("euler_chain.step{i}.{k}"));
+        let (x, mi, eps, prev) = (p("sample"), p("model_input"), p("model_output"), p("prev_sample"));
+        let scale = 1.0 + prev.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let in_scale = 1.0 + mi.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        // σ_1 is 1 ulp off (torch's sqrt), so this is not bit-exact on every step.
+        worst_in = worst_in.max(max_diff(&e.scale_model_input_cpu(i, &x).unwrap(), &mi) / in_scale);
+        let k = s.model_input_scale(i);
+        worst_in = worst_in.max(max_diff(&x.iter().map(|v| v * k).collect::<Vec<_>>(), &mi) / in_scale);
+        worst_cpu = worst_cpu.max(max_diff(&e.step_cpu(i, &eps, &x).unwrap(), &prev) / scale);
+        let c = s.step(i).unwrap();
+        assert_eq!(c.noise, 0.0);
+        let lin: Vec<f32> = x.iter().zip(&eps).map(|(a, b)| c.sample * a + c.eps * b).collect();
+        worst_lin = worst_lin.max(max_diff(&lin, &prev) / scale);
+    }
+    eprintln!("euler chain: f32 step rel {worst_cpu:.2e}, axpby form rel {worst_lin:.2e}, model input (÷s and ×1/s) rel {worst_in:.2e}");
+    assert!(worst_cpu <= 1e-6 && worst_lin <= 2e-6 && worst_in <= 1e-6);
+}
+
+#[test]
+fn lcm_tables_match_diffusers() {
+    use animatediff_wgpu::pipeline::sampler::{recipe_config, Lcm, SchedulerKind};
+    let (bytes, js) = fewstep();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let cfg = recipe_config(&fixture_scheduler_config(), SchedulerKind::Lcm);
+    let (mut checked, mut values, mut off_by_one) = (0, 0, 0);
+    for (n, case) in js["lcm"].as_object().expect("lcm") {
+        let n: usize = n.parse().unwrap();
+        let l = Lcm::new(&cfg, n).unwrap_or_else(|e| panic!("N={n}: {e}"));
+        let want: Vec<usize> = case["timesteps"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as usize).collect();
+        assert_eq!(l.timesteps_int(), &want[..], "N={n}");
+        let (cs, co) = (floats(&case["c_skip"]), floats(&case["c_out"]));
+        for i in 0..n {
+            let (a, b) = l.scalings(i).unwrap();
+            assert_eq!(a, cs[i], "N={n} step {i}: c_skip");
+            // torch's f32 sqrt (MKL) is not always correctly rounded (√2528100.25 → 1590.0, not
+            // 1590.0001): c_out = 10t/√(…) may be off by an ulp or two.
+            assert!(ulps(b, co[i]) <= 2, "N={n} step {i}: c_out {b} vs {}", co[i]);
+            values += 1;
+            off_by_one += usize::from(b != co[i]);
+        }
+        checked += 1;
+    }
+    eprintln!("lcm: {checked} schedules, c_skip bit-exact, c_out {off_by_one}/{values} values 1-2 ulp off (torch sqrt)");
+    assert_eq!(checked, 50);
+    for n in [1, 2, 4, 6, 8] {
+        let l = Lcm::new(&cfg, n).unwrap();
+        let ap = f32s(&st, &format!("lcm_{n}.alpha_prev"));
+        for i in 0..n - 1 {
+            assert_eq!(l.alpha_prev(i).unwrap(), Some(ap[i]), "N={n} step {i}");
+        }
+        assert_eq!(l.alpha_prev(n - 1).unwrap(), None);
+    }
+    assert!(Lcm::new(&cfg, 51).is_err());
+}
+
+#[test]
+fn lcm_step_chain_matches_diffusers() {
+    use animatediff_wgpu::pipeline::rng::TorchGenerator;
+    use animatediff_wgpu::pipeline::sampler::{make_sampler, recipe_config, Lcm, SchedulerKind};
+    let (bytes, js) = fewstep();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let seed = js["meta"]["seeds"]["lcm_chain"].as_u64().expect("seed");
+    let cfg = recipe_config(&fixture_scheduler_config(), SchedulerKind::Lcm);
+    let l = Lcm::new(&cfg, 4).unwrap();
+    let s = make_sampler(&cfg, SchedulerKind::Lcm, 4).unwrap();
+    let mut g = TorchGenerator::new(seed);
+    let (mut worst_cpu, mut worst_den, mut worst_lin) = (0.0f32, 0.0f32, 0.0f32);
+    for i in 0..4 {
+        let p = |k: &str| f32s(&st, &format!("lcm_chain.step{i}.{k}"));
+        let (x, eps, prev, den) = (p("sample"), p("model_output"), p("prev_sample"), p("denoised"));
+        let z = if i < 3 {
+            let z = g.randn(&[1, 4, 2, 8, 8]);
+            assert_eq!(z, p("noise"), "step {i}: generator noise");
+            z
+        } else {
+            Vec::new()
+        };
+        let scale = 1.0 + prev.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let (gp, gd) = l.step_cpu(i, &eps, &x, &z).unwrap();
+        worst_cpu = worst_cpu.max(max_diff(&gp, &prev) / scale);
+        worst_den = worst_den.max(max_diff(&gd, &den) / scale);
+        let c = s.step(i).unwrap();
+        let lin: Vec<f32> = (0..x.len()).map(|k| c.sample * x[k] + c.eps * eps[k] + if i < 3 { c.noise * z[k] } else { 0.0 }).collect();
+        worst_lin = worst_lin.max(max_diff(&lin, &prev) / scale);
+    }
+    eprintln!("lcm chain: f32 step rel {worst_cpu:.2e}, denoised rel {worst_den:.2e}, axpby form rel {worst_lin:.2e}");
+    assert!(worst_cpu <= 1e-6 && worst_den <= 1e-6 && worst_lin <= 2e-6);
+}

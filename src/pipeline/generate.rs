@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::scheduler::{Ddim, SchedulerConfig};
+use super::rng::TorchGenerator;
+use super::sampler::{make_sampler, SchedulerKind};
+use super::scheduler::SchedulerConfig;
 use super::tokenizer::ClipTokenizer;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::model::nn::{alloc, layout};
@@ -43,6 +45,14 @@ pub struct GenerateParams {
     pub guidance_scale: f32,
     pub init: InitLatents,
     pub scheduler: SchedulerConfig,
+    /// Which sampler runs `scheduler` (DDIM, Euler discrete, LCM); see
+    /// [`super::sampler::recipe_config`] for the Lightning / AnimateLCM settings.
+    pub scheduler_kind: SchedulerKind,
+    /// Seed of the torch generator for stochastic schedulers' step noise (LCM) when the initial
+    /// latents are explicit (`InitLatents::Tensor`). With `InitLatents::Seed` the noise
+    /// continues that seed's generator after the initial latents, as diffusers does with one
+    /// `generator`.
+    pub noise_seed: u64,
     pub unet: UNetOptions,
     /// diffusers' `clip_skip` (0 = last layer).
     pub clip_skip: usize,
@@ -62,7 +72,9 @@ impl GenerateParams {
             steps: 25,
             guidance_scale: 7.5,
             init: InitLatents::Seed(0),
+            scheduler_kind: scheduler.kind().unwrap_or_default(),
             scheduler,
+            noise_seed: 0,
             unet: UNetOptions::default(),
             clip_skip: 0,
             decode_chunk: 16,
@@ -150,13 +162,17 @@ impl Models {
     pub async fn generate(&self, gpu: &Gpu, p: &GenerateParams, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
         self.validate(p)?;
         let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
-        let sched = Ddim::new(&p.scheduler, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
+        let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
         let context = self.encode_prompts(gpu, p)?;
         let cfg = uses_cfg(p.guidance_scale);
         let videos = if cfg { 2 } else { 1 };
 
+        let mut generator = TorchGenerator::new(match &p.init {
+            InitLatents::Seed(seed) => *seed,
+            InitLatents::Tensor(_) => p.noise_seed,
+        });
         let init = match &p.init {
-            InitLatents::Seed(seed) => super::rng::torch_randn(*seed, &[1, 4, f, h, w]),
+            InitLatents::Seed(_) => generator.randn(&[1, 4, f, h, w]),
             InitLatents::Tensor(t) => t.clone(),
         };
         let init: Vec<f32> = init.iter().map(|v| v * sched.init_noise_sigma()).collect();
@@ -164,13 +180,22 @@ impl Models {
         let unet_dtype = self.unet.dtype();
         let bytes = x.size_bytes();
         let start = Instant::now();
-        let timesteps: Vec<u32> = sched.timesteps().iter().map(|&t| t as u32).collect();
-        for (i, &t) in timesteps.iter().enumerate() {
-            // UNet input: [x; x] (uncond, cond) in the UNet's storage type.
+        let timesteps: Vec<u32> = sched.timesteps().iter().map(|&t| t.round() as u32).collect();
+        for (i, &t_unet) in sched.timesteps().iter().enumerate() {
+            let t = timesteps[i];
+            // UNet input: [s·x; s·x] (uncond, cond) in the UNet's storage type.
             let mut bt = gpu.batch("step.in");
             let input = alloc(gpu, &[videos * f, h, w, 4], DType::F32, "unet.in")?;
+            let scale = sched.model_input_scale(i);
+            let scaled = if scale == 1.0 {
+                None
+            } else {
+                let s = alloc(gpu, x.dims(), DType::F32, "latents.scaled")?;
+                ops::unary(&mut bt, ops::Activation::Identity, scale, &x, &s)?;
+                Some(s)
+            };
             for v in 0..videos {
-                bt.copy_bytes(&x, 0, &input, v as u64 * bytes, bytes)?;
+                bt.copy_bytes(scaled.as_ref().unwrap_or(&x), 0, &input, v as u64 * bytes, bytes)?;
             }
             let input = if unet_dtype == DType::F32 {
                 input
@@ -180,7 +205,7 @@ impl Models {
                 c
             };
             bt.submit()?;
-            let eps = self.unet.forward(gpu, &input, t as f32, &context, f, &p.unet)?;
+            let eps = self.unet.forward(gpu, &input, t_unet, &context, f, &p.unet)?;
             let mut bt = gpu.batch("step.update");
             let eps = if unet_dtype == DType::F32 {
                 eps
@@ -199,10 +224,17 @@ impl Models {
             } else {
                 eps
             };
-            let k = sched.coefficients(t as usize).map_err(|e| Error::input("scheduler", e.to_string()))?;
-            let (a, b) = (k.sample, k.noise);
-            let next = alloc(gpu, x.dims(), DType::F32, "latents")?;
-            ops::axpby(&mut bt, a, &x, b, &guided, Broadcast::Same, &next)?;
+            let k = sched.step(i).map_err(|e| Error::input("scheduler", e.to_string()))?;
+            let mut next = alloc(gpu, x.dims(), DType::F32, "latents")?;
+            ops::axpby(&mut bt, k.sample, &x, k.eps, &guided, Broadcast::Same, &next)?;
+            if k.noise != 0.0 {
+                // diffusers: randn_tensor(model_output.shape, generator) inside scheduler.step.
+                let z = generator.randn(&[1, 4, f, h, w]);
+                let z = gpu.upload_f32(&layout::bcfhw_to_nhwc(&z, 1, 4, f, h, w), [f, h, w, 4], "step.noise")?;
+                let noisy = alloc(gpu, x.dims(), DType::F32, "latents")?;
+                ops::axpby(&mut bt, 1.0, &next, k.noise, &z, Broadcast::Same, &noisy)?;
+                next = noisy;
+            }
             bt.submit()?;
             x = next;
             gpu.sync().await?;

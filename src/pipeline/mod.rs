@@ -4,5 +4,6 @@ pub mod generate;
 pub mod gif;
 pub mod load;
 pub mod rng;
+pub mod sampler;
 pub mod scheduler;
 pub mod tokenizer;

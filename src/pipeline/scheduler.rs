@@ -68,11 +68,33 @@ pub enum PredictionType {
     Sample,
 }
 
-/// diffusers `scheduler_config.json` (DDIM fields). Absent fields take `DDIMScheduler`'s
-/// class defaults, as `DDIMScheduler.from_pretrained` does; unknown fields are ignored.
+/// Euler's sigma interpolation between training timesteps (`interpolation_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterpolationType {
+    Linear,
+    LogLinear,
+}
+
+/// Euler's last sigma (`final_sigmas_type`): 0, or the smallest training sigma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalSigmasType {
+    Zero,
+    SigmaMin,
+}
+
+/// diffusers `scheduler_config.json` (the fields of DDIM, Euler discrete and LCM). Absent
+/// fields take the class defaults of the file's `_class_name` (`DDIMScheduler` when there is
+/// none or another class), as `<Class>.from_pretrained` does; unknown fields are ignored.
+/// Fields another class does not know keep their (class-independent) defaults, so a DDIM
+/// config can drive Euler or LCM the way diffusers' `<Class>.from_config(ddim_config)` does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SchedulerConfig {
+    /// `_class_name` of the file (`DDIMScheduler`, `EulerDiscreteScheduler`, `LCMScheduler`, …).
+    #[serde(rename = "_class_name", skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
     pub num_train_timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
@@ -87,7 +109,23 @@ pub struct SchedulerConfig {
     pub prediction_type: PredictionType,
     pub thresholding: bool,
     pub rescale_betas_zero_snr: bool,
+    /// Euler: sigma interpolation (only `linear` is implemented).
+    pub interpolation_type: InterpolationType,
+    /// Euler: Karras / exponential / beta sigma schedules (not implemented; `null` = off).
+    pub use_karras_sigmas: Option<bool>,
+    pub use_exponential_sigmas: Option<bool>,
+    pub use_beta_sigmas: Option<bool>,
+    /// Euler: the sigma after the last step.
+    pub final_sigmas_type: FinalSigmasType,
+    /// LCM: the distillation schedule's step count (timesteps are picked from
+    /// `k·(1..=original_inference_steps) − 1`, `k = T / original_inference_steps`).
+    pub original_inference_steps: usize,
+    /// LCM: `c_skip`/`c_out` use `timestep · timestep_scaling`.
+    pub timestep_scaling: f64,
 }
+
+/// The fields only Euler / LCM have, at their class defaults.
+const EULER_LCM_DEFAULTS: (InterpolationType, FinalSigmasType, usize, f64) = (InterpolationType::Linear, FinalSigmasType::Zero, 50, 10.0);
 
 impl Default for SchedulerConfig {
     /// `DDIMScheduler()`'s class defaults (β 0.0001→0.02 linear, clip_sample on): what a config
@@ -108,6 +146,7 @@ impl Default for SchedulerConfig {
             prediction_type: PredictionType::Epsilon,
             thresholding: false,
             rescale_betas_zero_snr: false,
+            ..Self::class_independent()
         }
     }
 }
@@ -122,6 +161,7 @@ impl SchedulerConfig {
     /// `linspace` spacing and `set_alpha_to_one = false` (inherited from SD 1.5's config).
     pub fn animatediff_default() -> Self {
         Self {
+            class_name: None,
             num_train_timesteps: 1000,
             beta_start: 0.00085,
             beta_end: 0.012,
@@ -135,12 +175,79 @@ impl SchedulerConfig {
             prediction_type: PredictionType::Epsilon,
             thresholding: false,
             rescale_betas_zero_snr: false,
+            ..Self::class_independent()
         }
     }
 
-    /// Parses a diffusers `scheduler_config.json`.
+    /// `DDIMScheduler()`'s defaults with the Euler/LCM-only fields at their defaults.
+    fn class_independent() -> Self {
+        let (interpolation_type, final_sigmas_type, original_inference_steps, timestep_scaling) = EULER_LCM_DEFAULTS;
+        Self {
+            class_name: None,
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            trained_betas: None,
+            steps_offset: 0,
+            clip_sample: true,
+            clip_sample_range: 1.0,
+            set_alpha_to_one: true,
+            timestep_spacing: TimestepSpacing::Leading,
+            prediction_type: PredictionType::Epsilon,
+            thresholding: false,
+            rescale_betas_zero_snr: false,
+            interpolation_type,
+            use_karras_sigmas: None,
+            use_exponential_sigmas: None,
+            use_beta_sigmas: None,
+            final_sigmas_type,
+            original_inference_steps,
+            timestep_scaling,
+        }
+    }
+
+    /// The class defaults of a diffusers scheduler class: `EulerDiscreteScheduler()` (β
+    /// 0.0001→0.02 linear, `linspace`, offset 0), `LCMScheduler()` (β 0.00085→0.012
+    /// `scaled_linear`, `leading`, offset 0, `set_alpha_to_one`, no clipping), anything else
+    /// `DDIMScheduler()` ([`Default`]).
+    pub fn class_default(class_name: Option<&str>) -> Self {
+        let mut c = Self::default();
+        match class_name {
+            Some("EulerDiscreteScheduler") => {
+                c.clip_sample = false;
+                c.timestep_spacing = TimestepSpacing::Linspace;
+            }
+            Some("LCMScheduler") => {
+                c.beta_start = 0.00085;
+                c.beta_end = 0.012;
+                c.beta_schedule = BetaSchedule::ScaledLinear;
+                c.clip_sample = false;
+            }
+            _ => {}
+        }
+        c.class_name = class_name.map(str::to_string);
+        c
+    }
+
+    /// Parses a diffusers `scheduler_config.json`: the keys present over the defaults of its
+    /// `_class_name` (see [`Self::class_default`]).
     pub fn from_json(text: &str) -> SchedulerResult<Self> {
-        serde_json::from_str(text).map_err(|e| SchedulerError::Config(e.to_string()))
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| SchedulerError::Config(e.to_string()))?;
+        let obj = v.as_object().ok_or_else(|| SchedulerError::Config("not a JSON object".into()))?;
+        let class = obj.get("_class_name").and_then(|c| c.as_str());
+        let mut base = serde_json::to_value(Self::class_default(class)).map_err(|e| SchedulerError::Config(e.to_string()))?;
+        if let Some(b) = base.as_object_mut() {
+            for (k, val) in obj {
+                b.insert(k.clone(), val.clone());
+            }
+        }
+        serde_json::from_value(base).map_err(|e| SchedulerError::Config(e.to_string()))
+    }
+
+    /// The scheduler the file's `_class_name` names, when it is one of ours.
+    pub fn kind(&self) -> Option<super::sampler::SchedulerKind> {
+        self.class_name.as_deref().and_then(super::sampler::SchedulerKind::from_class_name)
     }
 
     /// Rejects settings this DDIM does not implement.
