@@ -9,6 +9,7 @@ use super::archive::{FileDType, TensorArchive};
 use super::config::{infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_motion_config};
 use super::detect::{classify_archive, motion_version, ArchiveKind, LdmInfo, MotionVersion};
 use super::keymap::{clip_map, identity_map, ldm_maps, motion_map, KeyMap, KeyTarget};
+use super::lora::LoraDeltas;
 use super::{HostTensor, LoadError, LoadResult, WeightSource};
 use crate::model::config::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
 
@@ -26,6 +27,8 @@ pub struct ComponentSource {
     archives: Vec<Arc<TensorArchive>>,
     map: BTreeMap<String, (usize, KeyTarget)>,
     origin: String,
+    /// LoRA deltas added to the tensors they affect ([`ComponentSource::with_lora`]).
+    lora: Option<Arc<LoraDeltas>>,
 }
 
 impl ComponentSource {
@@ -54,20 +57,32 @@ impl ComponentSource {
             }
             archives.push(a);
         }
-        Ok(ComponentSource { archives, map, origin })
+        Ok(ComponentSource { archives, map, origin, lora: None })
     }
 
     /// Every tensor of `archive` under its own name.
     pub fn identity(archive: Arc<TensorArchive>) -> ComponentSource {
         let map = identity_map(&archive);
         let origin = archive.origin();
-        ComponentSource { map: map.into_iter().map(|(k, t)| (k, (0, t))).collect(), archives: vec![archive], origin }
+        ComponentSource { map: map.into_iter().map(|(k, t)| (k, (0, t))).collect(), archives: vec![archive], origin, lora: None }
     }
 
     /// Keep only the names `keep` accepts.
     pub fn filter(mut self, keep: impl Fn(&str) -> bool) -> ComponentSource {
         self.map.retain(|k, _| keep(k));
         self
+    }
+
+    /// Serve the tensors with these LoRA deltas merged in (resolved against this component's
+    /// names, [`LoraDeltas::resolve`]); [`Self::raw`] then returns merged tensors as F32.
+    pub fn with_lora(mut self, deltas: Arc<LoraDeltas>) -> ComponentSource {
+        self.lora = Some(deltas);
+        self
+    }
+
+    /// The LoRA deltas this component merges in, if any.
+    pub fn lora(&self) -> Option<&Arc<LoraDeltas>> {
+        self.lora.as_ref()
     }
 
     pub fn archives(&self) -> &[Arc<TensorArchive>] {
@@ -109,8 +124,13 @@ impl ComponentSource {
         m
     }
 
-    /// The tensor as stored (no conversion), under its diffusers shape.
+    /// The tensor as stored (no conversion), under its diffusers shape; tensors a LoRA changes
+    /// come merged, as F32.
     pub fn raw(&self, name: &str) -> LoadResult<RawTensor> {
+        if self.lora.as_ref().is_some_and(|l| l.affects(name)) {
+            let t = self.tensor(name)?;
+            return Ok(RawTensor { dtype: FileDType::F32, shape: t.shape, bytes: t.data.iter().flat_map(|v| v.to_le_bytes()).collect() });
+        }
         let (a, t) = self.resolve(name)?;
         let e = a.entry(&t.key).ok_or_else(|| LoadError::MissingTensor { file: a.origin(), tensor: t.key.clone() })?;
         let bytes = a.read_raw(&t.key)?;
@@ -128,6 +148,9 @@ impl WeightSource for ComponentSource {
         })?;
         if let Some(r) = &t.reshape {
             h.shape = r.clone();
+        }
+        if let Some(l) = &self.lora {
+            l.merge_into(name, &mut h)?;
         }
         Ok(h)
     }

@@ -13,6 +13,7 @@ pub mod component;
 pub mod config;
 pub mod detect;
 pub mod keymap;
+pub mod lora;
 pub mod safetensors;
 pub mod source;
 
@@ -50,6 +51,25 @@ pub trait WeightSource {
     fn names(&self) -> Vec<String>;
     /// What to call this source in error messages (usually a file path).
     fn origin(&self) -> String;
+}
+
+/// Borrowed sources are sources (e.g. a [`lora::LoraMerged`] over `&dyn WeightSource`).
+impl<T: WeightSource + ?Sized> WeightSource for &T {
+    fn tensor(&self, name: &str) -> LoadResult<HostTensor> {
+        (**self).tensor(name)
+    }
+    fn contains(&self, name: &str) -> bool {
+        (**self).contains(name)
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        (**self).shape(name)
+    }
+    fn names(&self) -> Vec<String> {
+        (**self).names()
+    }
+    fn origin(&self) -> String {
+        (**self).origin()
+    }
 }
 
 /// In-memory weights (tests, converted LoRA merges).

@@ -87,6 +87,7 @@ mod native {
     use crate::load::config::{infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_clip_config, parse_motion_config, parse_unet_config, parse_vae_config};
     use crate::load::detect::ComponentKind;
     use crate::load::keymap::{ldm_vae_key, KeyMap, KeyTarget};
+    use crate::load::lora::{Lora, LoraDeltas, LoraReport, LoraTarget};
     use crate::load::LoadError;
 
     /// Where the weights come from.
@@ -104,6 +105,10 @@ mod native {
         pub config: Option<PathBuf>,
         /// A `MotionAdapter` folder or `config.json` for a motion module file.
         pub motion_config: Option<PathBuf>,
+        /// LoRA files with their multipliers, merged into the UNet, text encoder and motion
+        /// modules (each module goes where its names say: kohya / diffusers image LoRAs,
+        /// MotionLoRAs, the v3 adapter); see [`crate::load::lora`].
+        pub loras: Vec<(PathBuf, f32)>,
     }
 
     /// Weights on the host (streamed from their files on demand), ready to upload.
@@ -221,6 +226,49 @@ mod native {
         Ok(m)
     }
 
+    /// Open `loras` and merge them into the three components (on the host, tensor by tensor
+    /// when the weights are read); one description line per file (what matched, what was
+    /// skipped). A file none of whose modules matches any component is an error.
+    pub fn merge_loras(
+        loras: &[(PathBuf, f32)],
+        unet: ComponentSource,
+        text_encoder: ComponentSource,
+        mut motion: MotionModel,
+        description: &mut Vec<String>,
+    ) -> Result<(ComponentSource, ComponentSource, MotionModel)> {
+        let opened = loras.iter().map(|(p, w)| Ok((Lora::open(p)?, *w))).collect::<Result<Vec<_>>>()?;
+        let parts = [
+            LoraDeltas::resolve(&unet, &opened, LoraTarget::Unet)?,
+            LoraDeltas::resolve(&text_encoder, &opened, LoraTarget::TextEncoder)?,
+            LoraDeltas::resolve(&motion.source, &opened, LoraTarget::Motion)?,
+        ];
+        for (i, (lora, w)) in opened.iter().enumerate() {
+            let reports: Vec<(LoraTarget, &LoraReport)> = parts.iter().map(|d| (d.target(), &d.reports()[i])).collect();
+            let matched: usize = reports.iter().map(|(_, r)| r.matched.len()).sum();
+            let foreign = lora.foreign_modules();
+            if matched == 0 {
+                return Err(Error::Load(LoadError::Unsupported {
+                    file: lora.origin(),
+                    message: format!("no LoRA module matches this SD1.5 pipeline ({} modules for other models, e.g. {:?})", foreign.len(), &foreign[..foreign.len().min(3)]),
+                }));
+            }
+            let counts: Vec<String> = reports.iter().filter(|(_, r)| !r.matched.is_empty()).map(|(t, r)| format!("{} {}", t.name(), r.matched.len())).collect();
+            let mut line = format!("lora: {} ×{w}: {matched} modules merged ({})", lora.origin(), counts.join(", "));
+            let mut skipped: Vec<String> = reports.iter().flat_map(|(_, r)| r.skipped.iter().cloned()).collect();
+            skipped.extend(foreign.iter().map(|k| format!("{k}: not an SD1.5 component")));
+            if !skipped.is_empty() || !lora.ignored.is_empty() {
+                line.push_str(&format!("; {} modules skipped, {} keys ignored", skipped.len(), lora.ignored.len()));
+                if !skipped.is_empty() {
+                    line.push_str(&format!(" (e.g. {})", skipped[..skipped.len().min(3)].join("; ")));
+                }
+            }
+            description.push(line);
+        }
+        let [u, t, m] = parts.map(Arc::new);
+        motion.source = motion.source.with_lora(m);
+        Ok((unet.with_lora(u), text_encoder.with_lora(t), motion))
+    }
+
     /// Open every component (headers only: tensor data is read at upload time).
     pub fn open_pipeline(paths: &ModelPaths) -> Result<HostPipeline> {
         let base = base_configs(paths.config.as_deref())?;
@@ -260,6 +308,8 @@ mod native {
             }
         };
         let scheduler = scheduler_config(sched_json.as_ref().map(|(f, t)| (f.as_str(), t.as_str())))?;
+        let (unet, text_encoder, motion) =
+            if paths.loras.is_empty() { (unet, text_encoder, motion) } else { merge_loras(&paths.loras, unet, text_encoder, motion, &mut description)? };
         Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description })
     }
 }

@@ -9,6 +9,7 @@ use animatediff_wgpu::gpu::Gpu;
 use animatediff_wgpu::model::motion::MotionNorm;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Progress};
 use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, ModelPaths, Precision};
+use animatediff_wgpu::pipeline::sampler::{recipe_config, SchedulerKind};
 use animatediff_wgpu::pipeline::scheduler::TimestepSpacing;
 use animatediff_wgpu::pipeline::{gif, rng};
 use clap::{Args, ValueEnum};
@@ -54,6 +55,19 @@ pub struct GenerateArgs {
     /// MotionAdapter folder or config.json describing the motion module (heads, groups).
     #[arg(long)]
     pub motion_config: Option<PathBuf>,
+    /// LoRA (kohya/A1111 or diffusers/PEFT; UNet and/or text encoder) with its weight,
+    /// `FILE[:WEIGHT]` (default 1); repeatable.
+    #[arg(long, value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
+    pub lora: Vec<(PathBuf, f32)>,
+    /// Motion LoRA (AnimateDiff MotionLoRA .ckpt, diffusers format) or the v3 domain adapter,
+    /// `FILE[:WEIGHT]` (default 1); repeatable.
+    #[arg(long, value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
+    pub motion_lora: Vec<(PathBuf, f32)>,
+    /// Sampler: ddim, euler (AnimateDiff-Lightning: trailing spacing, linear betas, use with
+    /// --guidance 1 and the checkpoint's step count) or lcm (AnimateLCM). Default: the model's
+    /// scheduler config (DDIM).
+    #[arg(long, value_parser = parse_scheduler)]
+    pub scheduler: Option<SchedulerKind>,
     #[arg(long)]
     pub prompt: String,
     #[arg(long, default_value = "")]
@@ -108,6 +122,23 @@ pub struct GenerateArgs {
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// `FILE[:WEIGHT]`; a suffix that is not a number stays part of the path (`C:\x.safetensors`).
+fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
+    if let Some((f, w)) = s.rsplit_once(':') {
+        if let Ok(w) = w.trim().parse::<f32>() {
+            if !w.is_finite() {
+                return Err(format!("LoRA weight `{w}` is not finite"));
+            }
+            return Ok((PathBuf::from(f), w));
+        }
+    }
+    Ok((PathBuf::from(s), 1.0))
+}
+
+fn parse_scheduler(s: &str) -> Result<SchedulerKind, String> {
+    s.parse().map_err(|e: animatediff_wgpu::pipeline::scheduler::SchedulerError| e.to_string())
+}
+
 fn read_latents(path: &Path, want: &[usize]) -> BoxResult<Vec<f32>> {
     use animatediff_wgpu::load::archive::TensorArchive;
     let a = TensorArchive::open_path(path)?;
@@ -141,12 +172,16 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     let t0 = Instant::now();
     // `..Default::default()`: ModelPaths grows (LoRA lists) without breaking this call.
     #[allow(clippy::needless_update)]
-    let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone(), config: a.config.clone(), motion_config: a.motion_config.clone(), ..Default::default() };
+    let loras = a.lora.iter().chain(&a.motion_lora).cloned().collect();
+    let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone(), config: a.config.clone(), motion_config: a.motion_config.clone(), loras, ..Default::default() };
     let host = open_pipeline(&paths)?;
     for line in &host.description {
         eprintln!("{line}");
     }
-    let mut sched = host.scheduler.clone();
+    let mut sched = match a.scheduler {
+        Some(k) => recipe_config(&host.scheduler, k),
+        None => host.scheduler.clone(),
+    };
     if let Some(s) = a.timestep_spacing {
         sched.timestep_spacing = match s {
             Spacing::Linspace => TimestepSpacing::Linspace,
@@ -158,6 +193,9 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
         sched.set_alpha_to_one = v;
     }
     let mut p = GenerateParams::new(a.prompt.clone(), sched);
+    if let Some(k) = a.scheduler {
+        p.scheduler_kind = k;
+    }
     p.negative_prompt = a.negative_prompt.clone();
     (p.frames, p.width, p.height, p.steps, p.guidance_scale, p.clip_skip) = (a.frames, a.width, a.height, a.steps, a.guidance, a.clip_skip);
     p.unet = default_unet_options(&host.motion);
