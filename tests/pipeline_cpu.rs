@@ -299,8 +299,8 @@ fn lcm_tables_match_diffusers() {
     for n in [1, 2, 4, 6, 8] {
         let l = Lcm::new(&cfg, n).unwrap();
         let ap = f32s(&st, &format!("lcm_{n}.alpha_prev"));
-        for i in 0..n - 1 {
-            assert_eq!(l.alpha_prev(i).unwrap(), Some(ap[i]), "N={n} step {i}");
+        for (i, &a) in ap.iter().enumerate().take(n - 1) {
+            assert_eq!(l.alpha_prev(i).unwrap(), Some(a), "N={n} step {i}");
         }
         assert_eq!(l.alpha_prev(n - 1).unwrap(), None);
     }

@@ -418,10 +418,7 @@ impl Lcm {
     /// timesteps are ≥ 0), and `None` on the last step (which returns `denoised`).
     pub fn alpha_prev(&self, i: usize) -> SchedulerResult<Option<f32>> {
         self.t(i)?;
-        Ok(match self.timesteps_int.get(i + 1) {
-            Some(&p) => Some(self.alphas_cumprod.get(p).copied().unwrap_or(self.final_alpha_cumprod)),
-            None => None,
-        })
+        Ok(self.timesteps_int.get(i + 1).map(|&p| self.alphas_cumprod.get(p).copied().unwrap_or(self.final_alpha_cumprod)))
     }
 
     /// diffusers' `step` in f32: returns `(prev_sample, denoised)`. `noise` is used on every

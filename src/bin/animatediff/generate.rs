@@ -170,9 +170,9 @@ fn progress_bar(p: Progress) {
 
 pub fn run(a: GenerateArgs) -> BoxResult<()> {
     let t0 = Instant::now();
-    // `..Default::default()`: ModelPaths grows (LoRA lists) without breaking this call.
-    #[allow(clippy::needless_update)]
     let loras = a.lora.iter().chain(&a.motion_lora).cloned().collect();
+    // `..Default::default()`: ModelPaths grows without breaking this call.
+    #[allow(clippy::needless_update)]
     let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone(), config: a.config.clone(), motion_config: a.motion_config.clone(), loras, ..Default::default() };
     let host = open_pipeline(&paths)?;
     for line in &host.description {
