@@ -4,6 +4,7 @@
 
 use super::config::ClipConfig;
 use super::nn::{alloc, Linear, Loader, MultiHeadAttention, Norm, Tokens};
+use super::quant_policy::QuantPolicy;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::load::WeightSource;
 use crate::ops::{self, Activation};
@@ -31,6 +32,11 @@ impl ClipTextModel {
     /// Weights under `text_model.` (transformers ≥ 5.6 files without the prefix are mapped by
     /// the loader).
     pub fn load(gpu: &Gpu, src: &dyn WeightSource, cfg: &ClipConfig, dtype: DType) -> Result<ClipTextModel> {
+        ClipTextModel::load_quantized(gpu, src, cfg, dtype, None)
+    }
+
+    /// [`ClipTextModel::load`], quantizing GEMM weights on the GPU per `policy`.
+    pub fn load_quantized(gpu: &Gpu, src: &dyn WeightSource, cfg: &ClipConfig, dtype: DType, policy: Option<&QuantPolicy>) -> Result<ClipTextModel> {
         let activation = match cfg.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::GeluErf,
@@ -39,7 +45,7 @@ impl ClipTextModel {
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(Error::input("text encoder config", format!("{} heads do not divide width {}", cfg.num_attention_heads, cfg.hidden_size)));
         }
-        let root = Loader::new(gpu, src, dtype);
+        let root = Loader::new(gpu, src, dtype).with_quant(policy);
         let tp = root.child("text_model");
         let l = root.at(&tp);
         let d = cfg.hidden_size;

@@ -4,6 +4,7 @@
 
 use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::load::{expect_tensor, WeightSource};
+use super::quant_policy::QuantPolicy;
 use crate::ops::{self, Attention, Conv2d, Epilogue, GroupNorm, NormDomain, QuantizedWeight, TokenLayout, WeightRef};
 use crate::Result;
 
@@ -14,6 +15,9 @@ pub struct Loader<'a> {
     pub src: &'a dyn WeightSource,
     /// Storage type of weights and activations (F32 or F16).
     pub dtype: DType,
+    /// Quantize GEMM weights on load per this policy (packed weights in the source are used
+    /// whatever it says).
+    pub quant: Option<&'a QuantPolicy>,
     prefix: &'a str,
 }
 
@@ -22,7 +26,12 @@ pub struct Prefix(String);
 
 impl<'a> Loader<'a> {
     pub fn new(gpu: &'a Gpu, src: &'a dyn WeightSource, dtype: DType) -> Loader<'a> {
-        Loader { gpu, src, dtype, prefix: "" }
+        Loader { gpu, src, dtype, quant: None, prefix: "" }
+    }
+
+    /// The same loader quantizing GEMM weights per `policy` (see [`super::quant_policy`]).
+    pub fn with_quant(self, policy: Option<&'a QuantPolicy>) -> Loader<'a> {
+        Loader { quant: policy, ..self }
     }
 
     /// The prefix for a child module `name` (use with [`Loader::at`]).
@@ -35,7 +44,7 @@ impl<'a> Loader<'a> {
     where
         'a: 'b,
     {
-        Loader { gpu: self.gpu, src: self.src, dtype: self.dtype, prefix: &p.0 }
+        Loader { gpu: self.gpu, src: self.src, dtype: self.dtype, quant: self.quant, prefix: &p.0 }
     }
 
     pub fn key(&self, name: &str) -> String {
@@ -64,8 +73,7 @@ impl<'a> Loader<'a> {
 
     /// `nn.Linear(inp, out)` (torch weight `[out, in]`), stored `[in, out]`.
     pub fn linear(&self, name: &str, inp: usize, out: usize, bias: bool) -> Result<Linear> {
-        let w = self.host(&format!("{name}.weight"), &[out, inp])?;
-        self.linear_from(name, w, inp, out, bias)
+        self.linear_with(name, inp, out, bias, || self.host(&format!("{name}.weight"), &[out, inp]))
     }
 
     /// A 1×1 `nn.Conv2d(inp, out)` (weight `[out, in, 1, 1]`) used as a linear layer on
@@ -74,24 +82,29 @@ impl<'a> Loader<'a> {
     pub fn pointwise(&self, name: &str, inp: usize, out: usize) -> Result<Linear> {
         let key = format!("{name}.weight");
         let shape = self.src.shape(&self.key(&key));
-        let w = if shape.as_deref() == Some(&[out, inp][..]) { self.host(&key, &[out, inp])? } else { self.host(&key, &[out, inp, 1, 1])? };
-        self.linear_from(name, w, inp, out, true)
+        self.linear_with(name, inp, out, true, || if shape.as_deref() == Some(&[out, inp][..]) { self.host(&key, &[out, inp]) } else { self.host(&key, &[out, inp, 1, 1]) })
     }
 
-    fn linear_from(&self, name: &str, w: Vec<f32>, inp: usize, out: usize, bias: bool) -> Result<Linear> {
-        let kn = ops::linear_weight_from_torch(&w, out, inp).ok_or_else(|| crate::Error::input(self.key(name), "weight size"))?;
-        let w = Weight::Dense(self.upload(&kn, &[inp, out], &self.key(name))?);
+    fn linear_with(&self, name: &str, inp: usize, out: usize, bias: bool, torch: impl FnOnce() -> Result<Vec<f32>>) -> Result<Linear> {
+        let w = self.gemm_weight(name, &[inp, out], || ops::linear_weight_from_torch(&torch()?, out, inp).ok_or_else(|| crate::Error::input(self.key(name), "weight size")))?;
         let b = if bias { Some(self.vector(&format!("{name}.bias"), out)?) } else { None };
         Ok(Linear { w, b, inp, out })
     }
 
     /// `nn.Conv2d(cin, cout, k)` with bias, stored `[k, k, cin, cout]`.
     pub fn conv(&self, name: &str, cin: usize, cout: usize, k: usize) -> Result<Conv> {
-        let w = self.host(&format!("{name}.weight"), &[cout, cin, k, k])?;
-        let hwio = ops::conv_weight_from_torch(&w, cout, cin, k, k).ok_or_else(|| crate::Error::input(self.key(name), "weight size"))?;
-        let w = Weight::Dense(self.upload(&hwio, &[k, k, cin, cout], &self.key(name))?);
+        let w = self.gemm_weight(name, &[k, k, cin, cout], || {
+            let w = self.host(&format!("{name}.weight"), &[cout, cin, k, k])?;
+            ops::conv_weight_from_torch(&w, cout, cin, k, k).ok_or_else(|| crate::Error::input(self.key(name), "weight size"))
+        })?;
         let b = self.vector(&format!("{name}.bias"), cout)?;
         Ok(Conv { w, b, cout })
+    }
+
+    /// A GEMM weight in kernel layout: packed from a quantized file, quantized on the GPU
+    /// per [`Loader::quant`], or dense ([`super::quant_policy::load_gemm_weight`]).
+    fn gemm_weight(&self, name: &str, kshape: &[usize], kmajor: impl FnOnce() -> Result<Vec<f32>>) -> Result<Weight> {
+        super::quant_policy::load_gemm_weight(self, name, kshape, kmajor)
     }
 
     /// GroupNorm / LayerNorm affine parameters.

@@ -6,6 +6,7 @@
 use super::config::{MotionConfig, UNetConfig};
 use super::motion::{MotionModule, MotionNorm};
 use super::nn::{alloc, Conv, Linear, Loader, Norm};
+use super::quant_policy::QuantPolicy;
 use super::resnet::ResnetBlock2D;
 use super::transformer_2d::Transformer2DModel;
 use crate::gpu::{Batch, DType, Gpu, Tensor};
@@ -72,6 +73,19 @@ impl MotionLoader<'_> {
 impl UNet {
     /// Load the UNet (diffusers names) and, with `motion`, a `MotionAdapter`'s modules.
     pub fn load(gpu: &Gpu, unet: &dyn WeightSource, cfg: &UNetConfig, motion: Option<(&dyn WeightSource, &MotionConfig)>, dtype: DType) -> Result<UNet> {
+        UNet::load_quantized(gpu, unet, cfg, motion, dtype, None)
+    }
+
+    /// [`UNet::load`], quantizing the UNet's and motion modules' GEMM weights on the GPU per
+    /// `policy` (weights already packed in the sources are used as they are).
+    pub fn load_quantized(
+        gpu: &Gpu,
+        unet: &dyn WeightSource,
+        cfg: &UNetConfig,
+        motion: Option<(&dyn WeightSource, &MotionConfig)>,
+        dtype: DType,
+        policy: Option<&QuantPolicy>,
+    ) -> Result<UNet> {
         let levels = cfg.block_out_channels.len();
         if levels == 0 || cfg.attention_heads.len() != levels || cfg.down_block_attention.len() != levels || cfg.up_block_attention.len() != levels {
             return Err(Error::input("UNet config", format!("{levels} levels but {} head counts / {} down / {} up block types", cfg.attention_heads.len(), cfg.down_block_attention.len(), cfg.up_block_attention.len())));
@@ -81,8 +95,8 @@ impl UNet {
                 return Err(Error::input("motion module", format!("channels {:?} do not match the UNet's {:?} (an SDXL motion module?)", m.block_out_channels, cfg.block_out_channels)));
             }
         }
-        let l = Loader::new(gpu, unet, dtype);
-        let ml = motion.map(|(src, cfg)| MotionLoader { l: Loader::new(gpu, src, dtype), cfg });
+        let l = Loader::new(gpu, unet, dtype).with_quant(policy);
+        let ml = motion.map(|(src, cfg)| MotionLoader { l: Loader::new(gpu, src, dtype).with_quant(policy), cfg });
         let boc = &cfg.block_out_channels;
         let temb = cfg.time_embed_dim();
         let (g, eps, ctx, tl) = (cfg.norm_num_groups, cfg.norm_eps, cfg.cross_attention_dim, cfg.transformer_layers_per_block);

@@ -9,6 +9,7 @@ use crate::load::component::MotionModel;
 use crate::load::detect::MotionVersion;
 use crate::load::WeightSource;
 use crate::model::motion::MotionNorm;
+use crate::model::quant_policy::{QuantPolicy, QuantScheme};
 use crate::model::{ClipConfig, ClipTextModel, Decoder, UNet, UNetConfig, UNetOptions, VaeConfig};
 use crate::{Error, Result};
 
@@ -31,6 +32,30 @@ impl Precision {
     }
 }
 
+/// How the UNet, motion modules and text encoder store their GEMM weights (the VAE is always
+/// dense f32). Quantized weights are dequantized inside the matmul/conv kernels; activations
+/// keep the [`Precision`] storage type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// In the [`Precision`] storage type.
+    #[default]
+    Dense,
+    /// int8 per the policy table ([`crate::model::quant_policy`]), quantized on the GPU at load.
+    Q8,
+    /// int4 (int8 for the layers the policy keeps at 8 bits), quantized on the GPU at load.
+    Q4,
+}
+
+impl Weights {
+    pub fn scheme(self) -> Option<QuantScheme> {
+        match self {
+            Weights::Dense => None,
+            Weights::Q8 => Some(QuantScheme::Q8),
+            Weights::Q4 => Some(QuantScheme::Q4),
+        }
+    }
+}
+
 /// The components of one pipeline, format-independent.
 pub struct Components<'a> {
     pub unet: &'a dyn WeightSource,
@@ -44,10 +69,19 @@ pub struct Components<'a> {
 
 /// Upload everything to the GPU.
 pub fn build_models(gpu: &Gpu, c: &Components<'_>, precision: Precision) -> Result<Models> {
+    build_models_with(gpu, c, precision, Weights::Dense)
+}
+
+/// Upload everything, quantizing GEMM weights on the GPU per `weights`. Weights stored packed
+/// (a quantized file, [`crate::pipeline::quantized`]) are uploaded as they are, whatever
+/// `weights` says.
+pub fn build_models_with(gpu: &Gpu, c: &Components<'_>, precision: Precision, weights: Weights) -> Result<Models> {
     let dtype = precision.dtype(gpu)?;
+    let policy = weights.scheme().map(QuantPolicy::new);
+    let policy = policy.as_ref();
     Ok(Models {
-        text_encoder: ClipTextModel::load(gpu, c.text_encoder, c.clip_config, dtype)?,
-        unet: UNet::load(gpu, c.unet, c.unet_config, Some((&c.motion.source, &c.motion.config)), dtype)?,
+        text_encoder: ClipTextModel::load_quantized(gpu, c.text_encoder, c.clip_config, dtype, policy)?,
+        unet: UNet::load_quantized(gpu, c.unet, c.unet_config, Some((&c.motion.source, &c.motion.config)), dtype, policy)?,
         vae: Decoder::load(gpu, c.vae, c.vae_config)?,
     })
 }
@@ -123,6 +157,8 @@ mod native {
         pub scheduler: SchedulerConfig,
         /// One line per component: what was loaded from where.
         pub description: Vec<String>,
+        /// Packed weights of this scheme (a quantized file, [`crate::pipeline::quantized`]).
+        pub quantized: Option<QuantScheme>,
     }
 
     impl HostPipeline {
@@ -271,6 +307,13 @@ mod native {
 
     /// Open every component (headers only: tensor data is read at upload time).
     pub fn open_pipeline(paths: &ModelPaths) -> Result<HostPipeline> {
+        if let Some(mut h) = crate::pipeline::quantized::open_quantized_pipeline(paths)? {
+            if let Some(p) = &paths.vae {
+                (h.vae, h.vae_config) = open_vae(p, Some(&h.vae_config))?;
+                h.description.push(format!("vae: {}", p.display()));
+            }
+            return Ok(h);
+        }
         let base = base_configs(paths.config.as_deref())?;
         let motion = motion_with_config(&paths.motion, paths.motion_config.as_deref())?;
         let mut description = vec![format!("motion: {} ({:?}, {} naming)", paths.motion.display(), motion.version, if motion.original_naming { "original AnimateDiff" } else { "diffusers" })];
@@ -310,6 +353,6 @@ mod native {
         let scheduler = scheduler_config(sched_json.as_ref().map(|(f, t)| (f.as_str(), t.as_str())))?;
         let (unet, text_encoder, motion) =
             if paths.loras.is_empty() { (unet, text_encoder, motion) } else { merge_loras(&paths.loras, unet, text_encoder, motion, &mut description)? };
-        Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description })
+        Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description, quantized: None })
     }
 }

@@ -3,6 +3,7 @@
 pub mod generate;
 pub mod gif;
 pub mod load;
+pub mod quantized;
 pub mod rng;
 pub mod sampler;
 pub mod scheduler;

@@ -39,6 +39,9 @@ enum Command {
     Bench(BenchCommand),
     /// Generate a video: any SD1.5 model + any AnimateDiff motion module → GIF.
     Generate(Box<crate::generate::GenerateArgs>),
+    /// Quantize a pipeline (model + motion module) into one q8/q4 safetensors file that
+    /// `generate --model FILE` loads directly (CPU only; same weights as quantizing on load).
+    Quantize(Box<crate::quantize::QuantizeArgs>),
     /// What a weight file or model folder is: format, family/version, dtypes, tensor counts,
     /// detected config. Exit code 1 with the load error on bad input.
     Inspect {
@@ -131,6 +134,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Quantize(args) => {
+            crate::quantize::run(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Generate(args) => {
             crate::generate::run(*args)?;
             Ok(ExitCode::SUCCESS)
