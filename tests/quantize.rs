@@ -301,7 +301,8 @@ fn packed_weights_load_as_they_are_and_bad_ones_are_typed_errors() {
         assert_eq!(bytes_u32(&block_on(gpu.read_bytes(&qw.words)).unwrap()), q.words);
     }
     let (good, _) = packed_source(QuantFormat { bits: 4, group: 16, asymmetric: true });
-    let cases: Vec<(&str, Box<dyn Fn(&mut MapSource)>)> = vec![
+    type Corrupt = Box<dyn Fn(&mut MapSource)>;
+    let cases: Vec<(&str, Corrupt)> = vec![
         ("qscales", Box::new(|s| s.tensors.get_mut("p.qscales").unwrap().data[5] = f32::NAN)),
         ("qscales", Box::new(|s| s.tensors.get_mut("p.qscales").unwrap().data[0] = -0.5)),
         ("qscales", Box::new(|s| s.tensors.get_mut("p.qscales").unwrap().data[1] = 0.1)), // not an f16 value

@@ -323,7 +323,7 @@ pub fn packed_bytes(q: &QuantizedMatrix) -> (Vec<u8>, [usize; 2]) {
 pub fn load_gemm_weight(l: &Loader<'_>, name: &str, kshape: &[usize], kmajor: impl FnOnce() -> Result<Vec<f32>>) -> Result<Weight> {
     let key = l.key(name);
     let n = kshape.last().copied().unwrap_or(0);
-    let k = if n == 0 { 0 } else { kshape.iter().product::<usize>() / n };
+    let k = kshape.iter().product::<usize>().checked_div(n).unwrap_or(0);
     if let Some(q) = read_packed(l.src, &key, k, n)? {
         return Ok(Weight::Quant(QuantizedWeight::upload(l.gpu, &q, kshape.to_vec(), &key)?));
     }

@@ -33,7 +33,7 @@ pub fn quantize_weight(b: &mut Batch<'_>, w: &Tensor, format: QuantFormat, label
     };
     let n = w.shape().dim(-1).unwrap_or(0);
     let numel = w.numel() as usize;
-    let k = if n == 0 { 0 } else { numel / n };
+    let k = numel.checked_div(n).unwrap_or(0);
     format.check(k, n).map_err(|e| GpuError::shape(OP, format!("{label} {}: {e}", w.shape())))?;
     let pw = format.per_word();
     let g = format.group as usize;

@@ -275,3 +275,148 @@ pub fn run(gpu: &Gpu, size: Size, f16: bool, iters: usize, peer: bool, filter: O
     println!("ratio = peer time / our time (> 1: we are faster). Times are wall-clock per run incl. submit.");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// `animatediff bench quant`: dense vs q8 vs q4 weights in the GEMM kernels on SD1.5 shapes,
+// and the cost of quantizing on the GPU at load time.
+
+/// One GEMM shape: a linear `m × n × k` or a 3×3 convolution (stride 1) on `n` images.
+#[derive(Debug, Clone, Copy)]
+enum QuantCase {
+    Linear { m: usize, n: usize, k: usize },
+    Conv { n: usize, h: usize, w: usize, cin: usize, cout: usize },
+}
+
+impl QuantCase {
+    fn name(&self) -> String {
+        match *self {
+            QuantCase::Linear { m, n, k } => format!("linear {m}x{n}x{k}"),
+            QuantCase::Conv { n, h, w, cin, cout } => format!("conv3x3 {n}x{h}x{w}x{cin}->{cout}"),
+        }
+    }
+
+    /// (K, N) of the weight.
+    fn kn(&self) -> (usize, usize) {
+        match *self {
+            QuantCase::Linear { n, k, .. } => (k, n),
+            QuantCase::Conv { cin, cout, .. } => (9 * cin, cout),
+        }
+    }
+
+    fn flops(&self) -> f64 {
+        match *self {
+            QuantCase::Linear { m, n, k } => 2.0 * (m * n * k) as f64,
+            QuantCase::Conv { n, h, w, cin, cout } => 2.0 * (n * h * w * cout * 9 * cin) as f64,
+        }
+    }
+
+    fn weight_shape(&self) -> Vec<usize> {
+        match *self {
+            QuantCase::Linear { n, k, .. } => vec![k, n],
+            QuantCase::Conv { cin, cout, .. } => vec![3, 3, cin, cout],
+        }
+    }
+}
+
+fn quant_cases(size: Size) -> Vec<QuantCase> {
+    use QuantCase::{Conv, Linear};
+    match size {
+        Size::Small => vec![
+            Linear { m: 1024, n: 320, k: 320 },
+            Linear { m: 1024, n: 1280, k: 320 },
+            Linear { m: 256, n: 320, k: 1280 },
+            Conv { n: 1, h: 32, w: 32, cin: 320, cout: 320 },
+            Conv { n: 1, h: 8, w: 8, cin: 640, cout: 640 },
+        ],
+        // 512×512 latents (64×64), one image per call; the GEGLU projection half and the
+        // feed-forward output, attention projections per level, ResNet convolutions per level.
+        Size::Sd => vec![
+            Linear { m: 4096, n: 320, k: 320 },
+            Linear { m: 4096, n: 2560, k: 320 },
+            Linear { m: 4096, n: 320, k: 1280 },
+            Linear { m: 1024, n: 640, k: 640 },
+            Linear { m: 256, n: 1280, k: 1280 },
+            Linear { m: 256, n: 1280, k: 5120 },
+            Linear { m: 64, n: 1280, k: 1280 },
+            Conv { n: 1, h: 64, w: 64, cin: 320, cout: 320 },
+            Conv { n: 1, h: 32, w: 32, cin: 640, cout: 640 },
+            Conv { n: 1, h: 16, w: 16, cin: 1280, cout: 1280 },
+            Conv { n: 1, h: 8, w: 8, cin: 2560, cout: 1280 },
+        ],
+    }
+}
+
+/// Seconds per run of `record` (after a warm-up run).
+fn time_runs(gpu: &Gpu, iters: usize, record: &dyn Fn(&mut Batch<'_>) -> GpuResult<()>) -> GpuResult<f64> {
+    let mut b = gpu.batch("bench.warmup");
+    record(&mut b)?;
+    b.submit()?;
+    pollster::block_on(gpu.sync())?;
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        let mut b = gpu.batch("bench");
+        record(&mut b)?;
+        b.submit()?;
+    }
+    pollster::block_on(gpu.sync())?;
+    Ok(t0.elapsed().as_secs_f64() / iters as f64)
+}
+
+pub fn run_quant(gpu: &Gpu, size: Size, f16: bool, iters: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use animatediff_wgpu::model::quant_policy::QuantPolicy;
+    let dtype = if f16 { DType::F16 } else { DType::F32 };
+    if f16 && !gpu.info().shader_f16 {
+        return Err("--f16 needs an adapter with shader-f16".into());
+    }
+    let iters = iters.max(1);
+    let formats = [("q8", QuantPolicy::Q8_FORMAT), ("q4", QuantPolicy::Q4_FORMAT)];
+    println!(
+        "{:<34} {:>6} {:>9} {:>9} {:>10} {:>8} {:>12}",
+        "op", "weight", "ms", "TFLOP/s", "weight MiB", "vs dense", "quantize ms"
+    );
+    for case in quant_cases(size) {
+        let mut rng = Rng::new(7);
+        let (k, n) = case.kn();
+        let (x, y) = match case {
+            QuantCase::Linear { m, .. } => (rand_tensor(gpu, &mut rng, [m, k], dtype)?, gpu.empty([m, n], dtype, "bench.y")?),
+            QuantCase::Conv { n: imgs, h, w, cin, cout } => {
+                (rand_tensor(gpu, &mut rng, [imgs, h, w, cin], dtype)?, gpu.empty([imgs, h, w, cout], dtype, "bench.y")?)
+            }
+        };
+        let bias = rand_tensor(gpu, &mut rng, [n], dtype)?;
+        let w_kn: Vec<f32> = Rng::new(8).uniform_vec(k * n).iter().map(|v| v * 0.05).collect();
+        let dense = gpu.upload_f32_as(&w_kn, case.weight_shape(), dtype, "bench.w")?;
+        let run = |b: &mut Batch<'_>, w: ops::WeightRef<'_>| -> GpuResult<()> {
+            match case {
+                QuantCase::Linear { .. } => ops::linear(b, &x, w, Some(&bias), &y),
+                QuantCase::Conv { .. } => ops::conv2d(b, Conv2d::SAME_3X3, &x, None, w, &bias, None, &y),
+            }
+        };
+        let t_dense = time_runs(gpu, iters, &|b| run(b, ops::WeightRef::Dense(&dense)))?;
+        let row = |label: &str, secs: f64, bytes: u64, quant_ms: Option<f64>| {
+            println!(
+                "{:<34} {label:>6} {:>9.3} {:>9.3} {:>10.2} {:>7.2}x {:>12}",
+                case.name(),
+                secs * 1e3,
+                case.flops() / secs / 1e12,
+                bytes as f64 / (1 << 20) as f64,
+                t_dense / secs,
+                quant_ms.map_or("-".into(), |ms| format!("{ms:.3}"))
+            )
+        };
+        row(dtype.name(), t_dense, dense.size_bytes(), None);
+        // The load-time quantizer reads f32 weights.
+        let w32 = gpu.upload_f32(&w_kn, case.weight_shape(), "bench.w32")?;
+        for (label, base) in formats {
+            let group = animatediff_wgpu::model::quant_policy::fit_group(base.group, k).ok_or("no group fits K")?;
+            let fmt = QuantFormat { group, ..base };
+            let t_quantize = time_runs(gpu, iters, &|b| ops::quantize_weight(b, &w32, fmt, "bench.q").map(|_| ()))?;
+            let q = ops::QuantizedWeight::upload(gpu, &quant::quantize(&w_kn, k, n, fmt)?, case.weight_shape(), "bench.q")?;
+            let bytes = q.words.size_bytes() + q.scales.size_bytes() + q.mins.as_ref().map_or(0, |m| m.size_bytes());
+            let secs = time_runs(gpu, iters, &|b| run(b, ops::WeightRef::Quant(&q)))?;
+            row(label, secs, bytes, Some(t_quantize * 1e3));
+        }
+    }
+    println!("vs dense = dense time / this time (> 1: faster). quantize ms = the GPU quantize kernel on this weight (load-time cost).");
+    Ok(())
+}

@@ -59,6 +59,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Dense vs q8 vs q4 weights in the matmul / conv kernels on SD1.5 shapes (ms, TFLOP/s,
+    /// weight MiB), and the GPU quantize kernel's load-time cost per weight.
+    Quant {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// `small` (seconds on a software adapter) or `sd` (SD1.5's 512×512 shapes).
+        #[arg(long, value_enum, default_value = "small")]
+        size: crate::bench::Size,
+        /// f16 activations (and dense weights; needs shader-f16).
+        #[arg(long)]
+        f16: bool,
+        /// Timed runs per op (after one warm-up run).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+    },
     /// Time every kernel family: ms, GFLOP/s, GB/s, peak GPU memory, and with `--peer` the
     /// ratio against burn-wgpu on the same adapter (build with `--features burn-peer`).
     Kernels {
@@ -153,6 +168,12 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Info(dev) => {
             let gpu = pollster::block_on(Gpu::new(dev.options()))?;
             print!("{}", gpu.info());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Quant { device, size, f16, iters }) => {
+            let gpu = pollster::block_on(Gpu::new(device.options()))?;
+            print!("{}", gpu.info());
+            crate::bench::run_quant(&gpu, size, f16, iters)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Kernels { device, size, f16, iters, peer, only }) => {
