@@ -5,7 +5,7 @@
 //! The latents stay on the GPU in f32 (`[F, h, w, 4]` channels-last); guidance and the
 //! scheduler update are single elementwise kernels per step.
 
-use std::time::{Duration, Instant};
+use web_time::{Duration, Instant};
 
 use super::rng::TorchGenerator;
 use super::sampler::{make_sampler, SchedulerKind};
@@ -160,6 +160,16 @@ impl Models {
 
     /// Run the whole pipeline.
     pub async fn generate(&self, gpu: &Gpu, p: &GenerateParams, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
+        self.generate_with(gpu, p, &mut |s| {
+            progress(s);
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`Models::generate`] with a hook after each step that can stop the run (cancellation):
+    /// an error it returns ends the generation and is returned unchanged.
+    pub async fn generate_with(&self, gpu: &Gpu, p: &GenerateParams, after_step: &mut dyn FnMut(Progress) -> Result<()>) -> Result<Output> {
         self.validate(p)?;
         let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
         let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
@@ -238,7 +248,7 @@ impl Models {
             bt.submit()?;
             x = next;
             gpu.sync().await?;
-            progress(Progress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: start.elapsed() });
+            after_step(Progress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: start.elapsed() })?;
         }
 
         let latents_nhwc = gpu.read_f32(&x).await?;

@@ -4,11 +4,19 @@
 //! (readback is `map_async` + await), and every error reaches JS as a rejected promise with an
 //! `Error` whose message names what failed.
 
+mod generator;
+mod js;
+mod source;
+mod sources;
+
 use std::rc::Rc;
 
-use js_sys::{Float32Array, Object, Promise, Reflect};
+use js_sys::{Float32Array, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
+
+pub use generator::{encode_gif, Generator};
+use js::{object, Opts, WebError, WebResult};
 
 use crate::gpu::{Gpu, GpuError, GpuOptions, KernelPreference};
 use crate::ops;
@@ -24,13 +32,52 @@ fn js_err(e: GpuError) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
 
-fn object(fields: &[(&str, JsValue)]) -> JsValue {
-    let o = Object::new();
-    for (k, v) in fields {
-        // Setting a property on a fresh plain object cannot fail.
-        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
+fn kernel_preference(kernels: Option<&str>) -> WebResult<KernelPreference> {
+    match kernels {
+        None | Some("auto") => Ok(KernelPreference::Auto),
+        Some("registers") => Ok(KernelPreference::Registers),
+        Some("tiled") => Ok(KernelPreference::Tiled),
+        Some(other) => Err(WebError::new("InputError", format!("kernels must be \"auto\", \"registers\" or \"tiled\", got {other:?}"))),
     }
-    o.into()
+}
+
+/// `{ allowF16?, maxBindingBytes?, kernels? }` → device options.
+fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
+    let o = Opts(options);
+    o.check_object("options")?;
+    Ok(GpuOptions {
+        allow_f16: o.boolean("allowF16")?.unwrap_or(true),
+        max_storage_binding_size: o.number("maxBindingBytes")?.filter(|b| *b > 0.0).map(|b| b as u64),
+        kernels: kernel_preference(o.string("kernels")?.as_deref())?,
+        ..GpuOptions::default()
+    })
+}
+
+fn info_object(gpu: &Gpu) -> JsValue {
+    let i = gpu.info();
+    object(&[
+        ("adapterName", i.adapter_name.as_str().into()),
+        ("backend", i.backend.as_str().into()),
+        ("deviceType", i.device_type.as_str().into()),
+        ("shaderF16", i.shader_f16.into()),
+        ("tiledKernels", i.tiled_kernels.into()),
+        ("timestampQuery", i.timestamp_query.into()),
+        ("maxBufferSize", (i.max_buffer_size as f64).into()),
+        ("maxStorageBufferBindingSize", (i.max_storage_buffer_binding_size as f64).into()),
+        ("maxComputeWorkgroupStorageSize", i.max_compute_workgroup_storage_size.into()),
+        ("maxComputeInvocationsPerWorkgroup", i.max_compute_invocations_per_workgroup.into()),
+        ("maxComputeWorkgroupsPerDimension", i.max_compute_workgroups_per_dimension.into()),
+        ("maxStorageBuffersPerShaderStage", i.max_storage_buffers_per_shader_stage.into()),
+    ])
+}
+
+fn memory_object(gpu: &Gpu) -> JsValue {
+    let m = gpu.memory();
+    object(&[
+        ("liveBytes", (m.live_bytes as f64).into()),
+        ("peakBytes", (m.peak_bytes as f64).into()),
+        ("liveBuffers", (m.live_buffers as f64).into()),
+    ])
 }
 
 /// A WebGPU device with the adapter's maximum limits (shader-f16 when offered).
@@ -51,15 +98,9 @@ impl GpuContext {
         max_binding_bytes: Option<f64>,
         #[wasm_bindgen(unchecked_param_type = "\"auto\" | \"registers\" | \"tiled\" | undefined")] kernels: Option<String>,
     ) -> Promise {
-        let kernels = match kernels.as_deref() {
-            None | Some("auto") => Ok(KernelPreference::Auto),
-            Some("registers") => Ok(KernelPreference::Registers),
-            Some("tiled") => Ok(KernelPreference::Tiled),
-            Some(other) => Err(JsValue::from(JsError::new(&format!("kernels must be \"auto\", \"registers\" or \"tiled\", got {other:?}")))),
-        };
-        let kernels = match kernels {
+        let kernels = match kernel_preference(kernels.as_deref()) {
             Ok(k) => k,
-            Err(e) => return Promise::reject(&e),
+            Err(e) => return Promise::reject(&e.to_js()),
         };
         let opts = GpuOptions {
             allow_f16: allow_f16.unwrap_or(true),
@@ -76,32 +117,13 @@ impl GpuContext {
     /// Adapter, enabled features and limits.
     #[wasm_bindgen(unchecked_return_type = "GpuInfo")]
     pub fn info(&self) -> JsValue {
-        let i = self.gpu.info();
-        object(&[
-            ("adapterName", i.adapter_name.as_str().into()),
-            ("backend", i.backend.as_str().into()),
-            ("deviceType", i.device_type.as_str().into()),
-            ("shaderF16", i.shader_f16.into()),
-            ("tiledKernels", i.tiled_kernels.into()),
-            ("timestampQuery", i.timestamp_query.into()),
-            ("maxBufferSize", (i.max_buffer_size as f64).into()),
-            ("maxStorageBufferBindingSize", (i.max_storage_buffer_binding_size as f64).into()),
-            ("maxComputeWorkgroupStorageSize", i.max_compute_workgroup_storage_size.into()),
-            ("maxComputeInvocationsPerWorkgroup", i.max_compute_invocations_per_workgroup.into()),
-            ("maxComputeWorkgroupsPerDimension", i.max_compute_workgroups_per_dimension.into()),
-            ("maxStorageBuffersPerShaderStage", i.max_storage_buffers_per_shader_stage.into()),
-        ])
+        info_object(&self.gpu)
     }
 
     /// GPU memory held by this context: `{ liveBytes, peakBytes, liveBuffers }`.
     #[wasm_bindgen(unchecked_return_type = "GpuMemory")]
     pub fn memory(&self) -> JsValue {
-        let m = self.gpu.memory();
-        object(&[
-            ("liveBytes", (m.live_bytes as f64).into()),
-            ("peakBytes", (m.peak_bytes as f64).into()),
-            ("liveBuffers", (m.live_buffers as f64).into()),
-        ])
+        memory_object(&self.gpu)
     }
 
     /// `y = x · wᵀ (+ bias)` on the GPU: `x` is `[m, k]`, `w` is `[n, k]` (PyTorch's `[out, in]`),

@@ -1,0 +1,553 @@
+//! `Generator`: the wasm API for text → video. Create it on a WebGPU device, `load` models
+//! from URLs / Blobs / folder maps, `generate` (progress callback, AbortSignal between steps),
+//! `dispose` to free the GPU. Meant to run inside a Web Worker (`www/worker.js`); the page
+//! talks to it through `www/animatediff.js`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Array, Float32Array, Function, Promise, Uint8Array, Uint8ClampedArray};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::future_to_promise;
+
+use super::js::{aborted, now_ms, object, report, yield_to_event_loop, Opts, WebError, WebResult};
+use super::sources::{open_pipeline, Fetcher, HostPipeline, Sources};
+use super::{gpu_options, info_object, memory_object};
+use crate::gpu::Gpu;
+use crate::load::{HostTensor, LoadResult, WeightSource};
+use crate::model::motion::MotionNorm;
+use crate::pipeline::generate::{GenerateParams, InitLatents, Models};
+use crate::pipeline::gif;
+use crate::pipeline::load::{build_models, default_unet_options, Components, Precision};
+use crate::pipeline::scheduler::TimestepSpacing;
+use crate::Error;
+
+struct Inner {
+    gpu: Gpu,
+    host: RefCell<Option<Rc<HostPipeline>>>,
+    models: RefCell<Option<(Rc<Models>, Precision)>>,
+    busy: Cell<bool>,
+    disposed: Cell<bool>,
+}
+
+/// Marks the generator busy for one load/generate call.
+struct Busy(Rc<Inner>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.set(false);
+    }
+}
+
+impl Inner {
+    fn begin(self: &Rc<Self>) -> WebResult<Busy> {
+        if self.disposed.get() {
+            return Err(WebError::state("this generator was disposed: create a new one"));
+        }
+        if self.busy.get() {
+            return Err(WebError::state("another load() or generate() is still running on this generator: wait for it (or cancel it with its AbortSignal)"));
+        }
+        self.busy.set(true);
+        Ok(Busy(self.clone()))
+    }
+
+    /// An error from a job: a disposed generator explains itself instead of "device lost".
+    fn job_error(&self, e: WebError) -> JsValue {
+        if self.disposed.get() && e.name != "AbortError" {
+            return WebError::state("the generator was disposed while this call was running").to_js();
+        }
+        e.to_js()
+    }
+
+    fn unload(&self) {
+        self.models.borrow_mut().take();
+        self.host.borrow_mut().take();
+    }
+}
+
+/// Text → video on one WebGPU device.
+#[wasm_bindgen]
+pub struct Generator {
+    inner: Rc<Inner>,
+}
+
+fn parse_precision(v: Option<String>, gpu: &Gpu) -> Precision {
+    match v.as_deref() {
+        Some("f16") => Precision::F16,
+        Some("auto") if gpu.info().shader_f16 => Precision::F16,
+        _ => Precision::F32,
+    }
+}
+
+fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::F16 => "f16",
+    }
+}
+
+/// A weight source that reports each tensor read (upload progress).
+struct Counted<'a> {
+    inner: &'a dyn WeightSource,
+    tick: &'a dyn Fn(),
+}
+
+impl WeightSource for Counted<'_> {
+    fn tensor(&self, name: &str) -> LoadResult<HostTensor> {
+        let t = self.inner.tensor(name);
+        (self.tick)();
+        t
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape(name)
+    }
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
+    }
+    fn origin(&self) -> String {
+        self.inner.origin()
+    }
+}
+
+/// Upload the host weights in `precision` (synchronous reads from the Blobs; progress per tensor).
+async fn upload(inner: &Inner, host: &HostPipeline, precision: Precision, on_progress: Option<&Function>, signal: Option<&web_sys::AbortSignal>) -> WebResult<Models> {
+    // Free the previous models first: two pipelines may not fit.
+    inner.models.borrow_mut().take();
+    let total = host.unet.len() + host.vae.len() + host.text_encoder.len() + host.motion.source.len();
+    let done = Cell::new(0usize);
+    let phase = |done: usize| object(&[("phase", "upload".into()), ("tensors", (done as f64).into()), ("totalTensors", (total as f64).into())]);
+    report(on_progress, &phase(0));
+    // Deliver that message and any cancel request before the synchronous part.
+    yield_to_event_loop().await;
+    if aborted(signal) {
+        return Err(WebError::aborted("loading"));
+    }
+    let tick = || {
+        let d = done.get() + 1;
+        done.set(d);
+        if d.is_multiple_of(16) {
+            report(on_progress, &phase(d));
+        }
+    };
+    let unet = Counted { inner: &host.unet, tick: &tick };
+    let vae = Counted { inner: &host.vae, tick: &tick };
+    let te = Counted { inner: &host.text_encoder, tick: &tick };
+    let c = host.components();
+    let models = build_models(&inner.gpu, &Components { unet: &unet, vae: &vae, text_encoder: &te, ..c }, precision)?;
+    // Surface asynchronous GPU errors (out of memory) now rather than at the first step.
+    inner.gpu.sync().await?;
+    report(on_progress, &phase(total));
+    Ok(models)
+}
+
+fn parse_seed(v: &JsValue) -> WebResult<u64> {
+    if let Some(x) = v.as_f64() {
+        if x.fract() == 0.0 && (0.0..18446744073709551616.0).contains(&x) {
+            return Ok(x as u64);
+        }
+        return Err(WebError::input("seed", format!("must be a whole number from 0 to 2^64-1, got {x}")));
+    }
+    if let Some(s) = v.as_string() {
+        return s.trim().parse::<u64>().map_err(|_| WebError::input("seed", format!("{s:?} is not a whole number from 0 to 2^64-1")));
+    }
+    if v.is_bigint() {
+        return u64::try_from(v.clone()).map_err(|_| WebError::input("seed", "must be from 0 to 2^64-1"));
+    }
+    Err(WebError::input("seed", "must be a number, a BigInt or a string of digits"))
+}
+
+fn seed_to_js(seed: u64) -> JsValue {
+    if seed < (1u64 << 53) {
+        JsValue::from(seed as f64)
+    } else {
+        JsValue::from(seed)
+    }
+}
+
+/// Largest frames × width × height per generation (the f32 frames are 12 bytes a pixel).
+const MAX_VIDEO_PIXELS: u64 = 32 * 1024 * 1024;
+
+/// Everything `generate` reads from its options object.
+struct Request {
+    params: GenerateParams,
+    seed: Option<u64>,
+    precision: Option<Precision>,
+    on_progress: Option<Function>,
+    signal: Option<web_sys::AbortSignal>,
+}
+
+fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Option<Function>) -> WebResult<Request> {
+    let o = Opts(o);
+    o.check_object("options")?;
+    let prompt = o.string("prompt")?.ok_or_else(|| WebError::input("prompt", "is required"))?;
+    let mut sched = host.scheduler.clone();
+    if let Some(s) = o.choice("timestepSpacing", &["linspace", "leading", "trailing"])? {
+        sched.timestep_spacing = match s.as_str() {
+            "linspace" => TimestepSpacing::Linspace,
+            "leading" => TimestepSpacing::Leading,
+            _ => TimestepSpacing::Trailing,
+        };
+    }
+    if let Some(v) = o.boolean("setAlphaToOne")? {
+        sched.set_alpha_to_one = v;
+    }
+    let mut p = GenerateParams::new(prompt, sched);
+    p.negative_prompt = o.string("negativePrompt")?.unwrap_or_default();
+    p.frames = o.integer("frames", 1, 1024)?.unwrap_or(p.frames);
+    p.width = o.integer("width", 8, 2048)?.unwrap_or(p.width);
+    p.height = o.integer("height", 8, 2048)?.unwrap_or(p.height);
+    p.steps = o.integer("steps", 1, 1000)?.unwrap_or(p.steps);
+    p.guidance_scale = o.number("guidance")?.map(|g| g as f32).unwrap_or(p.guidance_scale);
+    p.clip_skip = o.integer("clipSkip", 0, 64)?.unwrap_or(0);
+    p.unet = default_unet_options(&host.motion);
+    if let Some(n) = o.choice("motionNorm", &["diffusers", "original"])? {
+        p.unet.motion_norm = if n == "original" { MotionNorm::Original } else { MotionNorm::Diffusers };
+    }
+    if !p.width.is_multiple_of(8) || !p.height.is_multiple_of(8) {
+        return Err(WebError::input("width/height", format!("{}×{} must be multiples of 8", p.width, p.height)));
+    }
+    // The frames come back through wasm memory (32-bit): keep a video well inside it.
+    let pixels = (p.frames as u64) * (p.width as u64) * (p.height as u64);
+    if pixels > MAX_VIDEO_PIXELS {
+        return Err(WebError::input(
+            "frames/width/height",
+            format!("{} frames of {}×{} are {:.1} megapixels, more than the {:.1} a browser video can hold here (e.g. 32 frames at 1024×1024)", p.frames, p.width, p.height, pixels as f64 / 1e6, MAX_VIDEO_PIXELS as f64 / 1e6),
+        ));
+    }
+    let seed = o.raw("seed");
+    let latents = o.raw("latents");
+    let (init, seed) = match (seed, latents) {
+        (Some(_), Some(_)) => return Err(WebError::input("seed", "give either seed or latents, not both")),
+        (_, Some(l)) => {
+            let want = 4 * p.frames * (p.height / 8) * (p.width / 8);
+            let arr = l.dyn_into::<Float32Array>().map_err(|_| WebError::input("latents", "must be a Float32Array [1, 4, frames, height/8, width/8]"))?;
+            if arr.length() as usize != want {
+                return Err(WebError::input("latents", format!("has {} values, [1, 4, {}, {}, {}] needs {want}", arr.length(), p.frames, p.height / 8, p.width / 8)));
+            }
+            (InitLatents::Tensor(arr.to_vec()), None)
+        }
+        (Some(s), None) => {
+            let s = parse_seed(&s)?;
+            (InitLatents::Seed(s), Some(s))
+        }
+        (None, None) => {
+            // Below 2^53 so it survives a round trip through a JS number (and a URL).
+            let s = (js_sys::Math::random() * 9007199254740992.0).floor() as u64;
+            (InitLatents::Seed(s), Some(s))
+        }
+    };
+    p.init = init;
+    let precision = o.choice("precision", &["f32", "f16", "auto"])?.map(|s| parse_precision(Some(s), gpu));
+    let on_progress = o.function("onProgress")?.or(extra_progress);
+    Ok(Request { params: p, seed, precision, on_progress, signal: o.signal()? })
+}
+
+fn result_object(out: crate::pipeline::generate::Output, seed: Option<u64>, total_ms: f64, steps_ms: f64, steps: usize) -> JsValue {
+    let (f, h, w) = (out.frame_count, out.height, out.width);
+    let rgb = gif::frames_to_u8(&out.frames);
+    let rgba = Array::new();
+    let px = h * w;
+    for i in 0..f {
+        let mut frame = vec![255u8; px * 4];
+        if let Some(src) = rgb.get(i * px * 3..(i + 1) * px * 3) {
+            for (d, s) in frame.chunks_exact_mut(4).zip(src.chunks_exact(3)) {
+                d[..3].copy_from_slice(s);
+            }
+        }
+        rgba.push(&Uint8ClampedArray::from(&frame[..]));
+    }
+    let timesteps = Array::new();
+    for t in &out.timesteps {
+        timesteps.push(&JsValue::from(*t));
+    }
+    object(&[
+        ("frames", Float32Array::from(&out.frames[..]).into()),
+        ("rgba", rgba.into()),
+        ("frameCount", (f as f64).into()),
+        ("width", (w as f64).into()),
+        ("height", (h as f64).into()),
+        ("seed", seed.map(seed_to_js).unwrap_or(JsValue::UNDEFINED)),
+        ("timesteps", timesteps.into()),
+        ("latents", Float32Array::from(&out.latents[..]).into()),
+        (
+            "timings",
+            object(&[
+                ("totalMs", total_ms.into()),
+                ("stepsMs", steps_ms.into()),
+                ("secondsPerStep", (steps_ms / 1000.0 / steps.max(1) as f64).into()),
+            ]),
+        ),
+    ])
+}
+
+#[wasm_bindgen]
+impl Generator {
+    /// Start WebGPU (the adapter's maximum limits, shader-f16 when offered). Options:
+    /// `{ allowF16?, maxBindingBytes?, kernels?: "auto" | "registers" | "tiled" }`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Generator>")]
+    pub fn create(#[wasm_bindgen(unchecked_param_type = "GeneratorOptions | undefined")] options: JsValue) -> Promise {
+        let opts = match gpu_options(&options) {
+            Ok(o) => o,
+            Err(e) => return Promise::reject(&e.to_js()),
+        };
+        future_to_promise(async move {
+            let gpu = Gpu::new(opts).await.map_err(|e| WebError::from(e).to_js())?;
+            let inner = Rc::new(Inner { gpu, host: RefCell::new(None), models: RefCell::new(None), busy: Cell::new(false), disposed: Cell::new(false) });
+            Ok(Generator { inner }.into())
+        })
+    }
+
+    /// Adapter, enabled features and limits.
+    #[wasm_bindgen(unchecked_return_type = "GpuInfo")]
+    pub fn info(&self) -> JsValue {
+        info_object(&self.inner.gpu)
+    }
+
+    /// GPU memory held by this generator's buffers.
+    #[wasm_bindgen(unchecked_return_type = "GpuMemory")]
+    pub fn memory(&self) -> JsValue {
+        memory_object(&self.inner.gpu)
+    }
+
+    /// Load models (replacing any loaded ones). Sources are URL strings, Blobs/Files, arrays of
+    /// them (shards) or, for diffusers folders, objects mapping relative paths to them.
+    /// Options: `{ precision?: "f32" | "f16" | "auto", onProgress?, signal? }`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<LoadInfo>")]
+    pub fn load(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ModelSources")] sources: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "LoadOptions | undefined")] options: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let busy = inner.begin().map_err(|e| e.to_js())?;
+            let r = Self::load_inner(&inner, &sources, &options).await;
+            drop(busy);
+            r.map_err(|e| inner.job_error(e))
+        })
+    }
+
+    async fn load_inner(inner: &Rc<Inner>, sources: &JsValue, options: &JsValue) -> WebResult<JsValue> {
+        let t0 = now_ms();
+        let o = Opts(options);
+        o.check_object("options")?;
+        let precision = parse_precision(o.choice("precision", &["f32", "f16", "auto"])?, &inner.gpu);
+        let signal = o.signal()?;
+        let on_progress = o.function("onProgress")?;
+        let sources = Sources::parse(sources)?;
+        if aborted(signal.as_ref()) {
+            return Err(WebError::aborted("loading"));
+        }
+        inner.unload();
+        let f = Fetcher::new(signal.clone(), on_progress.clone());
+        let host = Rc::new(open_pipeline(&f, &sources).await?);
+        let models = upload(inner, &host, precision, on_progress.as_ref(), signal.as_ref()).await?;
+        let max_frames = models.unet.motion_config().map(|m| m.motion_max_seq_length).unwrap_or(0);
+        let size_multiple = models.unet.size_multiple() * 8;
+        *inner.models.borrow_mut() = Some((Rc::new(models), precision));
+        *inner.host.borrow_mut() = Some(host.clone());
+        let desc = Array::new();
+        for d in &host.description {
+            desc.push(&d.as_str().into());
+        }
+        Ok(object(&[
+            ("description", desc.into()),
+            ("precision", precision_name(precision).into()),
+            ("weightBytes", host.bytes.into()),
+            ("gpuBytes", (inner.gpu.memory().live_bytes as f64).into()),
+            ("maxFrames", (max_frames as f64).into()),
+            ("sizeMultiple", (size_multiple as f64).into()),
+            ("motionVersion", format!("{:?}", host.motion.version).into()),
+            ("loadMs", (now_ms() - t0).into()),
+        ]))
+    }
+
+    /// Generate a video. Options are the CLI's flags in camelCase with its defaults (`prompt`,
+    /// `negativePrompt`, `frames` 16, `width`/`height` 512, `steps` 25, `guidance` 7.5, `seed` |
+    /// `latents`, `timestepSpacing`, `setAlphaToOne`, `motionNorm`, `precision`, `clipSkip`) plus
+    /// `onProgress` and `signal` (checked between steps).
+    #[wasm_bindgen(unchecked_return_type = "Promise<GenerateResult>")]
+    pub fn generate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: JsValue,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: GenerateProgress) => void) | undefined")] on_progress: Option<Function>,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let busy = inner.begin().map_err(|e| e.to_js())?;
+            let r = Self::generate_inner(&inner, &options, on_progress).await;
+            drop(busy);
+            r.map_err(|e| inner.job_error(e))
+        })
+    }
+
+    async fn generate_inner(inner: &Rc<Inner>, options: &JsValue, on_progress: Option<Function>) -> WebResult<JsValue> {
+        let t0 = now_ms();
+        let host = inner.host.borrow().clone().ok_or_else(|| WebError::state("no models loaded: call load() first"))?;
+        let req = parse_request(options, &host, &inner.gpu, on_progress)?;
+        let signal = req.signal.clone();
+        if aborted(signal.as_ref()) {
+            return Err(WebError::aborted("generation"));
+        }
+        let current = inner.models.borrow().clone();
+        let models = match (current, req.precision) {
+            (Some((m, have)), want) if want.is_none_or(|w| w == have) => m,
+            (_, want) => {
+                let p = want.unwrap_or_default();
+                let m = Rc::new(upload(inner, &host, p, req.on_progress.as_ref(), signal.as_ref()).await?);
+                *inner.models.borrow_mut() = Some((m.clone(), p));
+                m
+            }
+        };
+        models.validate(&req.params)?;
+        report(req.on_progress.as_ref(), &object(&[("phase", "encode".into())]));
+        let cancelled = Cell::new(false);
+        let steps_ms = Cell::new(0.0);
+        let mut hook = |s: crate::pipeline::generate::Progress| -> crate::Result<()> {
+            let elapsed = s.elapsed.as_secs_f64();
+            let per = elapsed / s.step.max(1) as f64;
+            steps_ms.set(elapsed * 1000.0);
+            report(
+                req.on_progress.as_ref(),
+                &object(&[
+                    ("phase", "step".into()),
+                    ("step", (s.step as f64).into()),
+                    ("steps", (s.steps as f64).into()),
+                    ("timestep", s.timestep.into()),
+                    ("elapsedMs", (elapsed * 1000.0).into()),
+                    ("secondsPerStep", per.into()),
+                    ("etaSeconds", (per * (s.steps - s.step) as f64).into()),
+                ]),
+            );
+            if aborted(signal.as_ref()) {
+                cancelled.set(true);
+                return Err(Error::input("signal", "aborted"));
+            }
+            if s.step == s.steps {
+                report(req.on_progress.as_ref(), &object(&[("phase", "decode".into())]));
+            }
+            Ok(())
+        };
+        let out = models.generate_with(&inner.gpu, &req.params, &mut hook).await;
+        let out = match out {
+            Ok(o) => o,
+            Err(_) if cancelled.get() => return Err(WebError::aborted("generation")),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(result_object(out, req.seed, now_ms() - t0, steps_ms.get(), req.params.steps))
+    }
+
+    /// Free the models' GPU memory (the device stays; `load` again to continue).
+    pub fn unload(&self) {
+        self.inner.unload();
+    }
+
+    /// Free everything: models and the GPU device. The generator is unusable afterwards.
+    pub fn dispose(&self) {
+        if self.inner.disposed.replace(true) {
+            return;
+        }
+        self.inner.unload();
+        self.inner.gpu.destroy();
+    }
+
+    /// Whether models are loaded.
+    #[wasm_bindgen(getter)]
+    pub fn loaded(&self) -> bool {
+        self.inner.models.borrow().is_some()
+    }
+}
+
+/// Encode frames (`[F, H, W, 3]` in [0, 1], as `GenerateResult.frames`) as a looping GIF.
+#[wasm_bindgen(js_name = encodeGif)]
+pub fn encode_gif(frames: &[f32], frame_count: u32, height: u32, width: u32, fps: f64) -> Result<Uint8Array, JsValue> {
+    let bytes = gif::encode_gif_f32(frames, frame_count as usize, height as usize, width as usize, fps as f32)
+        .map_err(|e| WebError::new("InputError", format!("GIF export: {e}")).to_js())?;
+    Ok(Uint8Array::from(&bytes[..]))
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_GENERATOR: &'static str = r#"
+export interface GeneratorOptions {
+  /** false forces f32 compute even where shader-f16 exists. */
+  allowF16?: boolean;
+  /** Cap the storage-binding size in bytes (emulate smaller GPUs). */
+  maxBindingBytes?: number;
+  kernels?: "auto" | "registers" | "tiled";
+}
+/** One file: a URL (absolute or relative to the worker) or a Blob/File. */
+export type FileSource = string | Blob;
+/** A diffusers folder: relative path ("unet/config.json", …) → file. */
+export type FolderSource = Record<string, FileSource>;
+export interface ModelSources {
+  /** An LDM single-file checkpoint (.safetensors/.ckpt) or a diffusers pipeline folder. */
+  model: FileSource | FolderSource;
+  /** An AnimateDiff motion module (original .ckpt/.safetensors, diffusers file), shards, or a MotionAdapter folder. */
+  motion?: FileSource | FileSource[] | FolderSource;
+  /** A VAE replacing the model's: one file (diffusers or LDM names) or a diffusers vae folder. */
+  vae?: FileSource | FolderSource;
+  /** Configs for a single-file model: a diffusers folder's unet/vae/text_encoder/scheduler configs (like --config). */
+  config?: FolderSource;
+  /** A MotionAdapter config.json (or a folder holding it) for a motion module file (like --motion-config). */
+  motionConfig?: FileSource | FolderSource;
+}
+export type Precision = "f32" | "f16" | "auto";
+export type LoadProgress =
+  | { phase: "download"; file: string; loaded: number; total: number | null; bytesPerSecond: number; totalLoaded: number }
+  | { phase: "open"; file: string; bytes: number }
+  | { phase: "upload"; tensors: number; totalTensors: number };
+export interface LoadOptions {
+  /** Weight storage type: f32 (default, as the CLI), f16 (needs shader-f16), auto (f16 when available). */
+  precision?: Precision;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+export interface LoadInfo {
+  description: string[]; precision: "f32" | "f16"; weightBytes: number; gpuBytes: number;
+  maxFrames: number; sizeMultiple: number; motionVersion: string; loadMs: number;
+}
+export type GenerateProgress =
+  | { phase: "encode" }
+  | { phase: "step"; step: number; steps: number; timestep: number; elapsedMs: number; secondsPerStep: number; etaSeconds: number }
+  | { phase: "decode" }
+  | { phase: "upload"; tensors: number; totalTensors: number };
+export interface GenerateOptions {
+  prompt: string;
+  negativePrompt?: string;
+  /** Default 16. */ frames?: number;
+  /** Default 512. */ width?: number;
+  /** Default 512. */ height?: number;
+  /** Default 25. */ steps?: number;
+  /** Classifier-free guidance scale, default 7.5 (≤ 1 disables guidance). */ guidance?: number;
+  /** torch.manual_seed-compatible seed (random when neither seed nor latents are given). */
+  seed?: number | bigint | string;
+  /** Initial latents [1, 4, frames, height/8, width/8] instead of a seed. */
+  latents?: Float32Array;
+  timestepSpacing?: "linspace" | "leading" | "trailing";
+  setAlphaToOne?: boolean;
+  motionNorm?: "diffusers" | "original";
+  /** Re-uploads the weights when it differs from the loaded precision. */
+  precision?: Precision;
+  clipSkip?: number;
+  onProgress?: (p: GenerateProgress) => void;
+  /** Checked between denoising steps. */
+  signal?: AbortSignal;
+}
+export interface GenerateResult {
+  /** [frames, height, width, 3] RGB in [0, 1]. */
+  frames: Float32Array;
+  /** One RGBA image per frame (width × height × 4), for ImageData. */
+  rgba: Uint8ClampedArray[];
+  frameCount: number; width: number; height: number;
+  /** The seed used (undefined when latents were given). */
+  seed?: number | bigint;
+  timesteps: number[];
+  /** Final latents [1, 4, frames, height/8, width/8] before the VAE. */
+  latents: Float32Array;
+  timings: { totalMs: number; stepsMs: number; secondsPerStep: number };
+}
+"#;
