@@ -1,116 +1,341 @@
-// The page: WebGPU capability report and the runtime self-test (video generation UI comes
-// with the model). Plain ES module, no framework.
-import init, { GpuContext } from './pkg/animatediff_wgpu.js';
+// The page: pick models, type a prompt, watch the steps, play and export the video. The
+// engine runs in a Web Worker behind animatediff.js; this file is only UI. Settings live in
+// the URL (?prompt=…&seed=…) so a run can be shared and reproduced.
+import { createGenerator } from './animatediff.js';
 
 const $ = (id) => document.getElementById(id);
-const status = $('gpu-status');
 
-function showInfo(info) {
-  const mib = (b) => `${Math.round(b / 2 ** 20)} MiB`;
-  const rows = [
-    ['Adapter', info.adapterName || '(name hidden by the browser)'],
-    ['Type', `${info.deviceType} (${info.backend})`],
-    ['shader-f16', info.shaderF16 ? 'yes' : 'no (f32 path)'],
-    ['Max buffer', mib(info.maxBufferSize)],
-    ['Max storage binding', mib(info.maxStorageBufferBindingSize)],
-    ['Workgroup memory', `${info.maxComputeWorkgroupStorageSize / 1024} KiB`],
-    ['Invocations / workgroup', info.maxComputeInvocationsPerWorkgroup],
-  ];
-  const dl = $('gpu-info');
-  dl.replaceChildren(...rows.flatMap(([k, v]) => {
-    const dt = document.createElement('dt'); dt.textContent = k;
-    const dd = document.createElement('dd'); dd.textContent = String(v);
-    return [dt, dd];
-  }));
-  dl.hidden = false;
+const TINY_FILES = ['unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
+  'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
+  'scheduler/scheduler_config.json'];
+const PRESETS = {
+  tiny: {
+    sources: () => ({
+      model: Object.fromEntries(TINY_FILES.map((f) => [f, `fixtures/tiny/diffusers/${f}`])),
+      motion: {
+        'config.json': 'fixtures/tiny/motion_adapter/config.json',
+        'diffusion_pytorch_model.safetensors': 'fixtures/tiny/motion_adapter/diffusion_pytorch_model.safetensors',
+      },
+    }),
+    // The diffusers reference run of tests/fixtures/tiny.
+    defaults: { frames: 8, width: 192, height: 128, steps: 4, guidance: 7.5 },
+  },
+  files: { sources: localSources, defaults: { frames: 16, width: 512, height: 512, steps: 25, guidance: 7.5 } },
+};
+const SETTINGS = ['prompt', 'negative', 'seed', 'steps', 'guidance', 'frames', 'width', 'height', 'fps'];
+
+let generator = null;
+let loadedKey = null; // which sources are loaded
+let busy = null; // AbortController of the running job
+let result = null;
+let player = null;
+
+// ---- plain-words messages -------------------------------------------------------------------
+
+function showError(e) {
+  const el = $('app-error');
+  let msg = e?.message ?? String(e);
+  if (e?.name === 'NotSupportedError') msg = `WebGPU is not available: ${msg}`;
+  if (e?.name === 'DeviceLostError' || e?.name === 'EngineCrashedError') {
+    msg += ' The engine was restarted; press Generate to try again (models are reloaded).';
+    resetGenerator();
+  }
+  el.textContent = msg;
+  el.hidden = false;
 }
 
-async function main() {
-  if (!('gpu' in navigator)) {
-    status.textContent = 'This browser does not expose WebGPU (navigator.gpu is missing). ' +
-      'Use Chrome/Edge 113+, Firefox 141+ or Safari 26+, over https or localhost.';
-    status.className = 'error';
-    return;
-  }
-  await init();
-  let ctx;
-  try {
-    ctx = await GpuContext.create();
-  } catch (e) {
-    status.textContent = `Could not start WebGPU: ${e.message ?? e}`;
-    status.className = 'error';
-    return;
-  }
-  window.animatediffGpu = ctx; // for debugging from the console
-  status.textContent = 'WebGPU ready.';
-  showInfo(ctx.info());
-
-  setupKernelChecks(ctx);
-  const form = $('selftest');
-  const run = $('run');
-  const out = $('result');
-  run.disabled = false;
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const f = new FormData(form);
-    const [m, n, k, seed] = ['m', 'n', 'k', 'seed'].map((key) => Number(f.get(key)));
-    run.disabled = true;
-    out.className = '';
-    out.textContent = `Running ${m}×${n}×${k}…`;
-    try {
-      const t0 = performance.now();
-      const r = await ctx.selfTest(m, n, k, seed);
-      const ms = performance.now() - t0;
-      out.className = r.passed ? 'pass' : 'fail';
-      out.textContent = `${r.passed ? 'PASS' : 'FAIL'}: linear ${m}×${n}×${k}\n` +
-        `relative L2 error ${r.relL2Error.toExponential(2)} (tolerance ${r.tolerance.toExponential(0)}), ` +
-        `max abs error ${r.maxAbsError.toExponential(2)}\n` +
-        `${ms.toFixed(1)} ms end to end (upload, kernel, readback and the CPU check)`;
-    } catch (e) {
-      out.className = 'error';
-      out.textContent = `Error: ${e.message ?? e}`;
-    } finally {
-      run.disabled = false;
-    }
-  });
+function clearError() {
+  $('app-error').hidden = true;
 }
 
-function setupKernelChecks(ctx) {
-  const button = $('run-kernels');
-  const status = $('kernels-status');
-  const table = $('kernels');
-  button.disabled = false;
-  button.addEventListener('click', async () => {
-    button.disabled = true;
-    status.className = '';
-    status.textContent = 'Running kernel checks…';
-    try {
-      const t0 = performance.now();
-      const checks = await ctx.kernelSuite(Math.floor(Math.random() * 2 ** 31));
-      const failed = checks.filter((c) => !c.passed).length;
-      table.tBodies[0].replaceChildren(...checks.map((c) => {
-        const tr = document.createElement('tr');
-        for (const v of [c.name, c.dtype, c.relL2Error.toExponential(2), c.tolerance.toExponential(0), c.passed ? 'pass' : 'FAIL']) {
-          const td = document.createElement('td');
-          td.textContent = v;
-          tr.append(td);
+const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
+const secs = (s) => (s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`);
+
+// ---- settings <-> URL -----------------------------------------------------------------------
+
+function preset() {
+  return document.querySelector('input[name=preset]:checked').value;
+}
+
+function readURL() {
+  const q = new URLSearchParams(location.search);
+  const p = q.get('preset');
+  if (p && PRESETS[p]) document.querySelector(`input[name=preset][value=${p}]`).checked = true;
+  const d = PRESETS[preset()].defaults;
+  for (const k of ['frames', 'width', 'height', 'steps', 'guidance']) $(k).value = d[k];
+  for (const k of SETTINGS) if (q.has(k)) $(k).value = q.get(k);
+  if (q.has('precision')) $('precision').value = q.get('precision');
+}
+
+function writeURL(extra = {}) {
+  const q = new URLSearchParams();
+  q.set('preset', preset());
+  for (const k of SETTINGS) if ($(k).value !== '') q.set(k, $(k).value);
+  q.set('precision', $('precision').value);
+  for (const [k, v] of Object.entries(extra)) q.set(k, v);
+  history.replaceState(null, '', `${location.pathname}?${q}`);
+}
+
+// ---- local files ----------------------------------------------------------------------------
+
+// A folder input's files → { "relative/path": File } below the picked folder.
+function folderMap(input) {
+  const files = [...input.files];
+  if (!files.length) return undefined;
+  return Object.fromEntries(files.map((f) => [f.webkitRelativePath.split('/').slice(1).join('/') || f.name, f]));
+}
+
+function localSources() {
+  const model = $('file-model').files[0] ?? folderMap($('dir-model'));
+  const motion = $('file-motion').files[0];
+  if (!model) throw Object.assign(new Error('pick a model: a single-file checkpoint or a diffusers folder'), { name: 'InputError' });
+  if (!motion && !$('dir-model').files.length) throw Object.assign(new Error('pick a motion module (.ckpt or .safetensors)'), { name: 'InputError' });
+  return {
+    model,
+    motion,
+    vae: $('file-vae').files[0],
+    config: folderMap($('dir-config')),
+    motionConfig: $('file-motion-config').files[0],
+  };
+}
+
+function sourcesKey() {
+  if (preset() === 'tiny') return 'tiny';
+  const ids = ['file-model', 'dir-model', 'file-motion', 'file-vae', 'dir-config', 'file-motion-config'];
+  return JSON.stringify(ids.map((id) => [...$(id).files].map((f) => [f.name, f.size, f.lastModified])));
+}
+
+// ---- engine ---------------------------------------------------------------------------------
+
+async function ensureGenerator() {
+  if (!generator) {
+    generator = createGenerator();
+    generator.catch(() => { generator = null; });
+  }
+  return generator;
+}
+
+function resetGenerator() {
+  const g = generator;
+  generator = null;
+  loadedKey = null;
+  g?.then((x) => x.dispose()).catch(() => {});
+}
+
+function setBusy(controller) {
+  busy = controller;
+  $('cancel').disabled = !controller;
+  $('load').disabled = !!controller;
+  $('generate').disabled = !!controller;
+}
+
+async function loadModels() {
+  const g = await ensureGenerator();
+  const key = sourcesKey();
+  const precision = $('precision').value;
+  if (loadedKey === `${key}|${precision}`) return g;
+  const sources = PRESETS[preset()].sources();
+  const bar = $('load-progress');
+  const status = $('load-status');
+  bar.hidden = false;
+  bar.removeAttribute('value');
+  status.textContent = 'Loading models…';
+  const t0 = performance.now();
+  const info = await g.load(sources, {
+    precision,
+    signal: busy?.signal,
+    onProgress: (p) => {
+      if (p.phase === 'download') {
+        if (p.total) {
+          bar.max = p.total;
+          bar.value = p.loaded;
         }
-        tr.lastChild.className = c.passed ? 'pass' : 'fail';
-        return tr;
-      }));
-      table.hidden = false;
-      status.className = failed ? 'fail' : 'pass';
-      status.textContent = `${checks.length - failed} passed, ${failed} failed (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
-    } catch (e) {
-      status.className = 'error';
-      status.textContent = `Error: ${e.message ?? e}`;
-    } finally {
-      button.disabled = false;
-    }
+        const file = p.file.split('/').slice(-2).join('/');
+        status.textContent = `Downloading ${file}: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ''} (${mb(p.bytesPerSecond)}/s)`;
+      } else if (p.phase === 'upload') {
+        bar.max = p.totalTensors;
+        bar.value = p.tensors;
+        status.textContent = `Uploading weights to the GPU: ${p.tensors} of ${p.totalTensors} tensors`;
+      }
+    },
   });
+  loadedKey = `${key}|${precision}`;
+  bar.hidden = true;
+  status.textContent = `Loaded ${mb(info.weightBytes)} of weights (${info.precision}, ${mb(info.gpuBytes)} on the GPU) in ` +
+    `${secs((performance.now() - t0) / 1000)}. ${info.description.join('; ')}.`;
+  $('frames').max = info.maxFrames || 32;
+  return g;
 }
 
-main().catch((e) => {
-  status.textContent = `Error: ${e.message ?? e}`;
-  status.className = 'error';
-});
+function seedValue() {
+  const s = $('seed').value.trim();
+  if (s === '') return undefined;
+  if (!/^\d+$/.test(s)) throw Object.assign(new Error(`the seed must be a whole number (or empty for a random one), not "${s}"`), { name: 'InputError' });
+  return s;
+}
+
+async function generate() {
+  clearError();
+  const controller = new AbortController();
+  setBusy(controller);
+  const status = $('gen-status');
+  const bar = $('gen-progress');
+  try {
+    const seed = seedValue();
+    const g = await loadModels();
+    const opts = {
+      prompt: $('prompt').value,
+      negativePrompt: $('negative').value,
+      frames: Number($('frames').value),
+      width: Number($('width').value),
+      height: Number($('height').value),
+      steps: Number($('steps').value),
+      guidance: Number($('guidance').value),
+      seed,
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.phase === 'encode') status.textContent = 'Encoding the prompt…';
+        if (p.phase === 'decode') status.textContent = 'Decoding frames…';
+        if (p.phase === 'step') {
+          bar.max = p.steps;
+          bar.value = p.step;
+          status.textContent = `Step ${p.step} of ${p.steps} · ${p.secondsPerStep.toFixed(2)} s/step · ETA ${secs(p.etaSeconds)}`;
+        }
+      },
+    };
+    writeURL();
+    bar.hidden = false;
+    bar.value = 0;
+    status.textContent = 'Starting…';
+    const t0 = performance.now();
+    result = await g.generate(opts);
+    const total = (performance.now() - t0) / 1000;
+    status.textContent = `Done in ${secs(total)} (${result.timings.secondsPerStep.toFixed(2)} s/step).`;
+    writeURL({ seed: String(result.seed) });
+    showResult(result);
+  } catch (e) {
+    if (e?.name === 'AbortError') status.textContent = 'Cancelled.';
+    else {
+      status.textContent = '';
+      showError(e);
+    }
+  } finally {
+    bar.hidden = true;
+    setBusy(null);
+  }
+}
+
+// ---- player and export ----------------------------------------------------------------------
+
+function showResult(r) {
+  $('video').hidden = false;
+  const canvas = $('player');
+  canvas.width = r.width;
+  canvas.height = r.height;
+  canvas.style.aspectRatio = `${r.width} / ${r.height}`;
+  const ctx = canvas.getContext('2d');
+  const images = r.rgba.map((px) => new ImageData(px, r.width, r.height));
+  $('video-info').textContent = `${r.frameCount} frames, ${r.width}×${r.height}, seed ${r.seed ?? '(given latents)'}.`;
+  $('gif-link').hidden = true;
+  let frame = 0;
+  clearInterval(player?.timer);
+  const fps = () => Math.max(1, Number($('fps').value) || 8);
+  const draw = () => {
+    ctx.putImageData(images[frame], 0, 0);
+    frame = (frame + 1) % images.length;
+  };
+  draw();
+  player = { playing: true, timer: setInterval(draw, 1000 / fps()), draw, fps };
+  $('play').textContent = 'Pause';
+  $('play').setAttribute('aria-pressed', 'true');
+}
+
+function togglePlay() {
+  if (!player) return;
+  player.playing = !player.playing;
+  clearInterval(player.timer);
+  if (player.playing) player.timer = setInterval(player.draw, 1000 / player.fps());
+  $('play').textContent = player.playing ? 'Pause' : 'Play';
+  $('play').setAttribute('aria-pressed', String(player.playing));
+}
+
+async function exportGif() {
+  if (!result) return;
+  clearError();
+  try {
+    const g = await ensureGenerator();
+    const blob = await g.encodeGif(result, { fps: Number($('fps').value) || 8 });
+    const link = $('gif-link');
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(blob);
+    link.textContent = `Download the GIF (${mb(blob.size)})`;
+    link.hidden = false;
+    link.focus();
+  } catch (e) {
+    showError(e);
+  }
+}
+
+// ---- wiring ---------------------------------------------------------------------------------
+
+function main() {
+  readURL();
+  const syncPreset = () => {
+    $('local-files').hidden = preset() !== 'files';
+  };
+  syncPreset();
+  for (const r of document.querySelectorAll('input[name=preset]')) {
+    r.addEventListener('change', () => {
+      syncPreset();
+      const d = PRESETS[preset()].defaults;
+      for (const k of Object.keys(d)) $(k).value = d[k];
+      writeURL();
+    });
+  }
+  for (const k of [...SETTINGS, 'precision']) $(k).addEventListener('change', () => writeURL());
+  $('fps').addEventListener('change', () => {
+    if (player?.playing) {
+      clearInterval(player.timer);
+      player.timer = setInterval(player.draw, 1000 / player.fps());
+    }
+  });
+  $('random-seed').addEventListener('click', () => {
+    $('seed').value = String(Math.floor(Math.random() * 2 ** 32));
+    writeURL();
+  });
+  $('gen-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    generate();
+  });
+  $('model-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const controller = new AbortController();
+    setBusy(controller);
+    try {
+      await loadModels();
+    } catch (e) {
+      if (e?.name === 'AbortError') $('load-status').textContent = 'Cancelled.';
+      else {
+        $('load-status').textContent = '';
+        showError(e);
+      }
+    } finally {
+      $('load-progress').hidden = true;
+      setBusy(null);
+    }
+  });
+  $('cancel').addEventListener('click', () => busy?.abort());
+  $('play').addEventListener('click', togglePlay);
+  $('export-gif').addEventListener('click', exportGif);
+  if (!('gpu' in navigator)) {
+    showError(Object.assign(new Error('this browser does not expose WebGPU (navigator.gpu is missing). ' +
+      'Use Chrome/Edge 113+, Firefox 141+ (Windows) or Safari 26+, over https or localhost.'), { name: 'NotSupportedError' }));
+    return;
+  }
+  $('load').disabled = false;
+  $('generate').disabled = false;
+  window.animatediffApp = { ready: true, get result() { return result; } };
+}
+
+main();

@@ -1,0 +1,286 @@
+// Browser end-to-end for the generation API (www/animatediff.js → Web Worker → wasm →
+// WebGPU on SwiftShader): the bundled tiny model loaded from local URLs and from Blobs,
+// frames compared with diffusers' AnimateDiffPipeline, repeat runs, cancellation, typed
+// errors and GPU memory accounting.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openBrowser } from './harness.mjs';
+
+const PROMPT = 'a corgi running on the beach, golden hour, highly detailed';
+const NEGATIVE = 'blurry, low quality';
+// Small settings for everything but the reference run (SwiftShader decodes a 192×128 frame
+// of the tiny VAE in ~14 s).
+const SMALL = { prompt: 'a corgi', negativePrompt: 'blurry', frames: 2, width: 64, height: 64, steps: 2, guidance: 7.5 };
+
+let b;
+
+// Page-side helpers, installed once per page.
+function installHelpers() {
+  const base = 'fixtures/tiny/';
+  const diffusers = ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
+    'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
+    'scheduler/scheduler_config.json'];
+  window.tiny = {
+    model: Object.fromEntries(diffusers.map((f) => [f, `${base}diffusers/${f}`])),
+    motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
+  };
+  window.tiny.configs = Object.fromEntries(Object.entries(window.tiny.model).filter(([k]) => k.endsWith('.json')));
+  // safetensors → { name: Float32Array | BigInt64Array } (f32, f16, i64).
+  window.readSafetensors = async (url) => {
+    const buf = await (await fetch(url)).arrayBuffer();
+    const n = Number(new DataView(buf).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 8, n)));
+    const out = {};
+    const f16 = (h) => {
+      const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
+      return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
+    };
+    for (const [k, v] of Object.entries(header)) {
+      if (k === '__metadata__') continue;
+      const [a, z] = v.data_offsets;
+      const bytes = buf.slice(8 + n + a, 8 + n + z);
+      if (v.dtype === 'F32') out[k] = new Float32Array(bytes);
+      else if (v.dtype === 'I64') out[k] = new BigInt64Array(bytes);
+      else if (v.dtype === 'F16') out[k] = Float32Array.from(new Uint16Array(bytes), f16);
+    }
+    return out;
+  };
+  window.maxAbs = (a, b) => {
+    if (a.length !== b.length) return Infinity;
+    let m = 0;
+    for (let i = 0; i < a.length; i++) {
+      const d = Math.abs(a[i] - b[i]);
+      if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+    }
+    return m;
+  };
+  window.catchErr = async (p) => {
+    try {
+      await p;
+      return null;
+    } catch (e) {
+      return { name: e.name, message: e.message };
+    }
+  };
+}
+
+before(async () => {
+  b = await openBrowser();
+  await b.page.goto(b.url);
+  await b.page.evaluate(installHelpers);
+  const r = await b.page.evaluate(async () => {
+    const { createGenerator } = await import('./animatediff.js');
+    const t0 = performance.now();
+    window.g = await createGenerator();
+    const t1 = performance.now();
+    window.baseline = (await window.g.memory()).liveBytes;
+    const phases = {};
+    window.loadInfo = await window.g.load({ model: tiny.model, motion: tiny.motion }, {
+      onProgress: (p) => { phases[p.phase] = (phases[p.phase] ?? 0) + 1; window.lastLoad = p; },
+    });
+    return { createMs: t1 - t0, loadMs: performance.now() - t1, phases, info: window.g.info, loadInfo: window.loadInfo, last: window.lastLoad };
+  });
+  console.log(`create ${r.createMs.toFixed(0)} ms, load ${r.loadMs.toFixed(0)} ms; adapter ${r.info.adapterName} (${r.info.deviceType}), f16 ${r.info.shaderF16}`);
+  console.log('load:', JSON.stringify(r.loadInfo), 'progress events:', JSON.stringify(r.phases));
+  assert.ok(r.phases.download >= 4 && r.phases.open === 4 && r.phases.upload >= 2, JSON.stringify(r.phases));
+  assert.equal(r.last.phase, 'upload');
+  assert.equal(r.last.tensors, r.last.totalTensors);
+  assert.deepEqual(r.loadInfo.description, ['model: diffusers folder', 'motion: V2, diffusers naming']);
+  assert.equal(r.loadInfo.precision, 'f32');
+  assert.equal(r.loadInfo.maxFrames, 32);
+});
+
+after(async () => {
+  await b?.close();
+});
+
+test('frames match diffusers (tiny model from local URLs, fixture latents, 8 frames 192×128, 4 steps)', async () => {
+  const r = await b.page.evaluate(async ([prompt, negativePrompt]) => {
+    const ref = await readSafetensors('fixtures/tiny/reference/pipeline_diffusers.safetensors');
+    const events = [];
+    const t0 = performance.now();
+    const out = await g.generate({
+      prompt, negativePrompt, frames: 8, width: 192, height: 128, steps: 4, guidance: 7.5, latents: ref.init_latents,
+      onProgress: (p) => events.push({ ...p, at: performance.now() - t0 }),
+    });
+    // Final latents reach |x| ≈ 70: compare relatively.
+    let num = 0, den = 0;
+    for (let i = 0; i < out.latents.length; i++) {
+      num += (out.latents[i] - ref.final_latents[i]) ** 2;
+      den += ref.final_latents[i] ** 2;
+    }
+    // RGBA agrees with the float frames (round half to even of x·255, alpha 255).
+    let rgbaBad = 0;
+    const px = out.width * out.height;
+    for (let f = 0; f < out.frameCount; f++) {
+      for (let i = 0; i < px; i += 97) {
+        for (let c = 0; c < 3; c++) {
+          const want = Math.round(Math.min(1, Math.max(0, out.frames[(f * px + i) * 3 + c])) * 255);
+          if (Math.abs(out.rgba[f][i * 4 + c] - want) > 1) rgbaBad++;
+        }
+        if (out.rgba[f][i * 4 + 3] !== 255) rgbaBad++;
+      }
+    }
+    return {
+      ms: performance.now() - t0,
+      frameErr: maxAbs(out.frames, ref.frames),
+      latentsRelL2: Math.sqrt(num / den),
+      timesteps: out.timesteps,
+      refTimesteps: Array.from(ref.timesteps, Number),
+      shape: [out.frameCount, out.height, out.width, out.frames.length, out.rgba.length, out.rgba[0].length],
+      seed: out.seed,
+      timings: out.timings,
+      rgbaBad,
+      events,
+    };
+  }, [PROMPT, NEGATIVE]);
+  const steps = r.events.filter((e) => e.phase === 'step');
+  console.log(`reference run: ${(r.ms / 1000).toFixed(1)} s (steps ${(r.timings.stepsMs / 1000).toFixed(1)} s, ` +
+    `${r.timings.secondsPerStep.toFixed(2)} s/step; decode+readback ${((r.ms - r.timings.stepsMs) / 1000).toFixed(1)} s); ` +
+    `frames max abs error ${r.frameErr.toExponential(2)}, final latents rel L2 ${r.latentsRelL2.toExponential(2)}`);
+  assert.deepEqual(r.shape, [8, 128, 192, 8 * 128 * 192 * 3, 8, 128 * 192 * 4]);
+  assert.deepEqual(r.timesteps, r.refTimesteps);
+  assert.equal(r.seed, undefined);
+  assert.ok(r.frameErr <= 5e-3, `frames differ by ${r.frameErr} > 5e-3`);
+  assert.ok(r.latentsRelL2 <= 1e-3, `final latents rel L2 ${r.latentsRelL2}`);
+  assert.equal(r.rgbaBad, 0);
+  assert.deepEqual(r.events.map((e) => e.phase), ['encode', 'step', 'step', 'step', 'step', 'decode']);
+  assert.deepEqual(steps.map((s) => [s.step, s.steps]), [[1, 4], [2, 4], [3, 4], [4, 4]]);
+  assert.deepEqual(steps.map((s) => s.timestep), [999, 666, 333, 0]);
+  assert.ok(steps.every((s) => s.secondsPerStep > 0 && s.etaSeconds >= 0));
+  assert.equal(steps.at(-1).etaSeconds, 0);
+});
+
+test('generate twice: the same seed gives the same frames; no seed gives a random one, reported', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const a = await g.generate({ ...small, seed: 7 });
+    const c = await g.generate({ ...small, seed: '7' });
+    const d = await g.generate({ ...small });
+    window.seven = a.frames; // compared with the single-file model below
+    return { same: maxAbs(a.frames, c.frames), seeds: [a.seed, c.seed, d.seed], diff: maxAbs(a.frames, d.frames), ms: a.timings.totalMs };
+  }, SMALL);
+  console.log(`small run (2 frames 64×64, 2 steps): ${(r.ms / 1000).toFixed(1)} s`);
+  assert.equal(r.same, 0);
+  assert.deepEqual(r.seeds.slice(0, 2), [7, 7]);
+  assert.ok(Number.isSafeInteger(r.seeds[2]) && r.seeds[2] >= 0, String(r.seeds[2]));
+  assert.ok(r.diff > 1e-3, 'a random seed gave the same frames as seed 7');
+});
+
+test('cancel mid-generation: AbortError between steps, and the generator keeps working', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const ac = new AbortController();
+    const seen = [];
+    const t0 = performance.now();
+    const err = await catchErr(g.generate({
+      ...small, frames: 1, steps: 50, seed: 1, signal: ac.signal,
+      onProgress: (p) => { seen.push(p.step); if (p.phase === 'step' && p.step === 1) ac.abort(); },
+    }));
+    const cancelMs = performance.now() - t0;
+    const pre = new AbortController();
+    pre.abort();
+    const early = await catchErr(g.generate({ ...small, signal: pre.signal }));
+    const again = await g.generate({ ...small, seed: 7 });
+    return { err, early, cancelMs, steps: seen.filter((s) => s !== undefined), ok: maxAbs(again.frames, window.seven) };
+  }, SMALL);
+  console.log(`cancelled after ${r.steps.length} step(s) of 50 in ${(r.cancelMs / 1000).toFixed(1)} s`);
+  assert.equal(r.err?.name, 'AbortError', JSON.stringify(r.err));
+  assert.match(r.err.message, /generation was cancelled/);
+  assert.ok(r.steps.length <= 2, `ran ${r.steps.length} steps after the abort`);
+  assert.equal(r.early?.name, 'AbortError');
+  assert.equal(r.ok, 0);
+});
+
+test('LDM single file (fp16) + original .ckpt motion module from Blobs give the same video', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const file = async (path) => {
+      const blob = await (await fetch(`fixtures/tiny/${path}`)).blob();
+      return new File([blob], path.split('/').pop());
+    };
+    const { createGenerator } = await import('./animatediff.js');
+    const g2 = await createGenerator();
+    const progress = [];
+    const info = await g2.load({
+      model: await file('original/sd15_tiny_ldm_fp16.safetensors'),
+      motion: await file('original/mm_tiny_v2_fp16.ckpt'),
+      // Configs as picked files (a folder input gives relative paths under the folder's name).
+      config: Object.fromEntries(await Promise.all(Object.keys(tiny.configs).map(async (k) => [`diffusers/${k}`, await file(`diffusers/${k}`)]))),
+      motionConfig: await file('motion_adapter/config.json'),
+    }, { onProgress: (p) => progress.push(p.phase) });
+    const out = await g2.generate({ ...small, seed: 7, motionNorm: 'diffusers' });
+    await g2.dispose();
+    return { info, downloads: progress.filter((p) => p === 'download').length, err: maxAbs(out.frames, window.seven) };
+  }, SMALL);
+  console.log(`single file vs diffusers folder: max abs ${r.err.toExponential(2)}; ${JSON.stringify(r.info.description)}`);
+  assert.equal(r.downloads, 0);
+  assert.match(r.info.description.join(' '), /LDM single file/);
+  assert.match(r.info.description.join(' '), /original AnimateDiff/);
+  assert.ok(r.err <= 1e-3, `frames differ by ${r.err}`);
+});
+
+test('bad inputs are rejected with typed, plain-words errors; the generator keeps working', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const { createGenerator } = await import('./animatediff.js');
+    const errs = {
+      width: await catchErr(g.generate({ ...small, width: 96 })),
+      prompt: await catchErr(g.generate({ frames: 1 })),
+      both: await catchErr(g.generate({ ...small, seed: 1, latents: new Float32Array(4) })),
+      latents: await catchErr(g.generate({ ...small, latents: new Float32Array(5) })),
+      spacing: await catchErr(g.generate({ ...small, timestepSpacing: 'karras' })),
+      frames: await catchErr(g.generate({ ...small, frames: 40 })),
+    };
+    const g3 = await createGenerator();
+    errs.missing = await catchErr(g3.load({ model: 'fixtures/tiny/nope.safetensors', motion: tiny.motion }));
+    errs.garbage = await catchErr(g3.load({ model: new File([new Uint8Array(1000).fill(7)], 'broken.safetensors'), motion: tiny.motion }));
+    errs.notLoaded = await catchErr(g3.generate(small));
+    errs.noMotion = await catchErr(g3.load({ model: tiny.model }));
+    await g3.dispose();
+    errs.disposed = await catchErr(g3.generate(small));
+    const ok = await g.generate({ ...small, seed: 7 });
+    return { errs, ok: maxAbs(ok.frames, window.seven) };
+  }, SMALL);
+  const e = r.errs;
+  console.log(Object.entries(e).map(([k, v]) => `${k}: ${v?.name}: ${v?.message}`).join('\n'));
+  assert.equal(e.width?.name, 'InputError');
+  assert.match(e.width.message, /width.*multiple of 64/);
+  assert.match(e.prompt?.message ?? '', /prompt: is required/);
+  assert.match(e.both?.message ?? '', /either seed or latents/);
+  assert.match(e.latents?.message ?? '', /latents: has 5 values/);
+  assert.match(e.spacing?.message ?? '', /"karras" is not one of/);
+  assert.match(e.frames?.message ?? '', /exceed the motion module's 32/);
+  assert.equal(e.missing?.name, 'NetworkError');
+  assert.match(e.missing.message, /nope\.safetensors.*404.*not found/);
+  assert.equal(e.garbage?.name, 'LoadError');
+  assert.match(e.garbage.message, /broken\.safetensors/);
+  assert.equal(e.notLoaded?.name, 'InvalidStateError');
+  assert.match(e.noMotion?.message ?? '', /motion: is required/);
+  assert.equal(e.disposed?.name, 'InvalidStateError');
+  assert.equal(r.ok, 0);
+});
+
+test('GPU memory: temporaries are freed after generate, unload returns to the baseline, dispose ends the worker', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const loaded = (await g.memory()).liveBytes;
+    await g.generate({ ...small, seed: 3 });
+    const afterGen = await g.memory();
+    await g.unload();
+    const unloaded = (await g.memory()).liveBytes;
+    const notLoaded = await catchErr(g.generate(small));
+    await g.dispose();
+    const disposed = await catchErr(g.memory());
+    return { baseline: window.baseline, loaded, afterGen, unloaded, notLoaded, disposed };
+  }, SMALL);
+  console.log(`GPU memory: baseline ${r.baseline} B, loaded ${r.loaded} B, after generate ${r.afterGen.liveBytes} B (peak ${r.afterGen.peakBytes} B), unloaded ${r.unloaded} B`);
+  assert.ok(r.loaded > r.baseline + 5e6, 'the models should hold several MB');
+  assert.equal(r.afterGen.liveBytes, r.loaded);
+  assert.ok(r.afterGen.peakBytes > r.loaded);
+  assert.equal(r.unloaded, r.baseline);
+  assert.equal(r.notLoaded?.name, 'InvalidStateError');
+  assert.equal(r.disposed?.name, 'InvalidStateError');
+});
+
+test('no uncaught errors or panics on the page', () => {
+  // The one expected console error: the 404 of the missing-file check.
+  const expected = /Failed to load resource: the server responded with a status of 404/;
+  assert.deepEqual(b.errors.filter((e) => !expected.test(e)), []);
+  assert.ok(b.errors.length <= 1, b.errors.join('\n'));
+});

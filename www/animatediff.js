@@ -1,0 +1,158 @@
+// animatediff-wgpu's JS API: AnimateDiff text → video on the user's GPU. The engine (wasm +
+// WebGPU) runs in a Web Worker (worker.js next to this file); this module talks to it.
+//
+//   import { createGenerator } from './animatediff.js';
+//   const g = await createGenerator();
+//   await g.load({ model: 'https://…/sd15.safetensors', motion: 'https://…/mm_sd_v15_v2.ckpt' },
+//                { onProgress: (p) => console.log(p) });
+//   const r = await g.generate({ prompt: 'a corgi on the beach', frames: 16, steps: 25, seed: 42,
+//                                onProgress: (p) => console.log(p.step, p.steps), signal });
+//   // r.frames: Float32Array [F, H, W, 3] in [0, 1]; r.rgba: one Uint8ClampedArray per frame
+//   const gif = await g.encodeGif(r, { fps: 8 }); // Blob (image/gif)
+//   await g.dispose();
+//
+// Calls on one generator run one after another (a second generate() waits for the first).
+// Errors are Error objects with a `name` (AbortError, InputError, LoadError, NetworkError,
+// OutOfMemoryError, DeviceLostError, NotSupportedError, InvalidStateError, EngineCrashedError)
+// and a message in plain words.
+
+function namedError(name, message) {
+  const e = new Error(message);
+  e.name = name;
+  return e;
+}
+
+function abortError(what) {
+  return namedError('AbortError', `${what} was cancelled`);
+}
+
+// Resolve relative URLs against the page (the worker would resolve them against itself).
+function resolveSources(v, base) {
+  if (typeof v === 'string') return new URL(v, base).href;
+  if (v instanceof Blob || v == null || typeof v !== 'object') return v;
+  if (Array.isArray(v)) return v.map((x) => resolveSources(x, base));
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, resolveSources(x, base)]));
+}
+
+const baseURL = () => (typeof document !== 'undefined' ? document.baseURI : self.location.href);
+
+/**
+ * Start the engine worker and a WebGPU device.
+ * @param {{ allowF16?: boolean, maxBindingBytes?: number, kernels?: 'auto'|'registers'|'tiled', workerURL?: string|URL }} [opts]
+ */
+export async function createGenerator(opts = {}) {
+  if (typeof navigator === 'undefined' || !('gpu' in navigator)) {
+    throw namedError('NotSupportedError', 'this browser does not support WebGPU (navigator.gpu is missing). ' +
+      'Use Chrome/Edge 113+, Firefox 141+ (Windows) or Safari 26+, over https or localhost (in Firefox/Linux enable dom.webgpu.enabled).');
+  }
+  const { workerURL, ...gpuOpts } = opts;
+  const worker = new Worker(workerURL ?? new URL('./worker.js', import.meta.url), { type: 'module', name: 'animatediff' });
+  const pending = new Map(); // id → { resolve, reject, onProgress }
+  let nextId = 1;
+  let dead = null;
+  let queue = Promise.resolve();
+
+  const fail = (err) => {
+    dead = err;
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+    worker.terminate();
+  };
+  worker.addEventListener('error', (ev) => {
+    ev.preventDefault?.();
+    fail(namedError('EngineCrashedError', `the engine worker failed: ${ev.message || 'it could not be started (blocked by a Content-Security-Policy, or a missing pkg/ build?)'}`));
+  });
+  worker.addEventListener('messageerror', () => fail(namedError('EngineCrashedError', 'the engine worker sent an unreadable message')));
+  worker.addEventListener('message', (ev) => {
+    const { id, progress, result, error } = ev.data ?? {};
+    const p = pending.get(id);
+    if (!p) return;
+    if (progress !== undefined) {
+      try {
+        p.onProgress?.(progress);
+      } catch (e) {
+        console.warn('animatediff: onProgress threw', e);
+      }
+      return;
+    }
+    pending.delete(id);
+    if (error) {
+      const e = namedError(error.name, error.message);
+      p.reject(e);
+      if (error.fatal) fail(e);
+    } else {
+      p.resolve(result);
+    }
+  });
+
+  // One request; `signal` aborts it (the worker stops at the next safe point).
+  function call(type, args, { onProgress, signal, transfer = [] } = {}) {
+    if (dead) return Promise.reject(dead);
+    if (signal?.aborted) return Promise.reject(abortError(type === 'load' ? 'loading' : 'generation'));
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      const onAbort = () => worker.postMessage({ type: 'cancel', args: { id } });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = (f) => (v) => {
+        signal?.removeEventListener('abort', onAbort);
+        f(v);
+      };
+      pending.set(id, { resolve: done(resolve), reject: done(reject), onProgress });
+      worker.postMessage({ id, type, args }, transfer);
+    });
+  }
+
+  // Serialise the calls that use the GPU.
+  function serial(fn) {
+    const run = queue.then(fn, fn);
+    queue = run.then(() => {}, () => {});
+    return run;
+  }
+
+  const { info } = await call('create', gpuOpts).catch((e) => {
+    worker.terminate();
+    throw e;
+  });
+
+  return {
+    /** Adapter name, shader-f16, limits. */
+    info,
+    /**
+     * Load models (replaces loaded ones). Sources: URL strings, Blobs/Files, arrays of them
+     * (shards), or objects mapping a diffusers folder's relative paths to them.
+     */
+    load(sources, { onProgress, signal, precision } = {}) {
+      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision } }, { onProgress, signal }));
+    },
+    /** Generate a video; options are the CLI flags in camelCase (see GenerateOptions). */
+    generate(options = {}) {
+      const { onProgress, signal, ...rest } = options;
+      return serial(() => call('generate', rest, { onProgress, signal }));
+    },
+    /** A looping GIF of a result (or of frames given as { frames, frameCount, height, width }). */
+    async encodeGif(result, { fps = 8 } = {}) {
+      const { frames, frameCount, height, width } = result;
+      const bytes = await call('gif', { frames, frameCount, height, width, fps });
+      return new Blob([bytes], { type: 'image/gif' });
+    },
+    /** GPU memory held by the generator's buffers: { liveBytes, peakBytes, liveBuffers }. */
+    memory() {
+      return call('memory');
+    },
+    /** Free the models' GPU memory (the device stays; load() again to continue). */
+    unload() {
+      return serial(() => call('unload'));
+    },
+    /** Free the GPU device and stop the worker. */
+    async dispose() {
+      if (dead) return;
+      // Cancel whatever is running, then tear down.
+      for (const id of pending.keys()) worker.postMessage({ type: 'cancel', args: { id } });
+      try {
+        await call('dispose');
+      } finally {
+        fail(namedError('InvalidStateError', 'the generator was disposed'));
+      }
+    },
+  };
+}

@@ -1,0 +1,93 @@
+// The engine's Web Worker: hosts the wasm module and one Generator, so model loading and GPU
+// work never block the page. Spoken to by animatediff.js with messages
+//   { id, type, args }  →  { id, progress } … then { id, result } | { id, error: { name, message } }
+// and { type: 'cancel', args: { id } } to abort a running job (between denoising steps).
+import init, { Generator, encodeGif } from './pkg/animatediff_wgpu.js';
+
+const ready = init();
+let generator = null;
+let crashed = null;
+const jobs = new Map(); // id → AbortController
+
+function errorOf(e) {
+  if (e instanceof WebAssembly.RuntimeError) {
+    // A trap (a panic aborts): the module's state is gone. Every later call fails with this.
+    crashed = `the engine crashed (${e.message}); reload the page. Please report this with the settings you used.`;
+    return { name: 'EngineCrashedError', message: crashed, fatal: true };
+  }
+  return { name: e?.name ?? 'Error', message: e?.message ?? String(e) };
+}
+
+function need() {
+  if (!generator) {
+    const e = new Error('the generator is not created (or was disposed)');
+    e.name = 'InvalidStateError';
+    throw e;
+  }
+  return generator;
+}
+
+const handlers = {
+  async create(args) {
+    if (!('gpu' in navigator)) {
+      const e = new Error('this browser does not expose WebGPU to workers (navigator.gpu is missing). ' +
+        'Use Chrome/Edge 113+, Firefox 141+ (Windows) or Safari 26+, over https or localhost.');
+      e.name = 'NotSupportedError';
+      throw e;
+    }
+    generator?.dispose();
+    generator = await Generator.create(args ?? {});
+    return { info: generator.info(), memory: generator.memory() };
+  },
+  async load(args, progress, signal) {
+    return need().load(args.sources, { ...(args.options ?? {}), onProgress: progress, signal });
+  },
+  async generate(args, progress, signal) {
+    const r = await need().generate({ ...args, onProgress: progress, signal });
+    return [r, [r.frames.buffer, r.latents.buffer, ...r.rgba.map((f) => f.buffer)]];
+  },
+  async gif({ frames, frameCount, height, width, fps }) {
+    const bytes = encodeGif(frames, frameCount, height, width, fps);
+    return [bytes, [bytes.buffer]];
+  },
+  async memory() {
+    return need().memory();
+  },
+  async unload() {
+    generator?.unload();
+    return generator ? generator.memory() : null;
+  },
+  async dispose() {
+    const g = generator;
+    generator = null;
+    if (g) {
+      g.dispose();
+      g.free();
+    }
+    return null;
+  },
+};
+
+self.addEventListener('message', async (ev) => {
+  const { id, type, args } = ev.data ?? {};
+  if (type === 'cancel') {
+    jobs.get(args?.id)?.abort();
+    return;
+  }
+  const controller = new AbortController();
+  jobs.set(id, controller);
+  const progress = (p) => self.postMessage({ id, progress: p });
+  try {
+    await ready;
+    if (crashed) throw Object.assign(new Error(crashed), { name: 'EngineCrashedError' });
+    const handler = handlers[type];
+    if (!handler) throw new Error(`unknown request ${type}`);
+    const out = await handler(args, progress, controller.signal);
+    const [result, transfer] = Array.isArray(out) ? out : [out, []];
+    self.postMessage({ id, result }, transfer);
+  } catch (e) {
+    self.postMessage({ id, error: errorOf(e) });
+  } finally {
+    jobs.delete(id);
+  }
+});
