@@ -4,7 +4,9 @@
 // errors and GPU memory accounting.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser } from './harness.mjs';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { openBrowser, WWW } from './harness.mjs';
 
 const PROMPT = 'a corgi running on the beach, golden hour, highly detailed';
 const NEGATIVE = 'blurry, low quality';
@@ -276,6 +278,27 @@ test('GPU memory: temporaries are freed after generate, unload returns to the ba
   assert.equal(r.unloaded, r.baseline);
   assert.equal(r.notLoaded?.name, 'InvalidStateError');
   assert.equal(r.disposed?.name, 'InvalidStateError');
+});
+
+test('downloads go in HTTP Range chunks and reassemble byte for byte', async () => {
+  const snippets = join(WWW, 'pkg', 'snippets');
+  const [dir] = readdirSync(snippets);
+  const r = await b.page.evaluate(async (module) => {
+    const { downloadBlob } = await import(module);
+    const url = new URL('fixtures/tiny/diffusers/unet/diffusion_pytorch_model.safetensors', location.href).href;
+    const calls = [];
+    const blob = await downloadBlob(url, 300_000, undefined, (loaded, total) => calls.push([loaded, total]));
+    const whole = new Uint8Array(await (await fetch(url)).arrayBuffer());
+    const got = new Uint8Array(await blob.arrayBuffer());
+    let same = got.length === whole.length;
+    for (let i = 0; same && i < got.length; i++) same = got[i] === whole[i];
+    return { calls, size: blob.size, same };
+  }, `./pkg/snippets/${dir}/src/web/download.js`);
+  assert.equal(r.same, true);
+  assert.equal(r.size, 2264168);
+  assert.equal(r.calls.length, Math.ceil(2264168 / 300_000));
+  assert.ok(r.calls.every(([, total]) => total === 2264168));
+  assert.deepEqual(r.calls.at(-1), [2264168, 2264168]);
 });
 
 test('no uncaught errors or panics on the page', () => {
