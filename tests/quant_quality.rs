@@ -90,10 +90,15 @@ fn step_zero() -> StepZero {
 
 /// ε of the step-0 UNetMotion call with weights per `policy` (dense f32 without one).
 fn epsilon(gpu: &Gpu, s: &StepZero, policy: Option<&QuantPolicy>) -> Vec<f32> {
-    let unet = UNet::load_quantized(gpu, &s.weights, &unet_cfg(), Some((&s.motion, &motion_cfg())), DType::F32, policy).unwrap();
+    epsilon_as(gpu, s, policy, DType::F32)
+}
+
+/// [`epsilon`] with activations (and dense weights) stored as `dtype`.
+fn epsilon_as(gpu: &Gpu, s: &StepZero, policy: Option<&QuantPolicy>, dtype: DType) -> Vec<f32> {
+    let unet = UNet::load_quantized(gpu, &s.weights, &unet_cfg(), Some((&s.motion, &motion_cfg())), dtype, policy).unwrap();
     let [b, c, f, h, w] = s.shape;
-    let xt = gpu.upload_f32(&s.x, [b * f, h, w, c], "x").unwrap();
-    let ct = gpu.upload_f32(&s.ctx, s.ctx_shape, "ctx").unwrap();
+    let xt = gpu.upload_f32_as(&s.x, [b * f, h, w, c], dtype, "x").unwrap();
+    let ct = gpu.upload_f32_as(&s.ctx, s.ctx_shape, dtype, "ctx").unwrap();
     let y = unet.forward(gpu, &xt, s.t, &ct, f, &UNetOptions::default()).unwrap();
     read(gpu, &y)
 }
@@ -123,6 +128,15 @@ fn epsilon_cosine_similarity_of_quantized_unet_motion() {
         let verdict = if cos >= target { "meets" } else { "BELOW" };
         eprintln!("quality: ε cosine similarity {} vs f32 = {cos:.6} (rel L2 {:.3e}; {verdict} the issue's {target})", scheme.name(), rel_l2(&eps, &reference));
         assert!(cos >= min, "{}: ε cosine {cos} < {min}", scheme.name());
+    }
+    if gpu.info().shader_f16 {
+        // f16 activations: the storage-precision floor, and q8 weights on top of it.
+        for (what, policy) in [("f16", None), ("q8 + f16 activations", Some(QuantPolicy::new(QuantScheme::Q8)))] {
+            let eps = epsilon_as(&gpu, &s, policy.as_ref(), DType::F16);
+            let cos = cosine(&eps, &reference);
+            eprintln!("quality: ε cosine similarity {what} vs f32 = {cos:.6} (rel L2 {:.3e})", rel_l2(&eps, &reference));
+            assert!(cos >= 0.99, "{what}: ε cosine {cos}");
+        }
     }
 }
 

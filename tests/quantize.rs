@@ -400,6 +400,8 @@ fn bad_quantized_files_are_typed_errors() {
     write_quantized(&host, &QuantPolicy::new(QuantScheme::Q4), DenseDType::F16, &file, &mut |_, _| {}).unwrap();
     let e = open_pipeline(&ModelPaths { model: file.clone(), motion: tiny().join("motion_adapter"), ..Default::default() }).err().unwrap().to_string();
     assert!(e.contains("already contains its motion modules"), "{e}");
+    let e = open_pipeline(&ModelPaths { model: file.clone(), loras: vec![(tiny().join("lora/none.safetensors"), 1.0)], ..Default::default() }).err().unwrap().to_string();
+    assert!(e.contains("LoRAs cannot be merged into packed weights"), "{e}");
     let name = "unet.down_blocks.1.resnets.0.conv1.qscales";
     let offset = TensorArchive::open_path(&file).unwrap().entry(name).unwrap().offset as usize;
     let mut bytes = std::fs::read(&file).unwrap();

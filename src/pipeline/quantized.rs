@@ -233,7 +233,7 @@ mod native {
     use crate::quant::{self, QuantFormat};
 
     /// If `paths.model` is a quantized file, the pipeline it holds (its own motion modules:
-    /// `paths.motion` must be empty; a `paths.vae` is applied by the caller).
+    /// `paths.motion` and `paths.loras` must be empty; a `paths.vae` is applied by the caller).
     pub fn open_quantized_pipeline(paths: &ModelPaths) -> Result<Option<HostPipeline>> {
         let path = &paths.model;
         if !path.is_file() {
@@ -247,6 +247,12 @@ mod native {
         }
         let a = Arc::new(TensorArchive::open_path(path)?);
         let Some(m) = open_archive(a)? else { return Ok(None) };
+        if !paths.loras.is_empty() {
+            return Err(Error::input(
+                "lora",
+                format!("{} is a quantized pipeline file: LoRAs cannot be merged into packed weights; merge them when quantizing (`animatediff quantize --lora FILE[:WEIGHT]`)", path.display()),
+            ));
+        }
         if !paths.motion.as_os_str().is_empty() {
             return Err(Error::input(
                 "motion",

@@ -52,6 +52,22 @@ pub struct QuantizeArgs {
     /// Output file (safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// LoRA / MotionLoRA to merge before quantizing (repeatable; a quantized file cannot take
+    /// LoRAs later).
+    #[arg(long, value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
+    pub lora: Vec<(PathBuf, f32)>,
+}
+
+fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
+    if let Some((f, w)) = s.rsplit_once(':') {
+        if let Ok(w) = w.trim().parse::<f32>() {
+            if !w.is_finite() {
+                return Err(format!("LoRA weight `{w}` is not finite"));
+            }
+            return Ok((PathBuf::from(f), w));
+        }
+    }
+    Ok((PathBuf::from(s), 1.0))
 }
 
 fn mib(b: u64) -> f64 {
@@ -67,7 +83,7 @@ pub fn run(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => PathBuf::new(),
     };
     let no_motion = motion.as_os_str().is_empty();
-    let paths = ModelPaths { model: args.model, vae: args.vae, motion, config: args.config, motion_config: args.motion_config, ..Default::default() };
+    let paths = ModelPaths { model: args.model, vae: args.vae, motion, config: args.config, motion_config: args.motion_config, loras: args.lora };
     let host = match open_pipeline(&paths) {
         Ok(h) => h,
         Err(e) if no_motion => return Err(format!("{e}\n{}: no motion module: pass one with --motion", paths.model.display()).into()),
