@@ -8,7 +8,9 @@
 // are multiples of 4) and wrow() = w[k, co..co+4] (shaders/include/weights_*.wgsl: dense or
 // quantized).
 // GEMM view: M = N·Ho·Wo pixels × Cout outputs, K = KH·KW·Cin. Each invocation computes
-// TM pixels × 8 output channels in registers; an 8×8 workgroup covers a (8·TM)×64 tile.
+// TM pixels × 8 output channels in registers; a WGN×WGM workgroup (WGN·WGM = 64, WGN
+// invocations along the outputs: fewer for narrow layers such as the 3/4-channel conv_out)
+// covers a (WGM·TM)×(8·WGN) tile.
 // Padding is zero; out-of-range rows/columns are clamped on read and not written. f32 math.
 
 struct Params {
@@ -33,7 +35,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> residual: array<T>;
 @group(0) @binding(6) var<storage, read_write> y: array<T>;
 
-@compute @workgroup_size(8, 8, 1)
+@compute @workgroup_size(WGN, WGM, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let tile = linear_workgroup(wid, nwg);
@@ -41,8 +43,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let m_total = p.n * p.ho * p.wo;
-    let row0 = (tile / p.tiles_n) * (8u * TM) + lid.y * TM;
-    let col0 = (tile % p.tiles_n) * 64u + lid.x * 8u;
+    let row0 = (tile / p.tiles_n) * (WGM * TM) + lid.y * TM;
+    let col0 = (tile % p.tiles_n) * (8u * WGN) + lid.x * 8u;
     let cin = p.c1 + p.c2;
     // Input extent as the convolution sees it.
     var ih = p.h;

@@ -7,8 +7,8 @@ use super::weights::{WeightKind, WeightRef};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
-/// Output channels per workgroup tile (8 invocations × 8).
-const TILE_N: u64 = 64;
+/// Invocations per workgroup (WGN along output channels × WGM along pixels).
+const WG_INVOCATIONS: u64 = 64;
 /// Output pixels per invocation with vec4 loads / with scalar loads.
 const V4_ROWS: u64 = 8;
 const SCALAR_ROWS: u64 = 4;
@@ -122,8 +122,12 @@ pub fn conv2d<'w>(
     // Channel counts that are multiples of 4 (all of SD1.5) take vec4 loads of the input.
     let vec4 = c1.is_multiple_of(4) && c2.is_multiple_of(4);
     let tm = if vec4 { V4_ROWS } else { SCALAR_ROWS };
-    let tile_m = 8 * tm;
-    let spec = w.spec(spec.u32("TM", tm as u32));
+    // Narrow layers (the VAE's 3-channel and the UNet's 4-channel conv_out) would leave most
+    // of an 8×8 workgroup idle: put fewer invocations along the outputs and more along pixels.
+    let wgn: u64 = [1u64, 2, 4, 8].into_iter().find(|&g| 8 * g >= cout as u64).unwrap_or(8);
+    let wgm = WG_INVOCATIONS / wgn;
+    let (tile_n, tile_m) = (8 * wgn, wgm * tm);
+    let spec = w.spec(spec.u32("TM", tm as u32).u32("WGN", wgn as u32).u32("WGM", wgm as u32));
     let def = match (vec4, w.kind()) {
         (true, WeightKind::Dense4) => shader!("conv2d", "weights_dense4", "load_vec4"),
         (true, WeightKind::Dense) => shader!("conv2d", "weights_dense", "load_vec4"),
@@ -143,7 +147,7 @@ pub fn conv2d<'w>(
         let x2c = x2.and_then(|_| rest.next());
         let rc = residual.and_then(|_| rest.next());
         let m = ch.count * (ho * wo) as u64;
-        let tiles_n = (cout as u64).div_ceil(TILE_N);
+        let tiles_n = (cout as u64).div_ceil(tile_n);
         let tiles = m.div_ceil(tile_m) * tiles_n;
         // Indices inside the kernel are u32 over whole bindings.
         to_u32(OP, "elements", x1c.numel().max(m * cout as u64))?;
