@@ -252,6 +252,9 @@ mod native {
     }
 
     fn motion_with_config(path: &Path, config: Option<&Path>) -> Result<MotionModel> {
+        if path.as_os_str().is_empty() {
+            return Err(Error::input("motion", "a motion module is required (--motion: an AnimateDiff .ckpt/.safetensors or a MotionAdapter folder)"));
+        }
         let mut m = open_motion(path)?;
         if let Some(c) = config {
             let file = if c.is_dir() { c.join("config.json") } else { c.to_path_buf() };

@@ -8,7 +8,7 @@ use std::time::Instant;
 use animatediff_wgpu::gpu::Gpu;
 use animatediff_wgpu::model::motion::MotionNorm;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Progress};
-use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, ModelPaths, Precision};
+use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, Weights, open_pipeline, ModelPaths, Precision};
 use animatediff_wgpu::pipeline::sampler::{recipe_config, SchedulerKind};
 use animatediff_wgpu::pipeline::scheduler::TimestepSpacing;
 use animatediff_wgpu::pipeline::{gif, rng};
@@ -35,6 +35,13 @@ pub enum PrecisionArg {
     F16,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum WeightsArg {
+    Dense,
+    Q8,
+    Q4,
+}
+
 #[derive(Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
@@ -45,9 +52,10 @@ pub struct GenerateArgs {
     /// VAE file or diffusers folder (for "noVAE" checkpoints, or to replace the model's).
     #[arg(long)]
     pub vae: Option<PathBuf>,
-    /// Motion module: original AnimateDiff .ckpt/.safetensors, diffusers file or MotionAdapter folder.
+    /// Motion module: original AnimateDiff .ckpt/.safetensors, diffusers file or MotionAdapter
+    /// folder (not with a file from `animatediff quantize`, which holds its own).
     #[arg(long)]
-    pub motion: PathBuf,
+    pub motion: Option<PathBuf>,
     /// diffusers folder with unet/vae/text_encoder configs for a single-file model (what
     /// shapes cannot tell, e.g. attention heads); SD1.5's values otherwise.
     #[arg(long)]
@@ -102,6 +110,10 @@ pub struct GenerateArgs {
     /// Weights/activations of the UNet and text encoder (the VAE always runs in f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
+    /// GEMM weights of the UNet, motion modules and text encoder: dense (in --precision) or
+    /// quantized on load on the GPU (q8: int8; q4: int4 groups, see the policy table).
+    #[arg(long, value_enum, default_value = "dense")]
+    pub weights: WeightsArg,
     /// diffusers' clip_skip (A1111 "CLIP skip 2" = 1).
     #[arg(long, default_value_t = 0)]
     pub clip_skip: usize,
@@ -173,7 +185,7 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     let loras = a.lora.iter().chain(&a.motion_lora).cloned().collect();
     // `..Default::default()`: ModelPaths grows without breaking this call.
     #[allow(clippy::needless_update)]
-    let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone(), config: a.config.clone(), motion_config: a.motion_config.clone(), loras, ..Default::default() };
+    let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone().unwrap_or_default(), config: a.config.clone(), motion_config: a.motion_config.clone(), loras, ..Default::default() };
     let host = open_pipeline(&paths)?;
     for line in &host.description {
         eprintln!("{line}");
@@ -226,7 +238,12 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
         PrecisionArg::F32 => Precision::F32,
         PrecisionArg::F16 => Precision::F16,
     };
-    let models = build_models(&gpu, &host.components(), precision)?;
+    let weights = match a.weights {
+        WeightsArg::Dense => Weights::Dense,
+        WeightsArg::Q8 => Weights::Q8,
+        WeightsArg::Q4 => Weights::Q4,
+    };
+    let models = build_models_with(&gpu, &host.components(), precision, weights)?;
     models.validate(&p)?;
     eprintln!("loaded in {:.1} s; GPU memory {:.1} MiB", t0.elapsed().as_secs_f64(), gpu.memory().live_bytes as f64 / (1 << 20) as f64);
     let out = pollster::block_on(models.generate(&gpu, &p, &mut progress_bar))?;
