@@ -202,3 +202,35 @@ fn time_embedding_matches_diffusers() {
         assert_close(&format!("time_embedding {dtype}"), &read(&gpu, &y), &get(&comp, "time_embedding.out").data, tol);
     }
 }
+
+/// Motion scale multiplies K (ComfyUI-AnimateDiff-Evolved): the same as loading the module
+/// with both `to_k` weights (no bias) scaled.
+#[test]
+fn motion_scale_equals_scaled_key_weights() {
+    let gpu = gpu();
+    let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
+    let w = read_safetensors(&tiny().join("motion_adapter/diffusion_pytorch_model.safetensors"));
+    let mut scaled = w.clone();
+    for (k, t) in scaled.tensors.iter_mut() {
+        if k.starts_with("down_blocks.1.motion_modules.0.") && k.ends_with("to_k.weight") {
+            t.data.iter_mut().for_each(|v| *v *= 1.5);
+        }
+    }
+    let x = get(&comp, "motion_module.in");
+    let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let xt = gpu.upload_f32(&layout::nchw_to_nhwc(&x.data, n, c, h, wd), [n, h, wd, c], "x").unwrap();
+    let run = |src: &animatediff_wgpu::load::MapSource, s: f32| {
+        let root = Loader::new(&gpu, src, DType::F32);
+        let p = root.child("down_blocks.1.motion_modules.0");
+        let mm = MotionModule::load(&root.at(&p), c, 2, 4, 32).unwrap();
+        let mut bt = gpu.batch("mm");
+        let y = mm.forward_scaled(&mut bt, &xt, 8, MotionNorm::Diffusers, s).unwrap();
+        bt.submit().unwrap();
+        read(&gpu, &y)
+    };
+    let plain = run(&w, 1.0);
+    let want = run(&scaled, 1.0);
+    let got = run(&w, 1.5);
+    assert_close("motion scale 1.5", &got, &want, F32_TOL);
+    assert!(rel_l2(&plain, &want) > 1e-3, "scaling K must change the output");
+}

@@ -58,6 +58,15 @@ impl MotionModule {
 
     /// `x [B·F, H, W, C]` with `frames` = F.
     pub fn forward(&self, bt: &mut Batch<'_>, x: &Tensor, frames: usize, mode: MotionNorm) -> Result<Tensor> {
+        self.forward_scaled(bt, x, frames, mode, 1.0)
+    }
+
+    /// [`MotionModule::forward`] with K scaled by `motion_scale` in both temporal attentions
+    /// (`softmax(q·(s·k)ᵀ/√d)` = the attention with its softmax scale multiplied by `s`).
+    pub fn forward_scaled(&self, bt: &mut Batch<'_>, x: &Tensor, frames: usize, mode: MotionNorm, motion_scale: f32) -> Result<Tensor> {
+        if !motion_scale.is_finite() {
+            return Err(crate::Error::input("motion scale", format!("{motion_scale} is not finite")));
+        }
         if frames > self.max_len {
             return Err(crate::Error::input("frames", format!("{frames} frames exceed this motion module's {} position encodings (use context windows)", self.max_len)));
         }
@@ -75,7 +84,7 @@ impl MotionModule {
             let n = norm.layer(bt, LN_EPS, &h)?;
             let npe = super::nn::alloc(bt.gpu(), n.dims(), n.dtype(), "motion.pe_add")?;
             ops::add(bt, &n, &pe, Broadcast::Periodic { period: frames as u32, positions: positions as u32 }, &npe)?;
-            h = attn.self_attention(bt, &npe, Tokens::Frames { frames }, Some(&h))?;
+            h = attn.self_attention_scaled(bt, &npe, Tokens::Frames { frames }, Some(&h), motion_scale)?;
         }
         let n = self.norm3.layer(bt, LN_EPS, &h)?;
         let h = self.ff.run(bt, &n, &h)?;

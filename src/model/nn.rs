@@ -253,6 +253,12 @@ impl MultiHeadAttention {
     /// Self-attention over `x [S, T, C]` (or frame-major for [`Tokens::Frames`]);
     /// returns `to_out(attn) + residual`.
     pub fn self_attention(&self, bt: &mut Batch<'_>, x: &Tensor, tokens: Tokens, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.self_attention_scaled(bt, x, tokens, residual, 1.0)
+    }
+
+    /// [`MultiHeadAttention::self_attention`] with the softmax scale multiplied by
+    /// `score_scale` (= scaling K, the motion modules' "motion scale").
+    pub fn self_attention_scaled(&self, bt: &mut Batch<'_>, x: &Tensor, tokens: Tokens, residual: Option<&Tensor>, score_scale: f32) -> Result<Tensor> {
         let q = self.to_q.run(bt, x, None)?;
         let k = self.to_k.run(bt, x, None)?;
         let v = self.to_v.run(bt, x, None)?;
@@ -274,6 +280,7 @@ impl MultiHeadAttention {
                 self.problem(videos * positions, frames, frames, layout, layout, 1, false)
             }
         };
+        let a = Attention { scale: a.scale * score_scale, ..a };
         let o = alloc(bt.gpu(), q.dims(), q.dtype(), "attention")?;
         ops::attention(bt, &a, &q, &k, &v, &o)?;
         self.to_out.run(bt, &o, residual)

@@ -14,13 +14,22 @@ use crate::load::WeightSource;
 use crate::ops::{self, timestep_embedding, Activation, Conv2d, NormDomain};
 use crate::{Error, Result};
 
-/// Forward-pass semantics that differ between implementations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Forward-pass semantics that differ between implementations, and motion controls.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UNetOptions {
     /// Motion-module GroupNorm domain (diffusers: joint over frames; original: per frame).
     pub motion_norm: MotionNorm,
     /// Original AnimateDiff v1: ResNet and `conv_norm_out` GroupNorms jointly over frames.
     pub joint_resnet_norm: bool,
+    /// Motion scale (ComfyUI-AnimateDiff-Evolved's `scale_multival`): multiplies K in every
+    /// temporal attention, sharpening (> 1) or flattening (< 1) the softmax over frames.
+    pub motion_scale: f32,
+}
+
+impl Default for UNetOptions {
+    fn default() -> UNetOptions {
+        UNetOptions { motion_norm: MotionNorm::Diffusers, joint_resnet_norm: false, motion_scale: 1.0 }
+    }
 }
 
 struct DownBlock {
@@ -252,7 +261,7 @@ impl UNet {
         let kv_div = n / cd[0];
         let motion = |bt: &mut Batch<'_>, mm: Option<&MotionModule>, x: Tensor| -> Result<Tensor> {
             match mm {
-                Some(mm) => mm.forward(bt, &x, frames, opts.motion_norm),
+                Some(mm) => mm.forward_scaled(bt, &x, frames, opts.motion_norm, opts.motion_scale),
                 None => Ok(x),
             }
         };

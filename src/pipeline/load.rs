@@ -92,9 +92,9 @@ pub fn build_models_with(gpu: &Gpu, c: &Components<'_>, precision: Precision, we
 /// `MotionAdapter`s follow diffusers' `UNetMotionModel` (motion norm joint over frames).
 pub fn default_unet_options(motion: &MotionModel) -> UNetOptions {
     if motion.original_naming {
-        UNetOptions { motion_norm: MotionNorm::Original, joint_resnet_norm: motion.version == MotionVersion::V1 }
+        UNetOptions { motion_norm: MotionNorm::Original, joint_resnet_norm: motion.version == MotionVersion::V1, ..UNetOptions::default() }
     } else {
-        UNetOptions { motion_norm: MotionNorm::Diffusers, joint_resnet_norm: false }
+        UNetOptions { motion_norm: MotionNorm::Diffusers, joint_resnet_norm: false, ..UNetOptions::default() }
     }
 }
 

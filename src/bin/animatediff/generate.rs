@@ -107,6 +107,9 @@ pub struct GenerateArgs {
     /// the loaded motion module's family (original files → original).
     #[arg(long, value_enum)]
     pub motion_norm: Option<NormArg>,
+    /// Motion scale: multiplies K in the temporal attentions (> 1 sharper, < 1 smoother motion).
+    #[arg(long, default_value_t = 1.0)]
+    pub motion_scale: f32,
     /// Weights/activations of the UNet and text encoder (the VAE always runs in f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
@@ -211,6 +214,7 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     p.negative_prompt = a.negative_prompt.clone();
     (p.frames, p.width, p.height, p.steps, p.guidance_scale, p.clip_skip) = (a.frames, a.width, a.height, a.steps, a.guidance, a.clip_skip);
     p.unet = default_unet_options(&host.motion);
+    p.unet.motion_scale = a.motion_scale;
     if let Some(n) = a.motion_norm {
         p.unet.motion_norm = match n {
             NormArg::Diffusers => MotionNorm::Diffusers,
