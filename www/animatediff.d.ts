@@ -30,7 +30,7 @@ export interface AnimateDiffGenerator {
   /** Adapter name, shader-f16, limits. */
   readonly info: GpuInfo;
   /** Load models (replacing loaded ones). */
-  load(sources: ModelSources, options?: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; precision?: Precision }): Promise<LoadInfo>;
+  load(sources: ModelSources, options?: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; precision?: Precision; weights?: 'dense' | 'q8' | 'q4' }): Promise<LoadInfo>;
   /** Generate a video (calls on one generator run one after another). */
   generate(options: GenerateOptions): Promise<GenerateResult>;
   /** A looping GIF (image/gif Blob) of a result. */

@@ -121,8 +121,8 @@ export async function createGenerator(opts = {}) {
      * Load models (replaces loaded ones). Sources: URL strings, Blobs/Files, arrays of them
      * (shards), or objects mapping a diffusers folder's relative paths to them.
      */
-    load(sources, { onProgress, signal, precision } = {}) {
-      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision } }, { onProgress, signal }));
+    load(sources, { onProgress, signal, precision, weights } = {}) {
+      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights } }, { onProgress, signal }));
     },
     /** Generate a video; options are the CLI flags in camelCase (see GenerateOptions). */
     generate(options = {}) {

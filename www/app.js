@@ -64,7 +64,7 @@ function readURL() {
   const d = PRESETS[preset()].defaults;
   for (const k of ['frames', 'width', 'height', 'steps', 'guidance']) $(k).value = d[k];
   for (const k of SETTINGS) if (q.has(k)) $(k).value = q.get(k);
-  if (q.has('precision')) $('precision').value = q.get('precision');
+  for (const k of ['precision', 'weights']) if (q.has(k)) $(k).value = q.get(k);
 }
 
 function writeURL(extra = {}) {
@@ -72,6 +72,7 @@ function writeURL(extra = {}) {
   q.set('preset', preset());
   for (const k of SETTINGS) if ($(k).value !== '') q.set(k, $(k).value);
   q.set('precision', $('precision').value);
+  q.set('weights', $('weights').value);
   for (const [k, v] of Object.entries(extra)) q.set(k, v);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
@@ -133,7 +134,8 @@ async function loadModels() {
   const g = await ensureGenerator();
   const key = sourcesKey();
   const precision = $('precision').value;
-  if (loadedKey === `${key}|${precision}`) return g;
+  const weights = $('weights').value;
+  if (loadedKey === `${key}|${precision}|${weights}`) return g;
   const sources = PRESETS[preset()].sources();
   const bar = $('load-progress');
   const status = $('load-status');
@@ -143,6 +145,7 @@ async function loadModels() {
   const t0 = performance.now();
   const info = await g.load(sources, {
     precision,
+    weights,
     signal: busy?.signal,
     onProgress: (p) => {
       if (p.phase === 'download') {
@@ -159,9 +162,9 @@ async function loadModels() {
       }
     },
   });
-  loadedKey = `${key}|${precision}`;
+  loadedKey = `${key}|${precision}|${weights}`;
   bar.hidden = true;
-  status.textContent = `Loaded ${mb(info.weightBytes)} of weights (${info.precision}, ${mb(info.gpuBytes)} on the GPU) in ` +
+  status.textContent = `Loaded ${mb(info.weightBytes)} of weights (${info.precision}, ${info.weights}, ${mb(info.gpuBytes)} on the GPU) in ` +
     `${secs((performance.now() - t0) / 1000)}. ${info.description.join('; ')}.`;
   $('frames').max = info.maxFrames || 32;
   return g;
@@ -292,7 +295,7 @@ function main() {
       writeURL();
     });
   }
-  for (const k of [...SETTINGS, 'precision']) $(k).addEventListener('change', () => writeURL());
+  for (const k of [...SETTINGS, 'precision', 'weights']) $(k).addEventListener('change', () => writeURL());
   $('fps').addEventListener('change', () => {
     if (player?.playing) {
       clearInterval(player.timer);

@@ -19,7 +19,7 @@ use crate::load::{HostTensor, LoadResult, WeightSource};
 use crate::model::motion::MotionNorm;
 use crate::pipeline::generate::{GenerateParams, InitLatents, Models};
 use crate::pipeline::gif;
-use crate::pipeline::load::{build_models, default_unet_options, Components, Precision};
+use crate::pipeline::load::{build_models_with, default_unet_options, Components, Precision, Weights};
 use crate::pipeline::scheduler::TimestepSpacing;
 use crate::Error;
 
@@ -27,6 +27,8 @@ struct Inner {
     gpu: Gpu,
     host: RefCell<Option<Rc<HostPipeline>>>,
     models: RefCell<Option<(Rc<Models>, Precision)>>,
+    /// GEMM weight storage chosen at load (re-uploads keep it).
+    weights: Cell<Weights>,
     busy: Cell<bool>,
     disposed: Cell<bool>,
 }
@@ -80,6 +82,22 @@ fn parse_precision(v: Option<String>, gpu: &Gpu) -> Precision {
     }
 }
 
+fn parse_weights(v: Option<String>) -> Weights {
+    match v.as_deref() {
+        Some("q8") => Weights::Q8,
+        Some("q4") => Weights::Q4,
+        _ => Weights::Dense,
+    }
+}
+
+fn weights_name(w: Weights) -> &'static str {
+    match w {
+        Weights::Dense => "dense",
+        Weights::Q8 => "q8",
+        Weights::Q4 => "q4",
+    }
+}
+
 fn precision_name(p: Precision) -> &'static str {
     match p {
         Precision::F32 => "f32",
@@ -113,7 +131,8 @@ impl WeightSource for Counted<'_> {
     }
 }
 
-/// Upload the host weights in `precision` (synchronous reads from the Blobs; progress per tensor).
+/// Upload the host weights in `precision`, GEMM weights quantized per `inner.weights`
+/// (synchronous reads from the Blobs; progress per tensor).
 async fn upload(inner: &Inner, host: &HostPipeline, precision: Precision, on_progress: Option<&Function>, signal: Option<&web_sys::AbortSignal>) -> WebResult<Models> {
     // Free the previous models first: two pipelines may not fit.
     inner.models.borrow_mut().take();
@@ -137,7 +156,7 @@ async fn upload(inner: &Inner, host: &HostPipeline, precision: Precision, on_pro
     let vae = Counted { inner: &host.vae, tick: &tick };
     let te = Counted { inner: &host.text_encoder, tick: &tick };
     let c = host.components();
-    let models = build_models(&inner.gpu, &Components { unet: &unet, vae: &vae, text_encoder: &te, ..c }, precision)?;
+    let models = build_models_with(&inner.gpu, &Components { unet: &unet, vae: &vae, text_encoder: &te, ..c }, precision, inner.weights.get())?;
     // Surface asynchronous GPU errors (out of memory) now rather than at the first step.
     inner.gpu.sync().await?;
     report(on_progress, &phase(total));
@@ -296,7 +315,7 @@ impl Generator {
         };
         future_to_promise(async move {
             let gpu = Gpu::new(opts).await.map_err(|e| WebError::from(e).to_js())?;
-            let inner = Rc::new(Inner { gpu, host: RefCell::new(None), models: RefCell::new(None), busy: Cell::new(false), disposed: Cell::new(false) });
+            let inner = Rc::new(Inner { gpu, host: RefCell::new(None), models: RefCell::new(None), weights: Cell::new(Weights::Dense), busy: Cell::new(false), disposed: Cell::new(false) });
             Ok(Generator { inner }.into())
         })
     }
@@ -315,7 +334,7 @@ impl Generator {
 
     /// Load models (replacing any loaded ones). Sources are URL strings, Blobs/Files, arrays of
     /// them (shards) or, for diffusers folders, objects mapping relative paths to them.
-    /// Options: `{ precision?: "f32" | "f16" | "auto", onProgress?, signal? }`.
+    /// Options: `{ precision?: "f32" | "f16" | "auto", weights?: "dense" | "q8" | "q4", onProgress?, signal? }`.
     #[wasm_bindgen(unchecked_return_type = "Promise<LoadInfo>")]
     pub fn load(
         &self,
@@ -336,6 +355,7 @@ impl Generator {
         let o = Opts(options);
         o.check_object("options")?;
         let precision = parse_precision(o.choice("precision", &["f32", "f16", "auto"])?, &inner.gpu);
+        let weights = parse_weights(o.choice("weights", &["dense", "q8", "q4"])?);
         let signal = o.signal()?;
         let on_progress = o.function("onProgress")?;
         let sources = Sources::parse(sources)?;
@@ -343,6 +363,7 @@ impl Generator {
             return Err(WebError::aborted("loading"));
         }
         inner.unload();
+        inner.weights.set(weights);
         let f = Fetcher::new(signal.clone(), on_progress.clone());
         let host = Rc::new(open_pipeline(&f, &sources).await?);
         let models = upload(inner, &host, precision, on_progress.as_ref(), signal.as_ref()).await?;
@@ -357,6 +378,7 @@ impl Generator {
         Ok(object(&[
             ("description", desc.into()),
             ("precision", precision_name(precision).into()),
+            ("weights", weights_name(weights).into()),
             ("weightBytes", host.bytes.into()),
             ("gpuBytes", (inner.gpu.memory().live_bytes as f64).into()),
             ("maxFrames", (max_frames as f64).into()),
@@ -503,11 +525,13 @@ export type LoadProgress =
 export interface LoadOptions {
   /** Weight storage type: f32 (default, as the CLI), f16 (needs shader-f16), auto (f16 when available). */
   precision?: Precision;
+  /** GEMM weights of the UNet, motion modules and text encoder: dense (default), or int8 / int4 quantized on the GPU at load (less memory). */
+  weights?: "dense" | "q8" | "q4";
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
 }
 export interface LoadInfo {
-  description: string[]; precision: "f32" | "f16"; weightBytes: number; gpuBytes: number;
+  description: string[]; precision: "f32" | "f16"; weights: "dense" | "q8" | "q4"; weightBytes: number; gpuBytes: number;
   maxFrames: number; sizeMultiple: number; motionVersion: string; loadMs: number;
 }
 export type GenerateProgress =

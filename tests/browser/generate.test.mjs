@@ -219,6 +219,38 @@ test('LDM single file (fp16) + original .ckpt motion module from Blobs give the 
   assert.ok(r.err <= 1e-3, `frames differ by ${r.err}`);
 });
 
+test('int8 / int4 weights quantized on load: less GPU memory, a valid video', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const { createGenerator } = await import('./animatediff.js');
+    const out = {};
+    window.seven ??= (await g.generate({ ...small, seed: 7 })).frames;
+    for (const weights of ['q8', 'q4']) {
+      const gq = await createGenerator();
+      const info = await gq.load({ model: tiny.model, motion: tiny.motion }, { weights });
+      const v = await gq.generate({ ...small, seed: 7 });
+      await gq.dispose();
+      let se = 0;
+      for (let i = 0; i < v.frames.length; i++) se += (v.frames[i] - window.seven[i]) ** 2;
+      out[weights] = {
+        weights: info.weights, gpuBytes: info.gpuBytes, psnr: 10 * Math.log10(v.frames.length / se),
+        inRange: v.frames.every((x) => x >= 0 && x <= 1),
+      };
+    }
+    return { dense: loadInfo.gpuBytes, ...out };
+  }, SMALL);
+  // Random tiny weights under CFG 7.5 amplify quantization error: the quality bar lives in
+  // tests/quant_quality.rs; here the browser path must run and give a valid video.
+  console.log(`GPU bytes: dense ${r.dense}, q8 ${r.q8.gpuBytes}, q4 ${r.q4.gpuBytes}; PSNR vs dense frames: q8 ${r.q8.psnr.toFixed(1)} dB, q4 ${r.q4.psnr.toFixed(1)} dB`);
+  for (const w of ['q8', 'q4']) {
+    assert.equal(r[w].weights, w);
+    assert.equal(r[w].inRange, true);
+    assert.ok(r[w].gpuBytes < r.dense, `${w}: ${r[w].gpuBytes} B ≥ dense ${r.dense} B`);
+    assert.ok(Number.isFinite(r[w].psnr), `${w}: identical to dense?`);
+  }
+  assert.ok(r.q8.psnr > r.q4.psnr, 'q8 should be closer to dense than q4');
+  assert.ok(r.q4.gpuBytes <= r.q8.gpuBytes);
+});
+
 test('bad inputs are rejected with typed, plain-words errors; the generator keeps working', async () => {
   const r = await b.page.evaluate(async (small) => {
     const { createGenerator } = await import('./animatediff.js');

@@ -74,7 +74,7 @@ test('the tiny preset generates from URL settings: progress, player, GIF export,
   const statuses = await p.evaluate(() => window.statuses);
   assert.ok(statuses.some((s) => /^Step 1 of 2 · [\d.]+ s\/step · ETA [\d.]+ s$/.test(s)), statuses.join(' | '));
   assert.ok(statuses.some((s) => /^Step 2 of 2 /.test(s)));
-  assert.match(await p.textContent('#load-status'), /^Loaded 8\.1 MB of weights \(f32/);
+  assert.match(await p.textContent('#load-status'), /^Loaded 8\.1 MB of weights \(f32, dense/);
   assert.match(await p.textContent('#video-info'), /2 frames, 64×64, seed 5/);
   const url = new URL(p.url());
   assert.equal(url.searchParams.get('seed'), '5');
