@@ -22,7 +22,7 @@ const PRESETS = {
   },
   files: { sources: localSources, defaults: { frames: 16, width: 512, height: 512, steps: 25, guidance: 7.5 } },
 };
-const SETTINGS = ['prompt', 'negative', 'seed', 'steps', 'guidance', 'frames', 'width', 'height', 'fps'];
+const SETTINGS = ['prompt', 'negative', 'seed', 'steps', 'guidance', 'frames', 'width', 'height', 'fps', 'scheduler'];
 
 let generator = null;
 let loadedKey = null; // which sources are loaded
@@ -194,6 +194,7 @@ async function generate() {
       height: Number($('height').value),
       steps: Number($('steps').value),
       guidance: Number($('guidance').value),
+      scheduler: $('scheduler').value || undefined,
       seed,
       signal: controller.signal,
       onProgress: (p) => {

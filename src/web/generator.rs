@@ -20,6 +20,7 @@ use crate::model::motion::MotionNorm;
 use crate::pipeline::generate::{GenerateParams, InitLatents, Models};
 use crate::pipeline::gif;
 use crate::pipeline::load::{build_models_with, default_unet_options, Components, Precision, Weights};
+use crate::pipeline::sampler::{recipe_config, SchedulerKind};
 use crate::pipeline::scheduler::TimestepSpacing;
 use crate::Error;
 
@@ -203,7 +204,17 @@ fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Op
     let o = Opts(o);
     o.check_object("options")?;
     let prompt = o.string("prompt")?.ok_or_else(|| WebError::input("prompt", "is required"))?;
-    let mut sched = host.scheduler.clone();
+    let kind = match o.choice("scheduler", &["ddim", "euler", "lcm"])?.as_deref() {
+        Some("euler") => Some(SchedulerKind::Euler),
+        Some("lcm") => Some(SchedulerKind::Lcm),
+        Some(_) => Some(SchedulerKind::Ddim),
+        None => None,
+    };
+    // As the CLI: a named scheduler applies its usual recipe to the model's config.
+    let mut sched = match kind {
+        Some(k) => recipe_config(&host.scheduler, k),
+        None => host.scheduler.clone(),
+    };
     if let Some(s) = o.choice("timestepSpacing", &["linspace", "leading", "trailing"])? {
         sched.timestep_spacing = match s.as_str() {
             "linspace" => TimestepSpacing::Linspace,
@@ -215,6 +226,9 @@ fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Op
         sched.set_alpha_to_one = v;
     }
     let mut p = GenerateParams::new(prompt, sched);
+    if let Some(k) = kind {
+        p.scheduler_kind = k;
+    }
     p.negative_prompt = o.string("negativePrompt")?.unwrap_or_default();
     p.frames = o.integer("frames", 1, 1024)?.unwrap_or(p.frames);
     p.width = o.integer("width", 8, 2048)?.unwrap_or(p.width);
@@ -223,6 +237,7 @@ fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Op
     p.guidance_scale = o.number("guidance")?.map(|g| g as f32).unwrap_or(p.guidance_scale);
     p.clip_skip = o.integer("clipSkip", 0, 64)?.unwrap_or(0);
     p.unet = default_unet_options(&host.motion);
+    p.unet.motion_scale = o.number("motionScale")?.map(|v| v as f32).unwrap_or(p.unet.motion_scale);
     if let Some(n) = o.choice("motionNorm", &["diffusers", "original"])? {
         p.unet.motion_norm = if n == "original" { MotionNorm::Original } else { MotionNorm::Diffusers };
     }
@@ -390,7 +405,8 @@ impl Generator {
 
     /// Generate a video. Options are the CLI's flags in camelCase with its defaults (`prompt`,
     /// `negativePrompt`, `frames` 16, `width`/`height` 512, `steps` 25, `guidance` 7.5, `seed` |
-    /// `latents`, `timestepSpacing`, `setAlphaToOne`, `motionNorm`, `precision`, `clipSkip`) plus
+    /// `latents`, `scheduler`, `timestepSpacing`, `setAlphaToOne`, `motionNorm`, `motionScale`,
+    /// `precision`, `clipSkip`) plus
     /// `onProgress` and `signal` (checked between steps).
     #[wasm_bindgen(unchecked_return_type = "Promise<GenerateResult>")]
     pub fn generate(
@@ -551,9 +567,13 @@ export interface GenerateOptions {
   seed?: number | bigint | string;
   /** Initial latents [1, 4, frames, height/8, width/8] instead of a seed. */
   latents?: Float32Array;
+  /** DDIM (default, the model's scheduler config), Euler discrete (AnimateDiff-Lightning recipe: trailing spacing) or LCM (AnimateLCM). */
+  scheduler?: "ddim" | "euler" | "lcm";
   timestepSpacing?: "linspace" | "leading" | "trailing";
   setAlphaToOne?: boolean;
   motionNorm?: "diffusers" | "original";
+  /** Strength of the motion modules' temporal attention (K scale), default 1. */
+  motionScale?: number;
   /** Re-uploads the weights when it differs from the loaded precision. */
   precision?: Precision;
   clipSkip?: number;

@@ -168,6 +168,32 @@ test('generate twice: the same seed gives the same frames; no seed gives a rando
   assert.ok(r.diff > 1e-3, 'a random seed gave the same frames as seed 7');
 });
 
+test('schedulers (Euler for Lightning, LCM) and motionScale; DDIM is the default', async () => {
+  const r = await b.page.evaluate(async (small) => {
+    const out = {};
+    for (const scheduler of [undefined, 'ddim', 'euler', 'lcm']) {
+      const v = await g.generate({ ...small, frames: 1, seed: 3, scheduler });
+      out[scheduler ?? 'default'] = { timesteps: v.timesteps, inRange: v.frames.every((x) => x >= 0 && x <= 1), frames: v.frames };
+    }
+    // Over two frames (one frame's temporal softmax is 1 whatever the scale).
+    const base = await g.generate({ ...small, seed: 3 });
+    const scaled = await g.generate({ ...small, seed: 3, motionScale: 1.5 });
+    const unchanged = await g.generate({ ...small, seed: 3, motionScale: 1 });
+    out.motionScale = { changed: maxAbs(scaled.frames, base.frames), same: maxAbs(unchanged.frames, base.frames) };
+    for (const v of Object.values(out)) delete v.frames;
+    return out;
+  }, SMALL);
+  console.log(`timesteps: ${['default', 'ddim', 'euler', 'lcm'].map((k) => `${k} ${r[k].timesteps.join(',')}`).join('; ')}; ` +
+    `motionScale 1.5 moves frames by ${r.motionScale.changed.toExponential(2)}`);
+  assert.deepEqual(r.default, r.ddim);
+  assert.deepEqual(r.ddim.timesteps, [999, 0]);
+  assert.deepEqual(r.euler.timesteps, [999, 499]);
+  assert.equal(r.lcm.timesteps.length, 2);
+  for (const k of ['default', 'ddim', 'euler', 'lcm']) assert.equal(r[k].inRange, true);
+  assert.equal(r.motionScale.same, 0);
+  assert.ok(r.motionScale.changed > 1e-4, `motionScale 1.5 changed nothing (${r.motionScale.changed})`);
+});
+
 test('cancel mid-generation: AbortError between steps, and the generator keeps working', async () => {
   const r = await b.page.evaluate(async (small) => {
     const ac = new AbortController();
