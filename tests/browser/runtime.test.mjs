@@ -9,7 +9,7 @@ let b;
 before(async () => {
   b = await openBrowser();
   await b.page.goto(b.url);
-  await b.page.waitForFunction(() => window.animatediffGpu !== undefined || document.querySelector('.error'), null, { timeout: 60_000 });
+  await b.page.waitForFunction(() => window.animatediffGpu !== undefined || document.querySelector('#gpu-status.error'), null, { timeout: 60_000 });
   const err = await b.page.$eval('#gpu-status', (el) => (el.className === 'error' ? el.textContent : ''));
   assert.equal(err, '', `the page could not start WebGPU: ${err}`);
 });
