@@ -94,3 +94,18 @@ fn original_files_default_to_original_semantics() {
     assert_eq!(default_unet_options(&host.motion).motion_norm, MotionNorm::Diffusers);
     let _ = PathBuf::new();
 }
+
+/// `--vae` accepts a diffusers folder, a diffusers-named file and an LDM-named file (here the
+/// whole single file: its `first_stage_model.*` keys): the same tensors under diffusers names.
+#[test]
+fn separate_vae_in_every_naming_gives_the_same_weights() {
+    use animatediff_wgpu::load::WeightSource;
+    let reference = open_pipeline(&diffusers_paths()).unwrap();
+    for vae in [tiny().join("diffusers/vae"), tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"), tiny().join("original/sd15_tiny_ldm_fp16.safetensors")] {
+        let host = open_pipeline(&ModelPaths { vae: Some(vae.clone()), ..diffusers_paths() }).unwrap();
+        assert_eq!(host.vae_config, reference.vae_config, "{}", vae.display());
+        for name in reference.vae.names() {
+            assert_eq!(host.vae.tensor(&name).unwrap(), reference.vae.tensor(&name).unwrap(), "{}: {name}", vae.display());
+        }
+    }
+}

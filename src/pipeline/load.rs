@@ -107,6 +107,29 @@ pub fn scheduler_config(json: Option<(&str, &str)>) -> Result<SchedulerConfig> {
     }
 }
 
+/// A standalone VAE file: diffusers names, or LDM names (`decoder.up.0.block.0…`, as in
+/// `vae-ft-mse-840000-ema-pruned.safetensors`), with or without `first_stage_model.`.
+pub fn vae_file_component(a: std::sync::Arc<crate::load::archive::TensorArchive>, levels: usize) -> crate::load::LoadResult<crate::load::component::ComponentSource> {
+    use crate::load::component::ComponentSource;
+    use crate::load::keymap::{ldm_vae_key, KeyMap, KeyTarget};
+    let ldm = a.keys().any(|k| k.contains("decoder.mid.block_1.") || k.contains("decoder.up.0."));
+    if !ldm {
+        return Ok(ComponentSource::identity(a));
+    }
+    let mut map = KeyMap::new();
+    for k in a.keys() {
+        let base = k.strip_prefix("first_stage_model.").or_else(|| k.strip_prefix("vae.")).unwrap_or(k);
+        if let Some((name, squeeze)) = ldm_vae_key(base, levels) {
+            let reshape = if squeeze { a.entry(k).map(|e| e.shape.iter().copied().take(2).collect()) } else { None };
+            map.insert(name, KeyTarget { key: k.to_string(), reshape });
+        }
+    }
+    if map.is_empty() {
+        return Err(crate::load::LoadError::Unsupported { file: a.origin(), message: "no VAE tensors found".into() });
+    }
+    ComponentSource::new(a, map)
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
 
@@ -120,7 +143,6 @@ mod native {
     use crate::load::component::{diffusers_component, open_diffusers_dir, open_motion, open_single_file, ComponentSource};
     use crate::load::config::{infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_clip_config, parse_motion_config, parse_unet_config, parse_vae_config};
     use crate::load::detect::ComponentKind;
-    use crate::load::keymap::{ldm_vae_key, KeyMap, KeyTarget};
     use crate::load::lora::{Lora, LoraDeltas, LoraReport, LoraTarget};
     use crate::load::LoadError;
 
@@ -188,26 +210,8 @@ mod native {
         }
     }
 
-    /// A standalone VAE file: diffusers names, or LDM names (`decoder.up.0.block.0…`, as in
-    /// `vae-ft-mse-840000-ema-pruned.safetensors`), with or without `first_stage_model.`.
     fn open_vae_file(path: &Path, levels: usize) -> Result<ComponentSource> {
-        let a = Arc::new(TensorArchive::open_path(path)?);
-        let ldm = a.keys().any(|k| k.contains("decoder.mid.block_1.") || k.contains("decoder.up.0."));
-        if !ldm {
-            return Ok(ComponentSource::identity(a));
-        }
-        let mut map = KeyMap::new();
-        for k in a.keys() {
-            let base = k.strip_prefix("first_stage_model.").or_else(|| k.strip_prefix("vae.")).unwrap_or(k);
-            if let Some((name, squeeze)) = ldm_vae_key(base, levels) {
-                let reshape = if squeeze { a.entry(k).map(|e| e.shape.iter().copied().take(2).collect()) } else { None };
-                map.insert(name, KeyTarget { key: k.to_string(), reshape });
-            }
-        }
-        if map.is_empty() {
-            return Err(Error::Load(LoadError::Unsupported { file: path.display().to_string(), message: "no VAE tensors found".into() }));
-        }
-        Ok(ComponentSource::new(a, map)?)
+        Ok(vae_file_component(Arc::new(TensorArchive::open_path(path)?), levels)?)
     }
 
     fn open_vae(path: &Path, base: Option<&VaeConfig>) -> Result<(ComponentSource, VaeConfig)> {

@@ -21,7 +21,6 @@ use crate::load::archive::TensorArchive;
 use crate::load::component::{diffusers_component, open_motion_archives, open_single_file_archive, ComponentSource, MotionModel, OpenOptions};
 use crate::load::config::{config_class_name, infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_clip_config, parse_motion_config, parse_unet_config, parse_vae_config};
 use crate::load::detect::ComponentKind;
-use crate::load::keymap::{ldm_vae_key, KeyMap, KeyTarget};
 use crate::load::LoadError;
 use crate::model::{ClipConfig, UNetConfig, VaeConfig};
 use crate::pipeline::load::{scheduler_config, Components};
@@ -341,24 +340,9 @@ async fn required_config(f: &Fetcher, m: &BTreeMap<String, Leaf>, path: &str, wh
         .ok_or_else(|| LoadError::Config { file: format!("{what}/{path}"), message: "missing from the folder".into() }.into())
 }
 
-/// A standalone VAE file: diffusers names or LDM names (as the native loader).
+/// A standalone VAE file: diffusers names or LDM names (shared with the native loader).
 fn vae_file_component(a: Arc<TensorArchive>, levels: usize) -> WebResult<ComponentSource> {
-    let ldm = a.keys().any(|k| k.contains("decoder.mid.block_1.") || k.contains("decoder.up.0."));
-    if !ldm {
-        return Ok(ComponentSource::identity(a));
-    }
-    let mut map = KeyMap::new();
-    for k in a.keys() {
-        let base = k.strip_prefix("first_stage_model.").or_else(|| k.strip_prefix("vae.")).unwrap_or(k);
-        if let Some((name, squeeze)) = ldm_vae_key(base, levels) {
-            let reshape = if squeeze { a.entry(k).map(|e| e.shape.iter().copied().take(2).collect()) } else { None };
-            map.insert(name, KeyTarget { key: k.to_string(), reshape });
-        }
-    }
-    if map.is_empty() {
-        return Err(LoadError::Unsupported { file: a.origin(), message: "no VAE tensors found".into() }.into());
-    }
-    Ok(ComponentSource::new(a, map)?)
+    Ok(crate::pipeline::load::vae_file_component(a, levels)?)
 }
 
 struct BaseConfigs {
