@@ -317,11 +317,10 @@ impl UNet {
         }
 
         let mut bt = gpu.batch("unet.out");
-        let norm_domain = if opts.joint_resnet_norm { NormDomain::JointFrames { frames: frames as u32 } } else { NormDomain::PerImage };
-        let hn = self.conv_norm_out.group(&mut bt, self.cfg.norm_num_groups, self.cfg.norm_eps, norm_domain, true, &x)?;
+        // Original v1 normalises conv_norm_out like the ResNets (jointly over frames).
+        let hn = self.conv_norm_out.group(&mut bt, self.cfg.norm_num_groups, self.cfg.norm_eps, res_domain, true, &x)?;
         let out = self.conv_out.run(&mut bt, Conv2d::SAME_3X3, &hn, None)?;
         bt.submit()?;
-        let _ = videos;
         Ok(out)
     }
 }
