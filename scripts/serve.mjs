@@ -50,10 +50,13 @@ function parseRange(header, size) {
 export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
   "img-src 'self' blob: data:; connect-src 'self' https://huggingface.co https://*.hf.co; worker-src 'self' blob:";
 
-export function startServer({ root, port = 0, host = '127.0.0.1', mounts = DEFAULT_MOUNTS } = {}) {
+// `onRequest(req, url)`, when given, sees every request first (tests count requests with it,
+// or hold one back by returning a promise).
+export function startServer({ root, port = 0, host = '127.0.0.1', mounts = DEFAULT_MOUNTS, onRequest } = {}) {
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, 'http://localhost');
+      if (onRequest) await onRequest(req, url);
       const mount = Object.keys(mounts).find((p) => url.pathname.startsWith(p));
       const base = resolve(mount ? mounts[mount] : root);
       const rel = mount ? url.pathname.slice(mount.length) : url.pathname;

@@ -18,7 +18,7 @@ export type {
  * disposed), EngineCrashedError (reload the page).
  */
 export type GeneratorErrorName =
-  | 'AbortError' | 'InputError' | 'LoadError' | 'NetworkError' | 'OutOfMemoryError' | 'DeviceLostError'
+  | 'AbortError' | 'InputError' | 'LoadError' | 'NetworkError' | 'QuotaError' | 'OutOfMemoryError' | 'DeviceLostError'
   | 'NotSupportedError' | 'InvalidStateError' | 'EngineCrashedError' | 'GpuError' | 'Error';
 
 export interface CreateOptions extends GeneratorOptions {
@@ -30,7 +30,15 @@ export interface AnimateDiffGenerator {
   /** Adapter name, shader-f16, limits. */
   readonly info: GpuInfo;
   /** Load models (replacing loaded ones). */
-  load(sources: ModelSources, options?: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; precision?: Precision; weights?: 'dense' | 'q8' | 'q4' }): Promise<LoadInfo>;
+  load(sources: ModelSources, options?: {
+    onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; precision?: Precision; weights?: 'dense' | 'q8' | 'q4';
+    /** Keep downloads in the model cache (default true): a second load downloads nothing, an interrupted one resumes. */
+    cache?: boolean;
+    /** Bytes per ranged request / cached chunk (default 32 MiB). */
+    chunkBytes?: number;
+  }): Promise<LoadInfo>;
+  /** The initial latents generate({ seed }) starts from: torch.randn([1, 4, frames, height/8, width/8]) for that seed. */
+  initialLatents(options: { seed: number | bigint | string; frames?: number; width?: number; height?: number }): Promise<Float32Array>;
   /** Generate a video (calls on one generator run one after another). */
   generate(options: GenerateOptions): Promise<GenerateResult>;
   /** A looping GIF (image/gif Blob) of a result. */
@@ -44,3 +52,23 @@ export interface AnimateDiffGenerator {
 }
 
 export function createGenerator(options?: CreateOptions): Promise<AnimateDiffGenerator>;
+
+/** One cached model file. */
+export interface CacheEntry {
+  url: string; size: number; cachedBytes: number; chunks: number; cachedChunks: number;
+  /** Every chunk is there: loading it makes no request. */
+  complete: boolean;
+  /** ETag or Last-Modified the chunks were downloaded with. */
+  validator: string; cachedAt: number;
+}
+
+/** The model cache (Cache API, chunked, SHA-256 checked), usable without a generator. */
+export const cache: {
+  /** Cached bytes and files, and the room left for this site (Infinity where unknown). */
+  usage(): Promise<{ bytes: number; files: number; available: number }>;
+  entries(): Promise<CacheEntry[]>;
+  /** Delete everything, or the given URLs' files. */
+  clear(urls?: string | string[]): Promise<void>;
+  /** Ask the browser not to evict the cache (load() asks on its own). */
+  persist(): Promise<boolean>;
+};

@@ -13,8 +13,22 @@
 //
 // Calls on one generator run one after another (a second generate() waits for the first).
 // Errors are Error objects with a `name` (AbortError, InputError, LoadError, NetworkError,
-// OutOfMemoryError, DeviceLostError, NotSupportedError, InvalidStateError, EngineCrashedError)
-// and a message in plain words.
+// QuotaError, OutOfMemoryError, DeviceLostError, NotSupportedError, InvalidStateError,
+// EngineCrashedError) and a message in plain words.
+//
+// Downloaded model files are kept in the browser's Cache API (www/cache.js): a second load of
+// the same URLs downloads nothing, an interrupted one resumes. `cache` manages it:
+//   import { cache } from './animatediff.js';
+//   await cache.usage();   // { bytes, files, available }
+//   await cache.entries(); // one entry per file: { url, size, cachedBytes, complete, … }
+//   await cache.clear();   // everything (or cache.clear([url, …]))
+import { usage as cacheUsage, entries as cacheEntries, clear as cacheClear, persist as cachePersist } from './cache.js';
+
+/** The model cache (Cache API), usable without a generator. */
+export const cache = { usage: cacheUsage, entries: cacheEntries, clear: cacheClear, persist: cachePersist };
+
+// Whether a sources object names any URL (then the cache is used: ask for persistence).
+const hasURL = (v) => typeof v === 'string' || (v != null && typeof v === 'object' && !(v instanceof Blob) && Object.values(v).some(hasURL));
 
 function namedError(name, message) {
   const e = new Error(message);
@@ -121,8 +135,18 @@ export async function createGenerator(opts = {}) {
      * Load models (replaces loaded ones). Sources: URL strings, Blobs/Files, arrays of them
      * (shards), or objects mapping a diffusers folder's relative paths to them.
      */
-    load(sources, { onProgress, signal, precision, weights } = {}) {
-      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights } }, { onProgress, signal }));
+    load(sources, { onProgress, signal, precision, weights, cache: useCache = true, chunkBytes } = {}) {
+      // persist() only exists on the main thread; without it the browser may evict the cache
+      // under storage pressure. Best effort: the load goes on either way.
+      if (useCache && hasURL(sources)) cachePersist();
+      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights, cache: useCache, chunkBytes } }, { onProgress, signal }));
+    },
+    /**
+     * The initial latents generate({ seed, frames, width, height }) starts from: torch.randn
+     * with that seed (Float32Array [1, 4, frames, height/8, width/8]), bit for bit as torch.
+     */
+    initialLatents({ seed, frames = 16, width = 512, height = 512 } = {}) {
+      return call('initialLatents', { seed, frames, height, width });
     },
     /** Generate a video; options are the CLI flags in camelCase (see GenerateOptions). */
     generate(options = {}) {

@@ -2,7 +2,8 @@
 // work never block the page. Spoken to by animatediff.js with messages
 //   { id, type, args }  →  { id, progress } … then { id, result } | { id, error: { name, message } }
 // and { type: 'cancel', args: { id } } to abort a running job (between denoising steps).
-import init, { Generator, encodeGif } from './pkg/animatediff_wgpu.js';
+import init, { Generator, encodeGif, initialLatents } from './pkg/animatediff_wgpu.js';
+import { cachedDownload } from './cache.js';
 
 const ready = init();
 let generator = null;
@@ -40,7 +41,16 @@ const handlers = {
     return { info: generator.info(), memory: generator.memory() };
   },
   async load(args, progress, signal) {
-    return need().load(args.sources, { ...(args.options ?? {}), onProgress: progress, signal });
+    // URLs go through the model cache (www/cache.js) unless `cache: false`.
+    const { cache = true, chunkBytes, ...options } = args.options ?? {};
+    const download = cache
+      ? (url, chunk, sig, onProgress) => cachedDownload(url, { chunkBytes: chunkBytes ?? chunk, signal: sig, onProgress })
+      : undefined;
+    return need().load(args.sources, { ...options, onProgress: progress, signal, download });
+  },
+  async initialLatents({ seed, frames, height, width }) {
+    const latents = initialLatents(seed, frames, height, width);
+    return [latents, [latents.buffer]];
   },
   async generate(args, progress, signal) {
     const r = await need().generate({ ...args, onProgress: progress, signal });

@@ -34,9 +34,15 @@ function totalFromContentRange(v) {
   return m ? Number(m[1]) : null;
 }
 
-/// Download `url` into a Blob, `chunkBytes` per request; `onProgress(loaded, total)` (total is
-/// -1 while unknown) after each piece.
-export async function downloadBlob(url, chunkBytes, signal, onProgress) {
+/// Download `url` into a Blob, `chunkBytes` per request; `onProgress(loaded, total, cached)`
+/// (total is -1 while unknown; cached = bytes served from a cache) after each piece.
+/// `downloader`, when given (worker.js passes the model cache's, www/cache.js), does the
+/// download instead; where it returns undefined (no Cache API here) this plain one runs.
+export async function downloadBlob(url, chunkBytes, signal, onProgress, downloader) {
+  if (typeof downloader === 'function') {
+    const blob = await downloader(url, chunkBytes, signal, onProgress);
+    if (blob !== undefined) return blob;
+  }
   const what = url;
   const parts = [];
   let loaded = 0;
@@ -53,7 +59,7 @@ export async function downloadBlob(url, chunkBytes, signal, onProgress) {
       const part = await res.blob();
       parts.push(part);
       loaded += part.size;
-      onProgress(loaded, total ?? -1);
+      onProgress(loaded, total ?? -1, 0);
       if (part.size === 0 || (total !== null ? loaded >= total : part.size < chunkBytes)) break;
       const end = total !== null ? Math.min(loaded + chunkBytes, total) - 1 : loaded + chunkBytes - 1;
       res = await request(url, init(`bytes=${loaded}-${end}`), what);
@@ -85,7 +91,7 @@ export async function downloadBlob(url, chunkBytes, signal, onProgress) {
       pending = [];
       pendingBytes = 0;
     }
-    onProgress(loaded, total ?? -1);
+    onProgress(loaded, total ?? -1, 0);
   }
   parts.push(new Blob(pending));
   return new Blob(parts);

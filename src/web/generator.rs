@@ -379,7 +379,7 @@ impl Generator {
         }
         inner.unload();
         inner.weights.set(weights);
-        let f = Fetcher::new(signal.clone(), on_progress.clone());
+        let f = Fetcher::new(signal.clone(), on_progress.clone()).with_downloader(o.function("download")?);
         let host = Rc::new(open_pipeline(&f, &sources).await?);
         let models = upload(inner, &host, precision, on_progress.as_ref(), signal.as_ref()).await?;
         let max_frames = models.unet.motion_config().map(|m| m.motion_max_seq_length).unwrap_or(0);
@@ -508,6 +508,20 @@ pub fn encode_gif(frames: &[f32], frame_count: u32, height: u32, width: u32, fps
     Ok(Uint8Array::from(&bytes[..]))
 }
 
+/// The initial latents `generate({ seed })` starts from: `torch.randn([1, 4, frames, height/8,
+/// width/8], generator=torch.Generator("cpu").manual_seed(seed))` (before the scheduler's
+/// init-noise scale), the same call `Models::generate_with` makes. For checking that seeds
+/// match the native CLI / diffusers bit for bit.
+#[wasm_bindgen(js_name = initialLatents)]
+pub fn initial_latents(#[wasm_bindgen(unchecked_param_type = "number | bigint | string")] seed: JsValue, frames: u32, height: u32, width: u32) -> Result<Float32Array, JsValue> {
+    let seed = parse_seed(&seed).map_err(|e| e.to_js())?;
+    if frames == 0 || frames > 1024 || !height.is_multiple_of(8) || !width.is_multiple_of(8) || height == 0 || width == 0 || height > 2048 || width > 2048 {
+        return Err(WebError::input("frames/width/height", format!("{frames} frames of {width}×{height}: frames 1–1024, sizes multiples of 8 up to 2048")).to_js());
+    }
+    let v = crate::pipeline::rng::torch_randn(seed, &[1, 4, frames as usize, height as usize / 8, width as usize / 8]);
+    Ok(Float32Array::from(&v[..]))
+}
+
 #[wasm_bindgen(typescript_custom_section)]
 const TS_GENERATOR: &'static str = r#"
 export interface GeneratorOptions {
@@ -532,10 +546,16 @@ export interface ModelSources {
   config?: FolderSource;
   /** A MotionAdapter config.json (or a folder holding it) for a motion module file (like --motion-config). */
   motionConfig?: FileSource | FolderSource;
+  /** LoRAs merged into the UNet / text encoder / motion modules (kohya/A1111, diffusers/PEFT, MotionLoRA), like --lora FILE:WEIGHT. */
+  lora?: LoraSource[];
+  /** MotionLoRAs (e.g. v2_lora_PanLeft.ckpt), like --motion-lora; merged by the same rules as `lora`. */
+  motionLora?: LoraSource[];
 }
+/** A LoRA file and its multiplier (default 1); a bare file means weight 1. */
+export type LoraSource = FileSource | { source: FileSource; weight?: number };
 export type Precision = "f32" | "f16" | "auto";
 export type LoadProgress =
-  | { phase: "download"; file: string; loaded: number; total: number | null; bytesPerSecond: number; totalLoaded: number }
+  | { phase: "download"; file: string; loaded: number; total: number | null; bytesPerSecond: number; totalLoaded: number; /** bytes of `loaded` that came from the model cache */ cached: number }
   | { phase: "open"; file: string; bytes: number }
   | { phase: "upload"; tensors: number; totalTensors: number };
 export interface LoadOptions {
@@ -545,6 +565,8 @@ export interface LoadOptions {
   weights?: "dense" | "q8" | "q4";
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+  /** Downloads URLs instead of the plain ranged download: `(url, chunkBytes, signal, onProgress(loaded, total, cached))` → a Blob, or undefined to fall back (worker.js passes the model cache's). */
+  download?: (url: string, chunkBytes: number, signal: AbortSignal | undefined, onProgress: (loaded: number, total: number, cached: number) => void) => Promise<Blob | undefined>;
 }
 export interface LoadInfo {
   description: string[]; precision: "f32" | "f16"; weights: "dense" | "q8" | "q4"; weightBytes: number; gpuBytes: number;

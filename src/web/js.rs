@@ -54,6 +54,8 @@ impl WebError {
         match name.as_str() {
             "AbortError" => WebError::new("AbortError", format!("{context} was cancelled")),
             "NetworkError" => WebError::new("NetworkError", message),
+            // The model cache ran out of browser storage (www/cache.js).
+            "QuotaError" => WebError::new("QuotaError", message),
             _ => WebError::new("Error", format!("{context}: {message}")),
         }
     }

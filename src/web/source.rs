@@ -21,7 +21,7 @@ use crate::load::{LoadError, LoadResult};
 #[wasm_bindgen(module = "/src/web/download.js")]
 extern "C" {
     #[wasm_bindgen(catch, js_name = downloadBlob)]
-    async fn download_blob(url: &str, chunk_bytes: f64, signal: &JsValue, on_progress: &Function) -> Result<JsValue, JsValue>;
+    async fn download_blob(url: &str, chunk_bytes: f64, signal: &JsValue, on_progress: &Function, downloader: &JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch, js_name = fetchText)]
     async fn fetch_text_js(url: &str, signal: &JsValue) -> Result<JsValue, JsValue>;
 }
@@ -125,11 +125,17 @@ pub async fn blob_source(blob: Blob, name: String) -> WebResult<Arc<dyn ByteSour
     Ok(Arc::new(MemorySource::new(name, bytes)))
 }
 
-/// Download a URL into a (chunked) Blob. `on_progress(loaded, total)`; `total` < 0 = unknown.
-pub async fn download(url: &str, signal: Option<&AbortSignal>, on_progress: Rc<dyn Fn(f64, f64)>) -> WebResult<Blob> {
-    let cb = Closure::<dyn FnMut(f64, f64)>::new(move |loaded: f64, total: f64| on_progress(loaded, total));
+/// Download a URL into a (chunked) Blob, through `downloader` (a JS function with
+/// `downloadBlob`'s first four parameters, e.g. the model cache's) when given.
+/// `on_progress(loaded, total, cached)`; `total` < 0 = unknown; `cached` = bytes that came
+/// from a cache rather than the network.
+pub async fn download(url: &str, signal: Option<&AbortSignal>, downloader: Option<&Function>, on_progress: Rc<dyn Fn(f64, f64, f64)>) -> WebResult<Blob> {
+    let cb = Closure::<dyn FnMut(f64, f64, f64)>::new(move |loaded: f64, total: f64, cached: f64| {
+        on_progress(loaded, total, if cached.is_finite() { cached } else { 0.0 })
+    });
     let signal_js: JsValue = signal.map(|s| s.clone().into()).unwrap_or(JsValue::UNDEFINED);
-    let result = download_blob(url, DOWNLOAD_CHUNK as f64, &signal_js, cb.as_ref().unchecked_ref()).await;
+    let downloader_js: JsValue = downloader.map(|f| f.clone().into()).unwrap_or(JsValue::UNDEFINED);
+    let result = download_blob(url, DOWNLOAD_CHUNK as f64, &signal_js, cb.as_ref().unchecked_ref(), &downloader_js).await;
     // The JS side only calls the callback while the download runs.
     drop(cb);
     let v = result.map_err(|e| WebError::from_js(&format!("downloading {url}"), &e))?;

@@ -21,6 +21,7 @@ use crate::load::archive::TensorArchive;
 use crate::load::component::{diffusers_component, open_motion_archives, open_single_file_archive, ComponentSource, MotionModel, OpenOptions};
 use crate::load::config::{config_class_name, infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_clip_config, parse_motion_config, parse_unet_config, parse_vae_config};
 use crate::load::detect::ComponentKind;
+use crate::load::lora::{Lora, LoraDeltas, LoraReport, LoraTarget};
 use crate::load::LoadError;
 use crate::model::{ClipConfig, UNetConfig, VaeConfig};
 use crate::pipeline::load::{scheduler_config, Components};
@@ -132,6 +133,8 @@ pub struct Sources {
     pub vae: Option<Spec>,
     pub config: Option<Spec>,
     pub motion_config: Option<Spec>,
+    /// LoRA files with their multipliers (`lora` then `motionLora`).
+    pub loras: Vec<(Leaf, f32)>,
 }
 
 const PIPELINE_DIRS: &[&str] = &["unet", "vae", "text_encoder", "scheduler", "model_index.json"];
@@ -143,20 +146,53 @@ impl Sources {
             return Err(WebError::input("sources", "must be an object { model, motion, vae?, config?, motionConfig? }"));
         }
         let get = |k: &str| super::js::get(v, k);
-        for k in ["lora"] {
-            if !get(k).is_undefined() {
-                return Err(WebError::input(k, "is not supported yet"));
-            }
-        }
         let model = parse_spec(&get("model"), "model", PIPELINE_DIRS)?.ok_or_else(|| WebError::input("model", "is required (a single-file checkpoint or a diffusers folder)"))?;
+        let mut loras = parse_loras(&get("lora"), "lora")?;
+        loras.extend(parse_loras(&get("motionLora"), "motionLora")?);
         Ok(Sources {
             model,
             motion: parse_spec(&get("motion"), "motion", COMPONENT_FILES)?,
             vae: parse_spec(&get("vae"), "vae", COMPONENT_FILES)?,
             config: parse_spec(&get("config"), "config", PIPELINE_DIRS)?,
             motion_config: parse_spec(&get("motionConfig"), "motionConfig", &["config.json"])?,
+            loras,
         })
     }
+}
+
+/// `lora` / `motionLora`: an array of `{ source, weight? }` (weight 1 by default; a bare
+/// URL/Blob is `{ source }`). Both lists are merged the same way — each LoRA module goes to
+/// the component its names say (UNet, text encoder, motion modules), as `--lora` and
+/// `--motion-lora` do natively.
+fn parse_loras(v: &JsValue, what: &str) -> WebResult<Vec<(Leaf, f32)>> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Vec::new());
+    }
+    let items: Vec<JsValue> = if Array::is_array(v) { v.unchecked_ref::<Array>().iter().collect() } else { vec![v.clone()] };
+    let bad = |i: usize| WebError::input(&format!("{what}[{i}]"), "must be { source: URL string | Blob/File, weight?: number }");
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let label = format!("{what}[{i}]");
+        if let Some(l) = leaf(item, &label) {
+            out.push((l, 1.0));
+            continue;
+        }
+        if !item.is_object() {
+            return Err(bad(i));
+        }
+        let l = leaf(&super::js::get(item, "source"), &label).ok_or_else(|| bad(i))?;
+        let w = super::js::get(item, "weight");
+        let weight = if w.is_undefined() {
+            1.0
+        } else {
+            match w.as_f64() {
+                Some(x) if x.is_finite() => x as f32,
+                _ => return Err(WebError::input(&format!("{label}.weight"), "must be a finite number")),
+            }
+        };
+        out.push((l, weight));
+    }
+    Ok(out)
 }
 
 /// Everything on the host (lazy archives over Blobs), ready to upload.
@@ -192,6 +228,9 @@ impl HostPipeline {
 pub struct Fetcher {
     pub signal: Option<AbortSignal>,
     pub on_progress: Option<Function>,
+    /// Downloads URLs instead of the plain ranged download (worker.js passes the model
+    /// cache's, www/cache.js): `(url, chunkBytes, signal, onProgress) → Promise<Blob | undefined>`.
+    pub downloader: Option<Function>,
     /// Weight bytes fetched or opened so far.
     done: Rc<Cell<f64>>,
     files: Cell<usize>,
@@ -199,7 +238,12 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(signal: Option<AbortSignal>, on_progress: Option<Function>) -> Fetcher {
-        Fetcher { signal, on_progress, done: Rc::new(Cell::new(0.0)), files: Cell::new(0) }
+        Fetcher { signal, on_progress, downloader: None, done: Rc::new(Cell::new(0.0)), files: Cell::new(0) }
+    }
+
+    pub fn with_downloader(mut self, downloader: Option<Function>) -> Fetcher {
+        self.downloader = downloader;
+        self
     }
 
     pub fn check(&self) -> WebResult<()> {
@@ -216,6 +260,12 @@ impl Fetcher {
     async fn text(&self, l: &Leaf) -> WebResult<(String, String)> {
         self.check()?;
         let t = match l {
+            // Through the downloader too, so that configs are cached with the weights (a
+            // second visit then makes no request at all).
+            Leaf::Url(u) if self.downloader.is_some() => {
+                let blob = download(u, self.signal.as_ref(), self.downloader.as_ref(), Rc::new(|_, _, _| {})).await?;
+                blob_text(&blob, u).await?
+            }
             Leaf::Url(u) => fetch_text(u, self.signal.as_ref()).await?,
             Leaf::Blob(b, n) => blob_text(b, n).await?,
         };
@@ -232,7 +282,7 @@ impl Fetcher {
                 let start = self.done.get();
                 let (cb, done, file) = (self.on_progress.clone(), self.done.clone(), u.clone());
                 let t0 = super::js::now_ms();
-                let progress = Rc::new(move |loaded: f64, total: f64| {
+                let progress = Rc::new(move |loaded: f64, total: f64, cached: f64| {
                     done.set(start + loaded);
                     let secs = ((super::js::now_ms() - t0) / 1000.0).max(1e-3);
                     report(
@@ -242,12 +292,13 @@ impl Fetcher {
                             ("file", file.as_str().into()),
                             ("loaded", loaded.into()),
                             ("total", if total >= 0.0 { total.into() } else { JsValue::NULL }),
-                            ("bytesPerSecond", (loaded / secs).into()),
+                            ("bytesPerSecond", ((loaded - cached).max(0.0) / secs).into()),
                             ("totalLoaded", (start + loaded).into()),
+                            ("cached", cached.into()),
                         ]),
                     );
                 });
-                let blob = download(u, self.signal.as_ref(), progress).await?;
+                let blob = download(u, self.signal.as_ref(), self.downloader.as_ref(), progress).await?;
                 self.done.set(start + blob.size());
                 (blob, u.clone())
             }
@@ -420,6 +471,50 @@ async fn open_vae(f: &Fetcher, spec: &Spec, base: Option<&VaeConfig>) -> WebResu
     }
 }
 
+/// Open the LoRA files and merge them into the UNet, text encoder and motion modules (on the
+/// host, per tensor as it is read at upload): the browser side of the native
+/// `pipeline::load::merge_loras`, with the same rules, messages and description lines.
+async fn merge_loras(
+    f: &Fetcher,
+    loras: &[(Leaf, f32)],
+    unet: ComponentSource,
+    text_encoder: ComponentSource,
+    mut motion: MotionModel,
+    description: &mut Vec<String>,
+) -> WebResult<(ComponentSource, ComponentSource, MotionModel)> {
+    let mut opened = Vec::with_capacity(loras.len());
+    for (l, w) in loras {
+        opened.push((Lora::from_archive(f.archive(l).await?)?, *w));
+    }
+    let parts = [
+        LoraDeltas::resolve(&unet, &opened, LoraTarget::Unet)?,
+        LoraDeltas::resolve(&text_encoder, &opened, LoraTarget::TextEncoder)?,
+        LoraDeltas::resolve(&motion.source, &opened, LoraTarget::Motion)?,
+    ];
+    for (i, (lora, w)) in opened.iter().enumerate() {
+        let reports: Vec<(LoraTarget, &LoraReport)> = parts.iter().filter_map(|d| d.reports().get(i).map(|r| (d.target(), r))).collect();
+        let matched: usize = reports.iter().map(|(_, r)| r.matched.len()).sum();
+        let foreign = lora.foreign_modules();
+        if matched == 0 {
+            return Err(LoadError::Unsupported {
+                file: lora.origin(),
+                message: format!("no LoRA module matches this SD1.5 pipeline ({} modules for other models, e.g. {:?})", foreign.len(), &foreign[..foreign.len().min(3)]),
+            }
+            .into());
+        }
+        let counts: Vec<String> = reports.iter().filter(|(_, r)| !r.matched.is_empty()).map(|(t, r)| format!("{} {}", t.name(), r.matched.len())).collect();
+        let mut line = format!("lora: {} ×{w}: {matched} modules merged ({})", lora.origin(), counts.join(", "));
+        let skipped = reports.iter().map(|(_, r)| r.skipped.len()).sum::<usize>() + foreign.len();
+        if skipped > 0 || !lora.ignored.is_empty() {
+            line.push_str(&format!("; {skipped} modules skipped, {} keys ignored", lora.ignored.len()));
+        }
+        description.push(line);
+    }
+    let [u, t, m] = parts.map(Arc::new);
+    motion.source = motion.source.with_lora(m);
+    Ok((unet.with_lora(u), text_encoder.with_lora(t), motion))
+}
+
 /// Open every component (headers only; tensor data is read at upload time).
 pub async fn open_pipeline(f: &Fetcher, s: &Sources) -> WebResult<HostPipeline> {
     let base = base_configs(f, s.config.as_ref()).await?;
@@ -483,6 +578,7 @@ pub async fn open_pipeline(f: &Fetcher, s: &Sources) -> WebResult<HostPipeline> 
         (None, None) => return Err(WebError::input("motion", "is required: an AnimateDiff motion module (.ckpt/.safetensors) or a MotionAdapter folder")),
     };
     description.push(format!("motion: {:?}, {} naming", motion.version, if motion.original_naming { "original AnimateDiff" } else { "diffusers" }));
+    let (unet, text_encoder, motion) = if s.loras.is_empty() { (unet, text_encoder, motion) } else { merge_loras(f, &s.loras, unet, text_encoder, motion, &mut description).await? };
 
     let (vae, vae_config) = match (&s.vae, vae, vae_config) {
         (Some(spec), _, cfg) => {

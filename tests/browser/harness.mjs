@@ -26,11 +26,12 @@ const ARGS = [
   '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu',
 ];
 
-export async function openBrowser() {
+// `options` go to startServer (e.g. `onRequest`, `mounts`).
+export async function openBrowser(options = {}) {
   if (!existsSync(join(WWW, 'pkg', 'animatediff_wgpu.js'))) {
     throw new Error('www/pkg is missing: run scripts/build-wasm');
   }
-  const { server, url } = await startServer({ root: WWW });
+  const { server, url } = await startServer({ root: WWW, ...options });
   const userDataDir = mkdtempSync(join(tmpdir(), 'animatediff-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: chromiumPath(),
