@@ -48,7 +48,7 @@ function parseRange(header, size) {
 
 // The page works under this policy (no eval; wasm compilation allowed).
 export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
-  "img-src 'self' blob: data:; connect-src 'self' https://huggingface.co https://*.hf.co; worker-src 'self' blob:";
+  "img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' https://huggingface.co https://*.hf.co; worker-src 'self' blob:";
 
 // `onRequest(req, url)`, when given, sees every request first (tests count requests with it,
 // or hold one back by returning a promise).
