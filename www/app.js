@@ -1,7 +1,8 @@
 // The page: pick models, type a prompt, watch the steps, play and export the video. The
 // engine runs in a Web Worker behind animatediff.js; this file is only UI. Settings live in
 // the URL (?prompt=…&seed=…) so a run can be shared and reproduced.
-import { createGenerator } from './animatediff.js';
+import { createGenerator, cache } from './animatediff.js';
+import { HF, HF_PRESETS, checkSizes, presetBytes, presetSources } from './presets.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -22,6 +23,12 @@ const PRESETS = {
   },
   files: { sources: localSources, defaults: { frames: 16, width: 512, height: 512, steps: 25, guidance: 7.5 } },
 };
+// Hugging Face presets (presets.js); ?hf=BASE swaps https://huggingface.co/ for a mirror.
+const hfBase = () => new URLSearchParams(location.search).get('hf') || HF;
+for (const [k, p] of Object.entries(HF_PRESETS)) {
+  PRESETS[k] = { sources: () => presetSources(p, hfBase()), defaults: p.defaults, hf: p };
+}
+for (const k of ['tiny', 'files']) PRESETS[k].defaults.scheduler = '';
 const SETTINGS = ['prompt', 'negative', 'seed', 'steps', 'guidance', 'frames', 'width', 'height', 'fps', 'scheduler'];
 
 let generator = null;
@@ -101,9 +108,67 @@ function localSources() {
 }
 
 function sourcesKey() {
-  if (preset() === 'tiny') return 'tiny';
+  const lora = [...$('file-lora').files].map((f) => [f.name, f.size, f.lastModified, $('lora-weight').value]);
+  if (preset() !== 'files') return JSON.stringify([preset(), hfBase(), lora]);
   const ids = ['file-model', 'dir-model', 'file-motion', 'file-vae', 'dir-config', 'file-motion-config'];
-  return JSON.stringify(ids.map((id) => [...$(id).files].map((f) => [f.name, f.size, f.lastModified])));
+  return JSON.stringify([ids.map((id) => [...$(id).files].map((f) => [f.name, f.size, f.lastModified])), lora]);
+}
+
+// ---- presets and the model cache -------------------------------------------------------------
+
+// One radio per Hugging Face preset, with its download size, before the local-files one.
+function addPresetRadios() {
+  const files = document.querySelector('input[name=preset][value=files]').closest('label');
+  for (const [k, p] of Object.entries(HF_PRESETS)) {
+    const label = document.createElement('label');
+    label.className = 'row';
+    const input = document.createElement('input');
+    input.type = 'radio';
+    input.name = 'preset';
+    input.value = k;
+    label.append(input, ` ${p.title} — ${gb(presetBytes(p))} download from Hugging Face (${Object.values(p.files).map((f) => `${f.label} ${gb(f.bytes)}`).join(', ')}); cached after the first time`);
+    files.before(label);
+  }
+}
+
+const gb = (b) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : mb(b));
+
+// Ask the server for the preset's file sizes (HEAD) and say whether they are what the page lists.
+async function checkPreset() {
+  const el = $('preset-check');
+  const p = PRESETS[preset()].hf;
+  el.hidden = !p;
+  if (!p) return;
+  const key = preset();
+  el.textContent = 'Checking the file sizes with the server…';
+  const rows = await checkSizes(p, hfBase());
+  if (preset() !== key) return;
+  el.textContent = rows.map((r) => (r.actual === null
+    ? `${r.label}: could not ask the server (offline?); listed as ${gb(r.expected)}.`
+    : r.ok ? `${r.label}: ${gb(r.actual)}, as listed.`
+    : `${r.label}: the server says ${gb(r.actual)}, not the ${gb(r.expected)} listed (a different file?).`)).join(' ');
+}
+
+async function updateCacheStatus() {
+  try {
+    const u = await cache.usage();
+    $('cache-size').textContent = `${mb(u.bytes)} in ${u.files} file${u.files === 1 ? '' : 's'}` +
+      (Number.isFinite(u.available) ? ` (${gb(u.available)} free for this site)` : '');
+    $('cache-clear').disabled = u.files === 0;
+  } catch (e) {
+    $('cache-size').textContent = `unavailable (${e.message})`;
+  }
+}
+
+// Refuse before downloading when the preset's files that are not cached yet do not fit.
+async function checkQuota(urls, bytes) {
+  const [u, entries] = await Promise.all([cache.usage(), cache.entries()]);
+  const cached = entries.filter((e) => urls.includes(e.url)).reduce((s, e) => s + e.cachedBytes, 0);
+  const needed = bytes - cached;
+  if (needed > u.available) {
+    throw Object.assign(new Error(`these models need ${gb(needed)} more browser storage, ${gb(u.available)} is available. ` +
+      'Free disk space, clear cached models below, or pick smaller models.'), { name: 'QuotaError' });
+  }
 }
 
 // ---- engine ---------------------------------------------------------------------------------
@@ -137,6 +202,10 @@ async function loadModels() {
   const weights = $('weights').value;
   if (loadedKey === `${key}|${precision}|${weights}`) return g;
   const sources = PRESETS[preset()].sources();
+  const loraFile = $('file-lora').files[0];
+  if (loraFile) sources.lora = [{ source: loraFile, weight: Number($('lora-weight').value) || 1 }];
+  const hf = PRESETS[preset()].hf;
+  if (hf) await checkQuota(Object.values(sources).filter((v) => typeof v === 'string'), presetBytes(hf));
   const bar = $('load-progress');
   const status = $('load-status');
   bar.hidden = false;
@@ -154,7 +223,8 @@ async function loadModels() {
           bar.value = p.loaded;
         }
         const file = p.file.split('/').slice(-2).join('/');
-        status.textContent = `Downloading ${file}: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ''} (${mb(p.bytesPerSecond)}/s)`;
+        const from = p.cached > 0 ? `, ${mb(p.cached)} from the cache` : '';
+        status.textContent = `Downloading ${file}: ${mb(p.loaded)}${p.total ? ` of ${mb(p.total)}` : ''} (${mb(p.bytesPerSecond)}/s${from})`;
       } else if (p.phase === 'upload') {
         bar.max = p.totalTensors;
         bar.value = p.tensors;
@@ -163,6 +233,7 @@ async function loadModels() {
     },
   });
   loadedKey = `${key}|${precision}|${weights}`;
+  updateCacheStatus();
   bar.hidden = true;
   status.textContent = `Loaded ${mb(info.weightBytes)} of weights (${info.precision}, ${info.weights}, ${mb(info.gpuBytes)} on the GPU) in ` +
     `${secs((performance.now() - t0) / 1000)}. ${info.description.join('; ')}.`;
@@ -226,6 +297,7 @@ async function generate() {
   } finally {
     bar.hidden = true;
     setBusy(null);
+    updateCacheStatus();
   }
 }
 
@@ -283,10 +355,17 @@ async function exportGif() {
 // ---- wiring ---------------------------------------------------------------------------------
 
 function main() {
+  addPresetRadios();
   readURL();
   const syncPreset = () => {
     $('local-files').hidden = preset() !== 'files';
+    checkPreset();
   };
+  updateCacheStatus();
+  $('cache-clear').addEventListener('click', async () => {
+    await cache.clear();
+    updateCacheStatus();
+  });
   syncPreset();
   for (const r of document.querySelectorAll('input[name=preset]')) {
     r.addEventListener('change', () => {
@@ -327,6 +406,7 @@ function main() {
     } finally {
       $('load-progress').hidden = true;
       setBusy(null);
+      updateCacheStatus();
     }
   });
   $('cancel').addEventListener('click', () => busy?.abort());
