@@ -1,10 +1,11 @@
 //! diffusers `UNet2DConditionModel`, optionally with AnimateDiff motion modules inserted
 //! after every ResNet/attention pair (= diffusers `UNetMotionModel`). Activations are
 //! channels-last `[B·F, H, W, C]` with image index `b·F + f`; text embeddings are one per
-//! video (`[B, L, D]`) and shared by its frames through the attention's `kv_div`.
+//! video (`[B, L, D]`, shared by its frames through the attention's `kv_div`) or one per frame
+//! (`[B·F, L, D]`, prompt travel; `kv_div` 1).
 
 use super::config::{MotionConfig, UNetConfig};
-use super::motion::{MotionModule, MotionNorm};
+use super::motion::{MotionCall, MotionModule, MotionNorm, TemporalWindows};
 use super::nn::{alloc, Conv, Linear, Loader, Norm};
 use super::quant_policy::QuantPolicy;
 use super::resnet::ResnetBlock2D;
@@ -24,11 +25,38 @@ pub struct UNetOptions {
     /// Motion scale (ComfyUI-AnimateDiff-Evolved's `scale_multival`): multiplies K in every
     /// temporal attention, sharpening (> 1) or flattening (< 1) the softmax over frames.
     pub motion_scale: f32,
+    /// FreeNoise: sliding windows inside the motion modules' temporal attentions (frames
+    /// beyond the modules' position encodings).
+    pub free_noise: Option<TemporalWindows>,
+    /// Per-block motion-module effect blend `x + e·(module(x) − x)`.
+    pub motion_effect: MotionEffect,
+}
+
+/// ComfyUI-AnimateDiff-Evolved's `effect_multival` per block group (1 = unchanged).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MotionEffect {
+    pub down: f32,
+    pub mid: f32,
+    pub up: f32,
+}
+
+impl MotionEffect {
+    pub const NONE: MotionEffect = MotionEffect { down: 1.0, mid: 1.0, up: 1.0 };
+
+    pub fn uniform(e: f32) -> MotionEffect {
+        MotionEffect { down: e, mid: e, up: e }
+    }
+}
+
+impl Default for MotionEffect {
+    fn default() -> MotionEffect {
+        MotionEffect::NONE
+    }
 }
 
 impl Default for UNetOptions {
     fn default() -> UNetOptions {
-        UNetOptions { motion_norm: MotionNorm::Diffusers, joint_resnet_norm: false, motion_scale: 1.0 }
+        UNetOptions { motion_norm: MotionNorm::Diffusers, joint_resnet_norm: false, motion_scale: 1.0, free_noise: None, motion_effect: MotionEffect::NONE }
     }
 }
 
@@ -236,7 +264,8 @@ impl UNet {
     }
 
     /// ε prediction for `sample [B·F, H, W, C_in]` at `timestep`, conditioned on
-    /// `context [B, L, D]` (one per video; `frames` = F, 1 for plain images).
+    /// `context [B, L, D]` (one per video; `frames` = F, 1 for plain images) or `[B·F, L, D]`
+    /// (one per frame: prompt travel).
     pub fn forward(&self, gpu: &Gpu, sample: &Tensor, timestep: f32, context: &Tensor, frames: usize, opts: &UNetOptions) -> Result<Tensor> {
         let d = sample.dims().to_vec();
         let [n, h, w, c] = match d[..] {
@@ -256,12 +285,14 @@ impl UNet {
         let videos = n / frames;
         let cd = context.dims();
         if cd.len() != 3 || cd[2] != self.cfg.cross_attention_dim || cd[0] == 0 || n % cd[0] != 0 {
-            return Err(Error::input("text embeddings", format!("{context:?} must be [{videos}, L, {}] (one per video)", self.cfg.cross_attention_dim)));
+            return Err(Error::input("text embeddings", format!("{context:?} must be [{videos}, L, {}] (one per video) or [{n}, L, {0}] (one per frame)", self.cfg.cross_attention_dim)));
         }
         let kv_div = n / cd[0];
-        let motion = |bt: &mut Batch<'_>, mm: Option<&MotionModule>, x: Tensor| -> Result<Tensor> {
+        let call = |effect: f32| MotionCall { mode: opts.motion_norm, scale: opts.motion_scale, windows: opts.free_noise, effect };
+        let (down_call, mid_call, up_call) = (call(opts.motion_effect.down), call(opts.motion_effect.mid), call(opts.motion_effect.up));
+        let motion = |bt: &mut Batch<'_>, mm: Option<&MotionModule>, x: Tensor, call: &MotionCall| -> Result<Tensor> {
             match mm {
-                Some(mm) => mm.forward_scaled(bt, &x, frames, opts.motion_norm, opts.motion_scale),
+                Some(mm) => mm.forward_with(bt, &x, frames, call),
                 None => Ok(x),
             }
         };
@@ -280,7 +311,7 @@ impl UNet {
                 if let Some(a) = blk.attentions.get(j) {
                     x = a.forward(&mut bt, &x, context, kv_div)?;
                 }
-                x = motion(&mut bt, blk.motion.get(j), x)?;
+                x = motion(&mut bt, blk.motion.get(j), x, &down_call)?;
                 skips.push(x.clone());
             }
             if let Some(ds) = &blk.downsampler {
@@ -293,7 +324,7 @@ impl UNet {
         let mut bt = gpu.batch("unet.mid");
         x = self.mid.resnets[0].forward(&mut bt, &x, Some(&temb), res_domain)?;
         x = self.mid.attention.forward(&mut bt, &x, context, kv_div)?;
-        x = motion(&mut bt, self.mid.motion.as_ref(), x)?;
+        x = motion(&mut bt, self.mid.motion.as_ref(), x, &mid_call)?;
         x = self.mid.resnets[1].forward(&mut bt, &x, Some(&temb), res_domain)?;
         bt.submit()?;
 
@@ -308,7 +339,7 @@ impl UNet {
                 if let Some(a) = blk.attentions.get(j) {
                     x = a.forward(&mut bt, &x, context, kv_div)?;
                 }
-                x = motion(&mut bt, blk.motion.get(j), x)?;
+                x = motion(&mut bt, blk.motion.get(j), x, &up_call)?;
             }
             if let Some(us) = &blk.upsampler {
                 x = us.run(&mut bt, Conv2d::UP_3X3, &x, None)?;

@@ -7,6 +7,8 @@
 
 use web_time::{Duration, Instant};
 
+use super::context::{free_noise_latents, windowed_eps, ContextWindows, NoiseType};
+use super::prompt_travel::{self, Interpolation, Keyframe};
 use super::rng::TorchGenerator;
 use super::sampler::{make_sampler, SchedulerKind};
 use super::scheduler::SchedulerConfig;
@@ -58,6 +60,17 @@ pub struct GenerateParams {
     pub clip_skip: usize,
     /// Frames per VAE decode call.
     pub decode_chunk: usize,
+    /// Prompt travel: prompts by frame (replace `prompt` when not empty); embeddings are
+    /// interpolated between keyframes ([`super::prompt_travel`]).
+    pub prompt_travel: Vec<Keyframe>,
+    /// Negative prompts by frame (replace `negative_prompt` when not empty).
+    pub negative_travel: Vec<Keyframe>,
+    pub interpolation: Interpolation,
+    /// Whole-UNet context windows, fused every step ([`super::context`]); used when the video
+    /// is longer than a window.
+    pub context: Option<ContextWindows>,
+    /// FreeNoise's initial noise for seeded runs with `unet.free_noise` set.
+    pub noise_type: NoiseType,
 }
 
 impl GenerateParams {
@@ -78,6 +91,11 @@ impl GenerateParams {
             unet: UNetOptions::default(),
             clip_skip: 0,
             decode_chunk: 16,
+            prompt_travel: Vec::new(),
+            negative_travel: Vec::new(),
+            interpolation: Interpolation::Lerp,
+            context: None,
+            noise_type: NoiseType::ShuffleContext,
         }
     }
 }
@@ -119,9 +137,30 @@ impl Models {
         if p.frames == 0 {
             return Err(Error::input("frames", "must be at least 1"));
         }
+        if let Some(c) = &p.context {
+            c.validate()?;
+        }
         if let Some(mc) = self.unet.motion_config() {
-            if p.frames > mc.motion_max_seq_length {
-                return Err(Error::input("frames", format!("{} frames exceed the motion module's {} positions", p.frames, mc.motion_max_seq_length)));
+            let max = mc.motion_max_seq_length;
+            if let Some(w) = &p.unet.free_noise {
+                w.validate(max)?;
+            }
+            // Frames one UNet call sees, then what its motion modules attend over at once.
+            let seen = match &p.context {
+                Some(c) if c.active(p.frames) => c.length,
+                _ => p.frames,
+            };
+            let attended = match &p.unet.free_noise {
+                Some(w) if seen > w.length => w.length,
+                _ => seen,
+            };
+            if attended > max {
+                return Err(Error::input("frames", format!("{} frames exceed the motion module's {max} positions (use context windows or FreeNoise with a length ≤ {max})", p.frames)));
+            }
+        }
+        for (name, keys) in [("prompt", &p.prompt_travel), ("negative prompt", &p.negative_travel)] {
+            if !keys.is_empty() {
+                prompt_travel::check_keyframes(name, keys, p.frames)?;
             }
         }
         if p.steps == 0 || p.steps > p.scheduler.num_train_timesteps {
@@ -158,6 +197,39 @@ impl Models {
         Ok(c)
     }
 
+    /// Per-frame text embeddings `[B·F, 77, D]` for prompt travel (`[negative; prompt]` rows,
+    /// each interpolated between its keyframes, as diffusers' `_encode_prompt_free_noise`).
+    pub async fn encode_travel(&self, gpu: &Gpu, p: &GenerateParams) -> Result<Tensor> {
+        let tok = ClipTokenizer::new().map_err(|e| Error::input("tokenizer", e.to_string()))?;
+        let keyed = |keys: &Vec<Keyframe>, text: &str| if keys.is_empty() { vec![Keyframe { frame: 0, text: text.to_string() }] } else { keys.clone() };
+        let mut sets = Vec::new();
+        if uses_cfg(p.guidance_scale) {
+            sets.push(keyed(&p.negative_travel, &p.negative_prompt));
+        }
+        sets.push(keyed(&p.prompt_travel, &p.prompt));
+        let mut rows = Vec::new();
+        let mut d = 0;
+        for keys in &sets {
+            let ids: Vec<u32> = keys.iter().flat_map(|k| tok.encode_padded(&k.text, 77)).collect();
+            let emb = self.text_encoder.forward(gpu, &ids, 77, p.clip_skip)?;
+            d = emb.dims()[2];
+            let host = gpu.read_f32(&emb).await?;
+            let frames: Vec<usize> = keys.iter().map(|k| k.frame).collect();
+            rows.extend(prompt_travel::interpolate(&host, 77 * d, &prompt_travel::frame_plan(&frames, p.frames), p.interpolation));
+        }
+        Ok(gpu.upload_f32_as(&rows, [sets.len() * p.frames, 77, d], self.unet.dtype(), "context.per_frame")?)
+    }
+
+    /// The UNet's ε for one step: one call, or fused context windows when `p.context` splits
+    /// the video (f32 then).
+    #[allow(clippy::too_many_arguments)]
+    fn unet_eps(&self, gpu: &Gpu, input: &Tensor, t: f32, context: &Tensor, frames: usize, step: usize, p: &GenerateParams) -> Result<Tensor> {
+        match &p.context {
+            Some(c) if c.active(frames) => windowed_eps(&self.unet, gpu, input, t, context, frames, step, c, &p.unet),
+            _ => self.unet.forward(gpu, input, t, context, frames, &p.unet),
+        }
+    }
+
     /// Run the whole pipeline.
     pub async fn generate(&self, gpu: &Gpu, p: &GenerateParams, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
         self.generate_with(gpu, p, &mut |s| {
@@ -173,7 +245,7 @@ impl Models {
         self.validate(p)?;
         let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
         let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
-        let context = self.encode_prompts(gpu, p)?;
+        let context = if p.prompt_travel.is_empty() && p.negative_travel.is_empty() { self.encode_prompts(gpu, p)? } else { self.encode_travel(gpu, p).await? };
         let cfg = uses_cfg(p.guidance_scale);
         let videos = if cfg { 2 } else { 1 };
 
@@ -182,7 +254,14 @@ impl Models {
             InitLatents::Tensor(_) => p.noise_seed,
         });
         let init = match &p.init {
-            InitLatents::Seed(_) => generator.randn(&[1, 4, f, h, w]),
+            InitLatents::Seed(_) => {
+                let mut z = generator.randn(&[1, 4, f, h, w]);
+                if let Some(win) = &p.unet.free_noise {
+                    // diffusers draws FreeNoise's permutations from the same generator.
+                    free_noise_latents(&mut z, 4, f, win.length, win.stride, p.noise_type, &mut generator);
+                }
+                z
+            }
             InitLatents::Tensor(t) => t.clone(),
         };
         let init: Vec<f32> = init.iter().map(|v| v * sched.init_noise_sigma()).collect();
@@ -215,9 +294,9 @@ impl Models {
                 c
             };
             bt.submit()?;
-            let eps = self.unet.forward(gpu, &input, t_unet, &context, f, &p.unet)?;
+            let eps = self.unet_eps(gpu, &input, t_unet, &context, f, i, p)?;
             let mut bt = gpu.batch("step.update");
-            let eps = if unet_dtype == DType::F32 {
+            let eps = if eps.dtype() == DType::F32 {
                 eps
             } else {
                 let c = alloc(gpu, eps.dims(), DType::F32, "eps")?;

@@ -1,8 +1,10 @@
 //! Text → video: tokenizer, seeds (torch-compatible `randn`), schedulers and generation.
 
+pub mod context;
 pub mod generate;
 pub mod gif;
 pub mod load;
+pub mod prompt_travel;
 pub mod quantized;
 pub mod rng;
 pub mod sampler;
