@@ -286,6 +286,19 @@ test('page: Hugging Face presets list their sizes, check them with the server (H
     assert.match(check, /Stable Diffusion 1\.5 \(fp16\): the server says \d+\.\d MB, not the 2\.13 GB listed/);
     assert.match(check, /AnimateDiff v2 motion module: the server says \d+\.\d MB, not the 1\.82 GB listed/);
     assert.deepEqual(mirror.filter((r) => r.startsWith('HEAD')).sort(), Object.keys(files).map((f) => `HEAD ${f}`).sort());
+    // Too little storage for the listed 3.95 GB (estimate stubbed on the page): refused before any download.
+    await m.page.evaluate(() => {
+      window.realEstimate = navigator.storage.estimate;
+      navigator.storage.estimate = async () => ({ usage: 0, quota: 1e9 });
+    });
+    await m.page.click('#load');
+    await m.page.waitForFunction(() => !document.getElementById('app-error').hidden);
+    const quota = await m.page.textContent('#app-error');
+    console.log(`preset with 1 GB of storage: ${quota}`);
+    assert.match(quota, /these models need 3\.95 GB more browser storage, 1\.00 GB is available/);
+    assert.ok(!mirror.some((r) => r.startsWith('GET')), mirror.join(', '));
+    await m.page.waitForFunction(() => !document.getElementById('load').disabled);
+    await m.page.evaluate(() => { navigator.storage.estimate = window.realEstimate; });
     await m.page.click('#load');
     await m.page.waitForFunction(() => !document.getElementById('load').disabled && /Loaded|Error|error|Cancelled/.test(
       document.getElementById('load-status').textContent + (document.getElementById('app-error').hidden ? '' : ' error')), null, { timeout: 120_000 });
