@@ -1,0 +1,140 @@
+// The npm package: `npm pack` of www/ gives a tarball holding only the library; installed
+// offline into a temporary copy of examples/npm, served by a plain static server, its
+// <animatediff-generator> loads the tiny fixture model from local URLs in headless Chromium
+// and makes a video (progress, preview and done events; frames not blank, no NaN).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openBrowser, WWW } from './harness.mjs';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const EXAMPLE = join(ROOT, 'examples', 'npm');
+const npm = (args, cwd) => execFileSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_update_notifier: 'false' } });
+
+let work, tarball, packed, b;
+
+before(() => {
+  work = mkdtempSync(join(tmpdir(), 'animatediff-npm-'));
+  const [info] = JSON.parse(npm(['pack', '--json', '--pack-destination', work], WWW));
+  packed = info;
+  tarball = join(work, info.filename);
+  // The example page, depending on the tarball just packed.
+  const site = join(work, 'site');
+  execFileSync('mkdir', [site]);
+  for (const f of ['index.html', 'main.js']) copyFileSync(join(EXAMPLE, f), join(site, f));
+  const pkg = JSON.parse(readFileSync(join(EXAMPLE, 'package.json'), 'utf8'));
+  pkg.dependencies['animatediff-wgpu'] = `file:${tarball}`;
+  writeFileSync(join(site, 'package.json'), JSON.stringify(pkg, null, 2));
+  npm(['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts'], site);
+});
+
+after(async () => {
+  await b?.close();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+test('the tarball: version from Cargo.toml, only the library, no dependencies', () => {
+  const cargo = /^version\s*=\s*"([^"]+)"/m.exec(readFileSync(join(ROOT, 'Cargo.toml'), 'utf8'))[1];
+  assert.equal(packed.name, 'animatediff-wgpu');
+  assert.equal(packed.version, cargo, 'www/package.json version = Cargo.toml version');
+  const files = packed.files.map((f) => f.path).sort();
+  for (const f of ['README.md', 'animatediff.js', 'animatediff.d.ts', 'element.js', 'element.d.ts', 'package.json', 'webm.js', 'worker.js',
+    'zip.js', 'pkg/animatediff_wgpu.js', 'pkg/animatediff_wgpu_bg.wasm', 'pkg/animatediff_wgpu.d.ts']) {
+    assert.ok(files.includes(f), `${f} is in the tarball`);
+  }
+  assert.ok(files.some((f) => f.startsWith('pkg/snippets/')), 'wasm-bindgen snippets are in the tarball');
+  for (const f of ['index.html', 'app.js', 'style.css', 'diagnostics.js']) assert.ok(!files.includes(f), `the demo page's ${f} is not`);
+  // Every relative import of the shipped modules resolves inside the package.
+  for (const f of files.filter((x) => x.endsWith('.js') && !x.startsWith('pkg/snippets/'))) {
+    const src = readFileSync(join(WWW, f), 'utf8');
+    for (const m of src.matchAll(/(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'|import\(\s*'(\.[^']+)'\s*\)|new URL\('(\.[^']+)', import\.meta\.url\)/g)) {
+      const rel = m[1] ?? m[2] ?? m[3];
+      const target = join(f, '..', rel).replace(/^\.\//, '');
+      assert.ok(files.includes(target), `${f} imports ${rel}, which the tarball lacks`);
+    }
+  }
+  const pkg = JSON.parse(readFileSync(join(WWW, 'package.json'), 'utf8'));
+  assert.equal(pkg.dependencies, undefined, 'no runtime dependencies');
+  const installed = readdirSync(join(work, 'site', 'node_modules')).filter((d) => !d.startsWith('.'));
+  assert.deepEqual(installed, ['animatediff-wgpu'], 'npm install brought nothing else');
+  const readme = readFileSync(join(WWW, 'README.md'), 'utf8');
+  assert.ok(/<animatediff-generator/.test(readme) && /createGenerator/.test(readme), 'README shows the element and the API');
+  console.log(`tarball ${packed.filename}: ${packed.size} B packed, ${packed.unpackedSize} B unpacked, ${files.length} files`);
+});
+
+test('example page: the installed element loads the tiny model from local URLs and makes a video', async () => {
+  const site = join(work, 'site');
+  assert.ok(existsSync(join(site, 'node_modules', 'animatediff-wgpu', 'element.js')));
+  b = await openBrowser({ root: site });
+  await b.page.goto(b.url);
+  await b.page.waitForFunction(() => customElements.get('animatediff-generator') !== undefined);
+  const t0 = Date.now();
+  const r = await b.page.evaluate(async () => {
+    const el = document.getElementById('gen');
+    const shadow = el.shadowRoot;
+    // Accessibility basics: the prompt has a label, the status line is live.
+    const a11y = {
+      promptLabelled: !!shadow.querySelector('label textarea'),
+      statusLive: shadow.querySelector('[role=status]')?.getAttribute('aria-live'),
+      prompt: shadow.querySelector('textarea').value,
+    };
+    // Start it the way a keyboard user would: the Generate button (a real <button>).
+    const done = new Promise((resolve, reject) => {
+      el.addEventListener('done', (e) => resolve(e.detail), { once: true });
+      el.addEventListener('error', (e) => reject(new Error(`${e.detail.error.name}: ${e.detail.error.message}`)), { once: true });
+    });
+    shadow.querySelector('button[type=submit]').click();
+    const d = await done;
+    const px = d.result.width * d.result.height;
+    let nan = 0, min = Infinity, max = -Infinity;
+    for (const v of d.result.frames) {
+      if (!Number.isFinite(v)) nan++;
+      else {
+        min = Math.min(min, v);
+        max = Math.max(max, v);
+      }
+    }
+    // Distinct colours per frame: a blank (uniform) frame has one.
+    const distinct = d.frames.map((f) => {
+      const s = new Set();
+      for (let i = 0; i < px; i++) s.add((f[i * 4] << 16) | (f[i * 4 + 1] << 8) | f[i * 4 + 2]);
+      return s.size;
+    });
+    const head = new Uint8Array(await d.blob.slice(0, 6).arrayBuffer());
+    const canvas = shadow.querySelector('canvas');
+    const types = window.events.map((e) => `${e.type}:${e.detail?.phase ?? ''}`);
+    const previews = window.events.filter((e) => e.type === 'preview').map((e) => ({ step: e.detail.step, w: e.detail.width, h: e.detail.height, n: e.detail.rgba.length }));
+    return {
+      a11y, types, previews, nan, min, max, distinct, frameCount: d.frames.length, width: d.result.width, height: d.result.height,
+      blobType: d.blob.type, gifMagic: String.fromCharCode(...head), canvas: { w: canvas.width, h: canvas.height, hidden: canvas.hidden, label: canvas.getAttribute('aria-label') },
+      status: shadow.querySelector('[role=status]').textContent, busy: el.hasAttribute('busy'),
+      buttons: { generate: shadow.querySelector('button[type=submit]').disabled, cancel: shadow.querySelector('.cancel').disabled },
+    };
+  });
+  console.log(`element: load + generate ${((Date.now() - t0) / 1000).toFixed(1)} s; events ${[...new Set(r.types)].join(' ')}; status "${r.status}"`);
+  assert.deepEqual(b.errors, []);
+  assert.ok(r.a11y.promptLabelled);
+  assert.equal(r.a11y.statusLive, 'polite');
+  assert.equal(r.a11y.prompt, 'a corgi running on the beach');
+  for (const phase of ['progress:download', 'progress:upload', 'progress:step', 'progress:decode', 'progress:export']) {
+    assert.ok(r.types.includes(phase), `a ${phase} event (got ${[...new Set(r.types)]})`);
+  }
+  assert.equal(r.types.at(-1), 'done:');
+  assert.deepEqual(r.previews, [{ step: 1, w: 8, h: 8, n: 2 }, { step: 2, w: 8, h: 8, n: 2 }]);
+  assert.equal(r.frameCount, 2);
+  assert.equal(r.width, 64);
+  assert.equal(r.height, 64);
+  assert.equal(r.nan, 0, 'no NaN in the frames');
+  assert.ok(r.min >= 0 && r.max <= 1 && r.max - r.min > 0.1, `frames span [${r.min}, ${r.max}]`);
+  for (const n of r.distinct) assert.ok(n > 16, `a frame has only ${n} colours (blank?)`);
+  assert.equal(r.blobType, 'image/gif');
+  assert.equal(r.gifMagic, 'GIF89a');
+  assert.deepEqual(r.canvas, { w: 64, h: 64, hidden: false, label: 'Generated video: a corgi running on the beach, 2 frames' });
+  assert.ok(/^Done: 2 frames 64×64/.test(r.status), r.status);
+  assert.equal(r.busy, false);
+  assert.deepEqual(r.buttons, { generate: false, cancel: true });
+});
