@@ -1,12 +1,12 @@
 // Types of animatediff.js (the option and result types come from the wasm package's
 // generated typings, pkg/animatediff_wgpu.d.ts).
 import type {
-  GeneratorOptions, GenerateOptions, GenerateProgress, GenerateResult, GpuInfo, GpuMemory, LoadInfo, LoadProgress,
+  GeneratorOptions, GenerateOptions, GeneratePreview, GenerateProgress, GenerateResult, GpuInfo, GpuMemory, LoadInfo, LoadProgress,
   ModelSources, Precision,
 } from './pkg/animatediff_wgpu.js';
 
 export type {
-  GeneratorOptions, GenerateOptions, GenerateProgress, GenerateResult, GpuInfo, GpuMemory, LoadInfo, LoadProgress,
+  GeneratorOptions, GenerateOptions, GeneratePreview, GenerateProgress, GenerateResult, GpuInfo, GpuMemory, LoadInfo, LoadProgress,
   ModelSources, Precision,
 };
 

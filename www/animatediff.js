@@ -150,8 +150,11 @@ export async function createGenerator(opts = {}) {
     },
     /** Generate a video; options are the CLI flags in camelCase (see GenerateOptions). */
     generate(options = {}) {
-      const { onProgress, signal, ...rest } = options;
-      return serial(() => call('generate', rest, { onProgress, signal }));
+      const { onProgress, onPreview, signal, ...rest } = options;
+      // The live preview travels as progress messages (phase "preview"); only asked for when
+      // wanted, since it reads the latents back every step.
+      const route = onPreview ? (p) => (p?.phase === 'preview' ? onPreview(p) : onProgress?.(p)) : onProgress;
+      return serial(() => call('generate', { ...rest, preview: !!onPreview }, { onProgress: route, signal }));
     },
     /** A looping GIF of a result (or of frames given as { frames, frameCount, height, width }). */
     async encodeGif(result, { fps = 8 } = {}) {

@@ -53,7 +53,10 @@ const handlers = {
     return [latents, [latents.buffer]];
   },
   async generate(args, progress, signal) {
-    const r = await need().generate({ ...args, onProgress: progress, signal });
+    const { preview, ...rest } = args;
+    // Small (1/8 size) images: copied with the progress message.
+    const onPreview = preview ? (p) => progress({ phase: 'preview', ...p }) : undefined;
+    const r = await need().generate({ ...rest, onProgress: progress, onPreview, signal });
     return [r, [r.frames.buffer, r.latents.buffer, ...r.rgba.map((f) => f.buffer)]];
   },
   async gif({ frames, frameCount, height, width, fps }) {

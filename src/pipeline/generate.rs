@@ -242,6 +242,19 @@ impl Models {
     /// [`Models::generate`] with a hook after each step that can stop the run (cancellation):
     /// an error it returns ends the generation and is returned unchanged.
     pub async fn generate_with(&self, gpu: &Gpu, p: &GenerateParams, after_step: &mut dyn FnMut(Progress) -> Result<()>) -> Result<Output> {
+        self.generate_with_preview(gpu, p, after_step, None).await
+    }
+
+    /// [`Models::generate_with`] plus an opt-in live preview: after each step (before
+    /// `after_step`) `preview` gets that step's predicted clean latents, read back from the GPU
+    /// (`[F, H/8, W/8, 4]`, small). Without it nothing is read back during the loop.
+    pub async fn generate_with_preview(
+        &self,
+        gpu: &Gpu,
+        p: &GenerateParams,
+        after_step: &mut dyn FnMut(Progress) -> Result<()>,
+        mut preview: Option<&mut dyn FnMut(Progress, PreviewLatents)>,
+    ) -> Result<Output> {
         self.validate(p)?;
         let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
         let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
@@ -324,10 +337,19 @@ impl Models {
                 ops::axpby(&mut bt, 1.0, &next, k.noise, &z, Broadcast::Same, &noisy)?;
                 next = noisy;
             }
+            let x0 = match preview {
+                Some(_) => Some(predicted_original(gpu, &mut bt, &p.scheduler, t_unet, scale, &x, &guided)?),
+                None => None,
+            };
             bt.submit()?;
             x = next;
             gpu.sync().await?;
-            after_step(Progress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: start.elapsed() })?;
+            let progress = Progress { step: i + 1, steps: timesteps.len(), timestep: t, elapsed: start.elapsed() };
+            if let (Some(cb), Some(x0)) = (preview.as_mut(), x0) {
+                let latents = gpu.read_f32(&x0).await?;
+                cb(progress, PreviewLatents { latents, frames: f, height: h, width: w });
+            }
+            after_step(progress)?;
         }
 
         let latents_nhwc = gpu.read_f32(&x).await?;
@@ -342,6 +364,49 @@ impl Models {
             timesteps,
         })
     }
+}
+
+/// One step's predicted clean latents for the live preview, channels-last `[F, h, w, 4]`.
+pub struct PreviewLatents {
+    pub latents: Vec<f32>,
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// The ε-prediction estimate of x₀ from the UNet input `s·x` at timestep `t`:
+/// `(s·x − √(1−ᾱ_t)·ε) / √ᾱ_t`. The same formula for DDIM/LCM (s = 1) and Euler
+/// (s = 1/√(σ²+1) = √ᾱ_t, where diffusers' `x − σ·ε` is this identity), so no sampler needs to
+/// expose it. Fractional Euler timesteps use the nearest ᾱ: it is only a preview.
+fn predicted_original(gpu: &Gpu, bt: &mut crate::gpu::Batch, cfg: &SchedulerConfig, t: f32, s: f32, x: &Tensor, eps: &Tensor) -> Result<Tensor> {
+    let ac = super::scheduler::alphas_cumprod(&cfg.betas().map_err(|e| Error::input("scheduler", e.to_string()))?);
+    let a = ac.get((t.round().max(0.0) as usize).min(ac.len().saturating_sub(1))).copied().unwrap_or(1.0).max(1e-8);
+    let out = alloc(gpu, x.dims(), DType::F32, "preview.x0")?;
+    ops::axpby(bt, s / a.sqrt(), x, -(1.0 - a).sqrt() / a.sqrt(), eps, Broadcast::Same, &out)?;
+    Ok(out)
+}
+
+/// SD1.5 latent → RGB, the standard cheap approximation: `rgb = clamp((latent · M + 1) / 2)`
+/// with M from ComfyUI (`comfy/latent_formats.py` `SD15.latent_rgb_factors`, applied in
+/// `latent_preview.py` `Latent2RGBPreviewer`; rows = latent channels 0–3, columns = R, G, B).
+/// Input channels-last `[F, h, w, 4]`; returns one RGBA8 image (`h·w·4` bytes) per frame.
+pub fn latent_preview_rgba(latents: &[f32], frames: usize, height: usize, width: usize) -> Vec<Vec<u8>> {
+    const M: [[f32; 3]; 4] = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]];
+    let px = height * width;
+    (0..frames)
+        .map(|f| {
+            let mut img = vec![255u8; px * 4];
+            for (i, d) in img.chunks_exact_mut(4).enumerate() {
+                let Some(l) = latents.get((f * px + i) * 4..(f * px + i) * 4 + 4) else { break };
+                for (c, out) in d[..3].iter_mut().enumerate() {
+                    let v = (l[0] * M[0][c] + l[1] * M[1][c] + l[2] * M[2][c] + l[3] * M[3][c] + 1.0) / 2.0;
+                    // NaN → 0 (`as u8` saturates and maps NaN to 0).
+                    *out = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                }
+            }
+            img
+        })
+        .collect()
 }
 
 /// diffusers: guidance applies when `guidance_scale > 1`.

@@ -17,7 +17,7 @@ use super::{gpu_options, info_object, memory_object};
 use crate::gpu::Gpu;
 use crate::load::{HostTensor, LoadResult, WeightSource};
 use crate::model::motion::MotionNorm;
-use crate::pipeline::generate::{GenerateParams, InitLatents, Models};
+use crate::pipeline::generate::{latent_preview_rgba, GenerateParams, InitLatents, Models, PreviewLatents};
 use crate::pipeline::gif;
 use crate::pipeline::load::{build_models_with, default_unet_options, Components, Precision, Weights};
 use crate::pipeline::sampler::{recipe_config, SchedulerKind};
@@ -197,6 +197,8 @@ struct Request {
     seed: Option<u64>,
     precision: Option<Precision>,
     on_progress: Option<Function>,
+    /// Opt-in live preview (each step's predicted latents → RGBA at 1/8 size).
+    on_preview: Option<Function>,
     signal: Option<web_sys::AbortSignal>,
 }
 
@@ -277,7 +279,7 @@ fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Op
     p.init = init;
     let precision = o.choice("precision", &["f32", "f16", "auto"])?.map(|s| parse_precision(Some(s), gpu));
     let on_progress = o.function("onProgress")?.or(extra_progress);
-    Ok(Request { params: p, seed, precision, on_progress, signal: o.signal()? })
+    Ok(Request { params: p, seed, precision, on_progress, on_preview: o.function("onPreview")?, signal: o.signal()? })
 }
 
 fn result_object(out: crate::pipeline::generate::Output, seed: Option<u64>, total_ms: f64, steps_ms: f64, steps: usize) -> JsValue {
@@ -470,7 +472,25 @@ impl Generator {
             }
             Ok(())
         };
-        let out = models.generate_with(&inner.gpu, &req.params, &mut hook).await;
+        let mut preview = |s: crate::pipeline::generate::Progress, l: PreviewLatents| {
+            let frames = Array::new();
+            for img in latent_preview_rgba(&l.latents, l.frames, l.height, l.width) {
+                frames.push(&Uint8ClampedArray::from(&img[..]));
+            }
+            report(
+                req.on_preview.as_ref(),
+                &object(&[
+                    ("step", (s.step as f64).into()),
+                    ("steps", (s.steps as f64).into()),
+                    ("frameCount", (l.frames as f64).into()),
+                    ("width", (l.width as f64).into()),
+                    ("height", (l.height as f64).into()),
+                    ("rgba", frames.into()),
+                ]),
+            );
+        };
+        let preview_hook: Option<&mut dyn FnMut(crate::pipeline::generate::Progress, PreviewLatents)> = if req.on_preview.is_some() { Some(&mut preview) } else { None };
+        let out = models.generate_with_preview(&inner.gpu, &req.params, &mut hook, preview_hook).await;
         let out = match out {
             Ok(o) => o,
             Err(_) if cancelled.get() => return Err(WebError::aborted("generation")),
@@ -600,8 +620,17 @@ export interface GenerateOptions {
   precision?: Precision;
   clipSkip?: number;
   onProgress?: (p: GenerateProgress) => void;
+  /** Opt-in live preview: after each step, that step's predicted video as cheap latent→RGB images at 1/8 size (reads the small latents back each step; off by default). */
+  onPreview?: (p: GeneratePreview) => void;
   /** Checked between denoising steps. */
   signal?: AbortSignal;
+}
+export interface GeneratePreview {
+  step: number; steps: number; frameCount: number;
+  /** width/8 × height/8 of the video. */
+  width: number; height: number;
+  /** One RGBA image (width × height × 4) per frame. */
+  rgba: Uint8ClampedArray[];
 }
 export interface GenerateResult {
   /** [frames, height, width, 3] RGB in [0, 1]. */

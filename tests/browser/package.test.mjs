@@ -138,3 +138,74 @@ test('example page: the installed element loads the tiny model from local URLs a
   assert.equal(r.busy, false);
   assert.deepEqual(r.buttons, { generate: false, cancel: true });
 });
+
+test('live preview (JS API from the package): opt-in, each step, 1/8 size; the last DDIM step previews the final latents', async () => {
+  assert.ok(b, 'the example page is open');
+  const r = await b.page.evaluate(async () => {
+    const { createGenerator } = await import('./node_modules/animatediff-wgpu/animatediff.js');
+    const g = await createGenerator();
+    const base = '/fixtures/tiny/';
+    const files = ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
+      'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors', 'scheduler/scheduler_config.json'];
+    await g.load({
+      model: Object.fromEntries(files.map((f) => [f, `${base}diffusers/${f}`])),
+      motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
+    });
+    // set_alpha_to_one: DDIM's last step returns that step's x₀ prediction itself.
+    const opts = { prompt: 'a corgi', negativePrompt: 'blurry', frames: 3, width: 64, height: 64, steps: 3, seed: 7, setAlphaToOne: true };
+    const previews = [];
+    const phases = [];
+    const r = await g.generate({ ...opts, onPreview: (p) => previews.push(p), onProgress: (p) => phases.push(p.phase) });
+    const plainPhases = [];
+    const plain = await g.generate({ ...opts, onProgress: (p) => plainPhases.push(p.phase) });
+    // One trailing step from t = 999 with ᾱ_prev = 1: the result is x₀ predicted from pure
+    // noise (ᾱ_999 ≈ 0.005), where a wrong x₀ formula would show.
+    const one = [];
+    const r1 = await g.generate({ ...opts, steps: 1, timestepSpacing: 'trailing', onPreview: (p) => one.push(p) });
+    await g.dispose();
+    // SD1.5 latent→RGB (ComfyUI comfy/latent_formats.py SD15.latent_rgb_factors), (x·M + 1)/2.
+    const M = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]];
+    const [F, h, w] = [3, 8, 8];
+    // max |preview − latent→RGB(latents)| and how many channel values are not clamped.
+    const compare = (preview, latents) => {
+      let maxDiff = 0, unclamped = 0;
+      for (let f = 0; f < F; f++) {
+        for (let i = 0; i < h * w; i++) {
+          for (let c = 0; c < 3; c++) {
+            let v = 1;
+            for (let k = 0; k < 4; k++) v += latents[((k * F + f) * h * w) + i] * M[k][c];
+            const want = Math.round(Math.min(1, Math.max(0, v / 2)) * 255);
+            maxDiff = Math.max(maxDiff, Math.abs(preview.rgba[f][i * 4 + c] - want));
+            unclamped += want > 0 && want < 255;
+          }
+          if (preview.rgba[f][i * 4 + 3] !== 255) maxDiff = Infinity;
+        }
+      }
+      return { maxDiff, unclamped, of: F * h * w * 3 };
+    };
+    const last = previews.at(-1);
+    const { maxDiff } = compare(last, r.latents);
+    const fromNoise = one.length === 1 ? compare(one[0], r1.latents) : null;
+    let changed = 0;
+    for (let i = 0; i < previews[0].rgba[0].length; i++) changed += previews[0].rgba[0][i] !== last.rgba[0][i];
+    let same = 0;
+    for (let i = 0; i < r.frames.length; i++) same = Math.max(same, Math.abs(r.frames[i] - plain.frames[i]));
+    return {
+      shapes: previews.map((p) => [p.step, p.steps, p.width, p.height, p.frameCount, p.rgba.length, p.rgba[0].length]),
+      maxDiff, fromNoise, changed, previewPhases: phases.filter((p) => p === 'preview').length, plainPreviewPhases: plainPhases.filter((p) => p === 'preview').length,
+      sameFrames: same,
+    };
+  });
+  console.log(`preview: last step vs latent→RGB of the final latents max |Δ| ${r.maxDiff} (of 255); step 1 vs 3 differ in ${r.changed} bytes; ` +
+    `one trailing step from t=999: max |Δ| ${r.fromNoise?.maxDiff}, ${r.fromNoise?.unclamped} of ${r.fromNoise?.of} values unclamped`);
+  assert.deepEqual(r.shapes, [1, 2, 3].map((s) => [s, 3, 8, 8, 3, 3, 8 * 8 * 4]));
+  assert.ok(r.maxDiff <= 1, `last preview vs final latents: ${r.maxDiff}`);
+  assert.ok(r.fromNoise, 'one preview for one step');
+  assert.ok(r.fromNoise.maxDiff <= 1, `x₀ from t=999 vs its preview: ${r.fromNoise.maxDiff}`);
+  // x₀ from pure noise is large (|x| ≈ 14 σ): most values clamp, and the rest must agree too.
+  assert.ok(r.fromNoise.unclamped >= 10, `too few unclamped values to compare (${r.fromNoise.unclamped})`);
+  assert.ok(r.changed > 0, 'the preview changes between steps');
+  assert.equal(r.previewPhases, 0, 'previews go to onPreview, not onProgress');
+  assert.equal(r.plainPreviewPhases, 0);
+  assert.equal(r.sameFrames, 0, 'the preview does not change the result');
+});
