@@ -80,6 +80,8 @@ export function startServer({ root, port = 0, host = '127.0.0.1', mounts = DEFAU
         'content-security-policy': CSP,
         'x-content-type-options': 'nosniff',
         'accept-ranges': 'bytes',
+        // A validator, as model hosts send (the model cache ties cached chunks to it).
+        'last-modified': st.mtime.toUTCString(),
       };
       const range = parseRange(req.headers.range, st.size);
       if (range === null) {

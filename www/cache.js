@@ -25,7 +25,7 @@ function namedError(name, message) {
   return e;
 }
 
-const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
+const mb = (b) => (b < 1e5 ? `${(b / 1e3).toFixed(1)} kB` : `${(b / 1e6).toFixed(1)} MB`);
 
 const manifestKey = (url) => `${KEY_BASE}file?u=${encodeURIComponent(url)}`;
 const chunkKey = (url, chunkBytes, i) => `${KEY_BASE}chunk?u=${encodeURIComponent(url)}&c=${chunkBytes}&i=${i}`;
