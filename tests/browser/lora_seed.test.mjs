@@ -135,3 +135,17 @@ test('LoRAs in load(): kohya @0.8 + PEFT @0.6 (URLs) + MotionLoRA @1.0 (a Blob) 
   assert.equal(r.bad?.name, 'InputError');
   assert.match(r.bad.message, /lora\[0\]/);
 });
+
+test('page: the optional LoRA file + weight go to load() with the chosen preset', async () => {
+  const lora = new URL('tiny/lora/kohya_unet_te.safetensors', FIXTURES).pathname;
+  await b.page.goto(`${b.url}?preset=tiny`);
+  await b.page.waitForFunction(() => window.animatediffApp?.ready);
+  await b.page.setInputFiles('#file-lora', lora);
+  await b.page.fill('#lora-weight', '0.8');
+  await b.page.click('#load');
+  await b.page.waitForFunction(() => /^Loaded/.test(document.getElementById('load-status').textContent) || !document.getElementById('app-error').hidden,
+    null, { timeout: 120_000 });
+  const status = await b.page.textContent('#load-status');
+  console.log(`page load with a LoRA: ${status}`);
+  assert.match(status, /lora: kohya_unet_te\.safetensors ×0\.8: 243 modules merged \(unet 231, text encoder 12\)/);
+});
