@@ -3,6 +3,8 @@
 // the URL (?prompt=…&seed=…) so a run can be shared and reproduced.
 import { createGenerator, cache } from './animatediff.js';
 import { HF, HF_PRESETS, checkSizes, presetBytes, presetSources } from './presets.js';
+import { encodeWebM } from './webm.js';
+import { framesToPngZip } from './zip.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -268,6 +270,7 @@ async function generate() {
       scheduler: $('scheduler').value || undefined,
       seed,
       signal: controller.signal,
+      onPreview: $('preview-on').checked ? showPreview : undefined,
       onProgress: (p) => {
         if (p.phase === 'encode') status.textContent = 'Encoding the prompt…';
         if (p.phase === 'decode') status.textContent = 'Decoding frames…';
@@ -296,9 +299,43 @@ async function generate() {
     }
   } finally {
     bar.hidden = true;
+    stopPreview();
     setBusy(null);
     updateCacheStatus();
   }
+}
+
+// ---- live preview: each step's predicted video at 1/8 size, scaled up and looping --------------
+
+let preview = null;
+
+function showPreview(p) {
+  const canvas = $('live-preview');
+  canvas.width = p.width * 8;
+  canvas.height = p.height * 8;
+  canvas.hidden = false;
+  canvas.setAttribute('aria-label', `Live preview of the current prediction after step ${p.step} of ${p.steps}`);
+  const small = preview?.small ?? document.createElement('canvas');
+  small.width = p.width;
+  small.height = p.height;
+  const images = p.rgba.map((px) => new ImageData(new Uint8ClampedArray(px), p.width, p.height));
+  let frame = 0;
+  const draw = () => {
+    small.getContext('2d').putImageData(images[frame], 0, 0);
+    const ctx = canvas.getContext('2d');
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(small, 0, 0, canvas.width, canvas.height);
+    frame = (frame + 1) % images.length;
+  };
+  clearInterval(preview?.timer);
+  draw();
+  preview = { small, timer: setInterval(draw, 1000 / Math.max(1, Number($('fps').value) || 8)) };
+}
+
+function stopPreview() {
+  clearInterval(preview?.timer);
+  preview = null;
+  $('live-preview').hidden = true;
 }
 
 // ---- player and export ----------------------------------------------------------------------
@@ -312,7 +349,7 @@ function showResult(r) {
   const ctx = canvas.getContext('2d');
   const images = r.rgba.map((px) => new ImageData(px, r.width, r.height));
   $('video-info').textContent = `${r.frameCount} frames, ${r.width}×${r.height}, seed ${r.seed ?? '(given latents)'}.`;
-  $('gif-link').hidden = true;
+  for (const id of ['gif-link', 'webm-link', 'png-link']) $(id).hidden = true;
   let frame = 0;
   clearInterval(player?.timer);
   const fps = () => Math.max(1, Number($('fps').value) || 8);
@@ -349,6 +386,29 @@ async function exportGif() {
     link.focus();
   } catch (e) {
     showError(e);
+  }
+}
+
+// WebM (WebCodecs, or MediaRecorder in real time) and a zip of PNG frames, made on the page.
+async function exportWith(button, linkId, what, encode) {
+  if (!result) return;
+  clearError();
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = `Making the ${what}…`;
+  try {
+    const blob = await encode(result);
+    const link = $(linkId);
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(blob);
+    link.textContent = `Download the ${what} (${mb(blob.size)})`;
+    link.hidden = false;
+    link.focus();
+  } catch (e) {
+    showError(e);
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
   }
 }
 
@@ -412,6 +472,8 @@ function main() {
   $('cancel').addEventListener('click', () => busy?.abort());
   $('play').addEventListener('click', togglePlay);
   $('export-gif').addEventListener('click', exportGif);
+  $('export-webm').addEventListener('click', () => exportWith($('export-webm'), 'webm-link', 'WebM', (r) => encodeWebM(r, { fps: Number($('fps').value) || 8 })));
+  $('export-png').addEventListener('click', () => exportWith($('export-png'), 'png-link', 'PNG frames', (r) => framesToPngZip(r)));
   if (!('gpu' in navigator)) {
     showError(Object.assign(new Error('this browser does not expose WebGPU (navigator.gpu is missing). ' +
       'Use Chrome/Edge 113+, Firefox 141+ (Windows) or Safari 26+, over https or localhost.'), { name: 'NotSupportedError' }));

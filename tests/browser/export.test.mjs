@@ -4,6 +4,7 @@
 // back by Chromium's own demuxer/decoder.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { inflateSync } from 'node:zlib';
 import { openBrowser } from './harness.mjs';
 import { createZip, encodePng, framesToPngZip } from '../../www/zip.js';
@@ -328,4 +329,51 @@ test('WebM (MediaRecorder fallback): a playable WebM of the right size', async (
   assert.ok(r.playback.ok, `Chromium could not play the recording: ${r.playback.error}`);
   assert.equal(r.width, W);
   assert.equal(r.height, H);
+});
+
+test('the page: live preview while generating, then Export WebM and Export PNG frames give F-frame files', async () => {
+  const p = b.page;
+  await p.goto(`${b.url}?preset=tiny&prompt=a%20corgi&seed=5&fps=8&precision=f32&frames=2&width=64&height=64&steps=2`);
+  await p.waitForFunction(() => window.animatediffApp?.ready);
+  await p.evaluate(() => {
+    window.previewShown = [];
+    const c = document.getElementById('live-preview');
+    new MutationObserver(() => window.previewShown.push({ hidden: c.hidden, w: c.width, h: c.height, label: c.getAttribute('aria-label') }))
+      .observe(c, { attributes: true, attributeFilter: ['hidden', 'aria-label'] });
+  });
+  assert.equal(await p.isChecked('#preview-on'), true, 'live preview is on by default');
+  await p.click('#generate');
+  await p.waitForFunction(() => /^Done/.test(document.getElementById('gen-status').textContent) || !document.getElementById('app-error').hidden, null, { timeout: 300_000 });
+  assert.equal(await p.$eval('#app-error', (e) => (e.hidden ? '' : e.textContent)), '');
+  const shown = await p.evaluate(() => window.previewShown);
+  assert.ok(shown.some((s) => !s.hidden && s.w === 64 && s.h === 64 && /after step 2 of 2/.test(s.label)), `preview states: ${JSON.stringify(shown)}`);
+  assert.equal(await p.$eval('#live-preview', (c) => c.hidden), true, 'the preview hides when the video is ready');
+
+  // The links download (the page's CSP keeps fetch() away from blob: URLs).
+  const fetchLink = async (sel) => {
+    const [download] = await Promise.all([p.waitForEvent('download'), p.click(sel)]);
+    return readFile(await download.path());
+  };
+  await p.click('#export-webm');
+  await p.waitForSelector('#webm-link:not([hidden])', { timeout: 60_000 });
+  const webm = Uint8Array.from(await fetchLink('#webm-link'));
+  const [ebml, segment] = parseEbml(webm);
+  assert.equal(new TextDecoder().decode(find(ebml.children, 0x4282).data), 'webm');
+  const video = find(find(find(segment.children, 0x1654ae6b).children, 0xae).children, 0xe0);
+  assert.deepEqual([uintOf(find(video.children, 0xb0)), uintOf(find(video.children, 0xba))], [64, 64]);
+  const blocks = segment.children.filter((n) => n.id === 0x1f43b675).flatMap((c) => c.children.filter((n) => n.id === 0xa3));
+  assert.equal(blocks.length, 2, 'one SimpleBlock per frame');
+
+  await p.click('#export-png');
+  await p.waitForSelector('#png-link:not([hidden])', { timeout: 60_000 });
+  const files = readZip(Uint8Array.from(await fetchLink('#png-link')));
+  assert.deepEqual(files.map((f) => f.name), ['frame_0001.png', 'frame_0002.png']);
+  for (const f of files) {
+    const png = decodePng(f.data);
+    assert.deepEqual([png.width, png.height], [64, 64]);
+    const colours = new Set();
+    for (let i = 0; i < 64 * 64; i++) colours.add((png.rgb[i * 3] << 16) | (png.rgb[i * 3 + 1] << 8) | png.rgb[i * 3 + 2]);
+    assert.ok(colours.size > 16, `${f.name} has ${colours.size} colours (blank?)`);
+  }
+  console.log(`page exports: WebM ${webm.length} B, zip of ${files.length} PNGs`);
 });
