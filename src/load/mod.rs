@@ -12,6 +12,8 @@ pub mod ckpt;
 pub mod component;
 pub mod config;
 pub mod detect;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod keymap;
 pub mod lora;
 pub mod safetensors;

@@ -43,6 +43,9 @@ pub enum SchedulerError {
 
 pub type SchedulerResult<T> = Result<T, SchedulerError>;
 
+/// Largest `num_train_timesteps` accepted (real models: 1000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BetaSchedule {
@@ -253,7 +256,9 @@ impl SchedulerConfig {
     /// Rejects settings this DDIM does not implement.
     pub fn validate(&self) -> SchedulerResult<()> {
         let unsupported = |field, value: String| Err(SchedulerError::Unsupported { field, value });
-        if self.num_train_timesteps < 2 {
+        // SD1.5 trains with 1000; the cap keeps a hostile config (a quantized file's metadata,
+        // a scheduler_config.json) from making us allocate per-timestep tables of any size.
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&self.num_train_timesteps) {
             return unsupported("num_train_timesteps", self.num_train_timesteps.to_string());
         }
         if self.trained_betas.is_none() && self.beta_schedule == BetaSchedule::SquaredcosCapV2 {

@@ -1,0 +1,8 @@
+#![no_main]
+//! See `animatediff_wgpu::load::fuzz_entry::config`: Ok or a typed error, never a panic.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = animatediff_wgpu::load::fuzz_entry::config(data);
+});
