@@ -185,6 +185,9 @@ export async function cachedDownload(url, { chunkBytes = 32 << 20, signal, onPro
     let m = manifest;
     let first = null;
     if (!m) {
+      // Chunks without a manifest (a clear() or an eviction cut short) cannot be tied to a
+      // version of the file: never reuse them.
+      await dropFile(cache, url);
       first = await fetchChunk(0, null);
       if (first.whole) return await streamWhole(first.whole, url, step, onProgress);
       if (first.uncachable) return undefined;
