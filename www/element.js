@@ -112,6 +112,13 @@ export class AnimateDiffGeneratorElement extends HTMLElement {
       // Failures are reported through the `error` event and the status line.
       this.generate().catch(() => {});
     });
+    // Ctrl/Cmd+Enter in the prompt generates (Enter alone is a new line).
+    this.#ui.prompt.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+        ev.preventDefault();
+        this.#ui.form.requestSubmit();
+      }
+    });
     this.#ui.cancel.addEventListener('click', () => this.cancel());
     this.#ui.play.addEventListener('click', () => this.#setPlaying(!this.#playing));
   }

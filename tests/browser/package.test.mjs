@@ -209,3 +209,45 @@ test('live preview (JS API from the package): opt-in, each step, 1/8 size; the l
   assert.equal(r.plainPreviewPhases, 0);
   assert.equal(r.sameFrames, 0, 'the preview does not change the result');
 });
+
+test('element: a missing model file gives an error event and a plain-words status; Cancel (keyboard) stops a run', async () => {
+  assert.ok(b, 'the example page is open');
+  await b.page.goto(b.url);
+  await b.page.waitForFunction(() => customElements.get('animatediff-generator') !== undefined);
+  const bad = await b.page.evaluate(async () => {
+    const el = document.getElementById('gen');
+    el.setAttribute('model', '/fixtures/tiny/original/missing.safetensors');
+    const ev = new Promise((resolve) => el.addEventListener('error', (e) => resolve(e.detail.error), { once: true }));
+    const rejected = await el.generate().then(() => null, (e) => e.name);
+    const e = await ev;
+    return { rejected, name: e.name, message: e.message, status: el.shadowRoot.querySelector('[role=status]').textContent };
+  });
+  console.log(`missing model: ${bad.name}: ${bad.message}`);
+  assert.equal(bad.rejected, bad.name);
+  assert.ok(['NetworkError', 'LoadError'].includes(bad.name), bad.name);
+  assert.ok(bad.message.includes('missing.safetensors'), 'the message names the file');
+  assert.equal(bad.status, `Error: ${bad.message}`);
+
+  // Restore the model, start a long run with Ctrl+Enter in the prompt, cancel with the keyboard.
+  await b.page.evaluate(() => {
+    const el = document.getElementById('gen');
+    el.setAttribute('model', '/fixtures/tiny/original/sd15_tiny_ldm_fp16.safetensors');
+    el.setAttribute('steps', '50');
+    el.setAttribute('frames', '1');
+    window.cancelled = new Promise((resolve) => el.addEventListener('error', (e) => resolve(e.detail.error.name), { once: true }));
+    window.stepSeen = new Promise((resolve) => el.addEventListener('progress', (e) => e.detail.phase === 'step' && resolve(), { once: false }));
+  });
+  const prompt = b.page.locator('animatediff-generator textarea');
+  await prompt.focus();
+  await b.page.keyboard.press('Control+Enter');
+  await b.page.evaluate(() => window.stepSeen);
+  await b.page.locator('animatediff-generator button.cancel').focus();
+  await b.page.keyboard.press('Enter');
+  const name = await b.page.evaluate(() => window.cancelled);
+  assert.equal(name, 'AbortError');
+  const after = await b.page.evaluate(() => {
+    const s = document.getElementById('gen').shadowRoot;
+    return { status: s.querySelector('[role=status]').textContent, generate: s.querySelector('button[type=submit]').disabled };
+  });
+  assert.deepEqual(after, { status: 'Cancelled.', generate: false });
+});
