@@ -157,6 +157,26 @@ async function updateCacheStatus() {
     $('cache-size').textContent = `${mb(u.bytes)} in ${u.files} file${u.files === 1 ? '' : 's'}` +
       (Number.isFinite(u.available) ? ` (${gb(u.available)} free for this site)` : '');
     $('cache-clear').disabled = u.files === 0;
+    // One line per cached file, each with its own Remove button.
+    const list = $('cache-list');
+    list.replaceChildren(...(await cache.entries()).map((e) => {
+      const li = document.createElement('li');
+      const name = decodeURIComponent(new URL(e.url).pathname.split('/').pop());
+      li.textContent = `${name}: ${mb(e.cachedBytes)}${e.complete ? '' : ` of ${mb(e.size)} (partial: resumes on the next load)`} `;
+      li.title = e.url;
+      const rm = document.createElement('button');
+      rm.type = 'button';
+      rm.className = 'secondary';
+      rm.textContent = 'Remove';
+      rm.setAttribute('aria-label', `Remove ${name} from the cache`);
+      rm.addEventListener('click', async () => {
+        await cache.clear([e.url]);
+        updateCacheStatus();
+      });
+      li.append(rm);
+      return li;
+    }));
+    $('cache-details').hidden = u.files === 0;
   } catch (e) {
     $('cache-size').textContent = `unavailable (${e.message})`;
   }

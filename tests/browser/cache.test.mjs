@@ -337,6 +337,13 @@ test('page: Hugging Face presets list their sizes, check them with the server (H
     // Both preset files were downloaded from the mirror (ranged GETs), and are now cached.
     for (const f of Object.keys(files)) assert.ok(mirror.includes(`GET ${f}`), `${f} not downloaded: ${mirror.join(', ')}`);
     await m.page.waitForFunction(() => /in 2 files/.test(document.getElementById('cache-size').textContent));
+    await m.page.waitForFunction(() => document.querySelectorAll('#cache-list li').length === 2);
+    const listed = await m.page.$$eval('#cache-list li', (lis) => lis.map((li) => li.textContent));
+    assert.deepEqual(listed.map((t) => t.split(':')[0]).sort(), ['mm_sd_v15_v2.ckpt', 'v1-5-pruned-emaonly-fp16.safetensors']);
+    // Remove one file, then clear the rest.
+    await m.page.click('#cache-details summary');
+    await m.page.click('#cache-list li:first-child button');
+    await m.page.waitForFunction(() => /in 1 file\b/.test(document.getElementById('cache-size').textContent));
     assert.equal(await m.page.isDisabled('#cache-clear'), false);
     await m.page.click('#cache-clear');
     await m.page.waitForFunction(() => /^0\.0 MB in 0 files/.test(document.getElementById('cache-size').textContent));
