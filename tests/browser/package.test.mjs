@@ -162,6 +162,14 @@ test('live preview (JS API from the package): opt-in, each step, 1/8 size; the l
     // noise (ᾱ_999 ≈ 0.005), where a wrong x₀ formula would show.
     const one = [];
     const r1 = await g.generate({ ...opts, steps: 1, timestepSpacing: 'trailing', onPreview: (p) => one.push(p) });
+    // Euler (model input scaled by 1/√(σ²+1)) and LCM: one step from t = 999 also returns x₀
+    // (Euler: x − σ·ε; LCM: c_skip ≈ 3·10⁻⁹, c_out ≈ 1).
+    const others = {};
+    for (const scheduler of ['euler', 'lcm']) {
+      const ps = [];
+      const out = await g.generate({ ...opts, steps: 1, scheduler, timestepSpacing: 'trailing', guidance: 1, onPreview: (p) => ps.push(p) });
+      others[scheduler] = { ps, out };
+    }
     await g.dispose();
     // SD1.5 latent→RGB (ComfyUI comfy/latent_formats.py SD15.latent_rgb_factors), (x·M + 1)/2.
     const M = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]];
@@ -186,13 +194,14 @@ test('live preview (JS API from the package): opt-in, each step, 1/8 size; the l
     const last = previews.at(-1);
     const { maxDiff } = compare(last, r.latents);
     const fromNoise = one.length === 1 ? compare(one[0], r1.latents) : null;
+    const samplers = Object.fromEntries(Object.entries(others).map(([k, { ps, out }]) => [k, ps.length === 1 ? compare(ps[0], out.latents) : null]));
     let changed = 0;
     for (let i = 0; i < previews[0].rgba[0].length; i++) changed += previews[0].rgba[0][i] !== last.rgba[0][i];
     let same = 0;
     for (let i = 0; i < r.frames.length; i++) same = Math.max(same, Math.abs(r.frames[i] - plain.frames[i]));
     return {
       shapes: previews.map((p) => [p.step, p.steps, p.width, p.height, p.frameCount, p.rgba.length, p.rgba[0].length]),
-      maxDiff, fromNoise, changed, previewPhases: phases.filter((p) => p === 'preview').length, plainPreviewPhases: plainPhases.filter((p) => p === 'preview').length,
+      maxDiff, fromNoise, samplers, changed, previewPhases: phases.filter((p) => p === 'preview').length, plainPreviewPhases: plainPhases.filter((p) => p === 'preview').length,
       sameFrames: same,
     };
   });
@@ -204,6 +213,10 @@ test('live preview (JS API from the package): opt-in, each step, 1/8 size; the l
   assert.ok(r.fromNoise.maxDiff <= 1, `x₀ from t=999 vs its preview: ${r.fromNoise.maxDiff}`);
   // x₀ from pure noise is large (|x| ≈ 14 σ): most values clamp, and the rest must agree too.
   assert.ok(r.fromNoise.unclamped >= 10, `too few unclamped values to compare (${r.fromNoise.unclamped})`);
+  for (const [k, v] of Object.entries(r.samplers)) {
+    console.log(`preview ${k}, one step from t=999: max |Δ| ${v?.maxDiff}, ${v?.unclamped} of ${v?.of} unclamped`);
+    assert.ok(v && v.maxDiff <= 1 && v.unclamped >= 10, `${k}: ${JSON.stringify(v)}`);
+  }
   assert.ok(r.changed > 0, 'the preview changes between steps');
   assert.equal(r.previewPhases, 0, 'previews go to onPreview, not onProgress');
   assert.equal(r.plainPreviewPhases, 0);
