@@ -212,18 +212,65 @@ fn long_videos_need_windows_and_memory_follows_the_window() {
     p.context = Some(ContextWindows { length: 16, ..Default::default() });
     models.validate(&p).unwrap();
 
-    // Peak GPU memory of one step with 8-frame windows: 12 vs 36 frames.
-    let peak = |frames: usize| {
+    // Peak GPU memory of the denoising step (read in the step hook, before the VAE) above the
+    // loaded models: with 8-frame windows it follows the window, not the video.
+    let peak = |frames: usize, windows: bool| {
         let mut q = p.clone();
         q.frames = frames;
-        q.context = Some(ContextWindows { length: 8, stride: 1, overlap: 2, closed_loop: false, fuse: FuseMethod::Pyramid });
+        q.context = windows.then_some(ContextWindows { length: 8, stride: 1, overlap: 2, closed_loop: false, fuse: FuseMethod::Pyramid });
         block_on(gpu.sync()).unwrap();
         gpu.reset_peak_memory();
         let base = gpu.memory().live_bytes;
-        let out = generate(&gpu, &models, &q);
-        assert_eq!(out.frame_count, frames);
-        gpu.memory().peak_bytes - base
+        let mut step_peak = 0;
+        block_on(models.generate_with(&gpu, &q, &mut |_| {
+            step_peak = gpu.memory().peak_bytes - base;
+            Ok(())
+        }))
+        .unwrap();
+        step_peak
     };
-    let (p12, p36) = (peak(12), peak(36));
-    eprintln!("peak GPU memory above the models, one step with 8-frame windows: 12 frames {p12} B, 36 frames {p36} B");
+    let (w12, w36, plain12, plain24) = (peak(12, true), peak(36, true), peak(12, false), peak(24, false));
+    eprintln!("denoising-step peak GPU memory above the models: 8-frame windows: 12 frames {w12} B, 36 frames {w36} B; no windows: 12 frames {plain12} B, 24 frames {plain24} B");
+    // Without windows the UNet's activations grow with the frames; with windows only the
+    // latents-sized buffers do (a few KiB per frame here).
+    let per_frame_windowed = (w36.saturating_sub(w12)) / 24;
+    let per_frame_plain = (plain24.saturating_sub(plain12)) / 12;
+    eprintln!("growth per frame: windowed {per_frame_windowed} B, unwindowed {per_frame_plain} B");
+    assert!(per_frame_windowed * 10 < per_frame_plain, "windowed memory grows {per_frame_windowed} B/frame vs {per_frame_plain} B/frame unwindowed");
+}
+
+/// The CLI flags reach the pipeline: each run reproduces its diffusers fixture.
+#[test]
+fn cli_flags_reproduce_the_fixtures() {
+    let m = meta();
+    let r = refs();
+    let dir = std::env::temp_dir().join(format!("animatediff-long-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |path: &std::path::Path| path.display().to_string();
+    let init_file = |name: &str| {
+        let t = get(&r, &format!("{name}.init_latents"));
+        let path = dir.join(format!("{name}.init.safetensors"));
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data)).unwrap();
+        safetensors::serialize_to_file([("latents", view)], None, &path).unwrap();
+        (p(&path), t.shape[2].to_string())
+    };
+    let travel = |key: &str, flag: &str| -> Vec<String> { travel_keys(&m, key).into_iter().flat_map(|v| [flag.to_string(), v]).collect() };
+    let (fn_seed, ctx, effect, lerp) = (m["seeds"]["fn_seed"].to_string(), init_file("ctx_flat_loop"), init_file("effect"), init_file("travel_lerp"));
+    let prompt = ["--prompt".to_string(), m["prompt"].as_str().unwrap().into(), "--negative-prompt".into(), m["negative"].as_str().unwrap().into()];
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("fn_seed", [&prompt[..], &["--frames", "12", "--seed", &fn_seed, "--free-noise-length", "8", "--free-noise-stride", "2"].map(String::from)].concat()),
+        ("ctx_flat_loop", [&prompt[..], &["--frames", &ctx.1, "--latents", &ctx.0, "--context-length", "8", "--context-overlap", "4", "--closed-loop", "--context-fuse", "flat"].map(String::from)].concat()),
+        ("effect", [&prompt[..], &["--frames", &effect.1, "--latents", &effect.0, "--motion-effect", "down=0.3,mid=1,up=0.7"].map(String::from)].concat()),
+        ("travel_lerp", [travel("prompts", "--prompt"), travel("negatives", "--negative-prompt"), ["--frames", &lerp.1, "--latents", &lerp.0].map(String::from).to_vec()].concat()),
+    ];
+    for (name, extra) in cases {
+        let out_latents = dir.join(format!("{name}.final.safetensors"));
+        let mut args: Vec<String> = ["generate", "--model", &p(&tiny().join("diffusers")), "--motion", &p(&tiny().join("motion_adapter")), "--width", "64", "--height", "64", "--steps", "3", "--out", &p(&dir.join("out.gif")), "--save-latents", &p(&out_latents)].map(String::from).to_vec();
+        args.extend(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_animatediff")).args(&args).env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into())).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let got = read_safetensors(&out_latents);
+        assert_close(&format!("CLI {name}"), &get(&got, "latents").data, &get(&r, &format!("{name}.final_latents")).data, 1e-5);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

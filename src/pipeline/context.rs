@@ -12,6 +12,7 @@
 use super::rng::TorchGenerator;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::model::nn::alloc;
+use crate::model::unet::MotionEffect;
 use crate::model::{UNet, UNetOptions};
 use crate::ops::{self, Broadcast};
 use crate::{Error, Result};
@@ -273,9 +274,39 @@ pub fn windowed_eps(unet: &UNet, gpu: &Gpu, input: &Tensor, timestep: f32, conte
     Ok(acc)
 }
 
+/// `E` (every motion module) or `down=E,mid=E,up=E` (any subset; the rest stay 1).
+pub fn parse_motion_effect(s: &str) -> Result<MotionEffect> {
+    let num = |v: &str| -> Result<f32> {
+        v.trim().parse::<f32>().ok().filter(|e| e.is_finite()).ok_or_else(|| Error::input("motion effect", format!("`{v}` is not a finite number")))
+    };
+    if !s.contains('=') {
+        return Ok(MotionEffect::uniform(num(s)?));
+    }
+    let mut e = MotionEffect::NONE;
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| Error::input("motion effect", format!("`{part}`: expected down=E, mid=E or up=E")))?;
+        let slot = match k.trim() {
+            "down" => &mut e.down,
+            "mid" => &mut e.mid,
+            "up" => &mut e.up,
+            other => return Err(Error::input("motion effect", format!("unknown block group `{other}` (down, mid, up)"))),
+        };
+        *slot = num(v)?;
+    }
+    Ok(e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn motion_effect_syntax() {
+        assert_eq!(parse_motion_effect("0.5").unwrap(), MotionEffect::uniform(0.5));
+        assert_eq!(parse_motion_effect("down=0.3, up=0.7").unwrap(), MotionEffect { down: 0.3, mid: 1.0, up: 0.7 });
+        assert!(parse_motion_effect("left=1").is_err());
+        assert!(parse_motion_effect("nan").is_err());
+    }
 
     #[test]
     fn ordered_halving_sequence() {

@@ -18,7 +18,7 @@ use crate::gpu::Gpu;
 use crate::load::{HostTensor, LoadResult, WeightSource};
 use crate::model::motion::MotionNorm;
 use crate::pipeline::generate::{latent_preview_rgba, GenerateParams, InitLatents, Models, PreviewLatents};
-use crate::pipeline::gif;
+use crate::pipeline::{context, gif, prompt_travel};
 use crate::pipeline::load::{build_models_with, default_unet_options, Components, Precision, Weights};
 use crate::pipeline::sampler::{recipe_config, SchedulerKind};
 use crate::pipeline::scheduler::TimestepSpacing;
@@ -202,10 +202,40 @@ struct Request {
     signal: Option<web_sys::AbortSignal>,
 }
 
+/// A prompt option: a string, an array of strings (`"N:text"` keys frame N), or an object
+/// `{ frame: text }` (prompt travel).
+fn keyed_values(o: &Opts<'_>, key: &str) -> WebResult<Vec<String>> {
+    let Some(v) = o.raw(key) else { return Ok(Vec::new()) };
+    if let Some(s) = v.as_string() {
+        return Ok(vec![s]);
+    }
+    let bad = || WebError::input(key, "must be a string, an array of \"frame:text\" strings or an object { frame: text }");
+    if js_sys::Array::is_array(&v) {
+        return js_sys::Array::from(&v).iter().map(|e| e.as_string().ok_or_else(bad)).collect();
+    }
+    if !v.is_object() {
+        return Err(bad());
+    }
+    let obj = js_sys::Object::from(v);
+    js_sys::Object::entries(&obj)
+        .iter()
+        .map(|pair| {
+            let pair = js_sys::Array::from(&pair);
+            let (k, t) = (pair.get(0).as_string().ok_or_else(bad)?, pair.get(1).as_string().ok_or_else(bad)?);
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(WebError::input(key, format!("key {k:?} is not a frame index")));
+            }
+            Ok(format!("{k}:{t}"))
+        })
+        .collect()
+}
+
 fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Option<Function>) -> WebResult<Request> {
     let o = Opts(o);
     o.check_object("options")?;
-    let prompt = o.string("prompt")?.ok_or_else(|| WebError::input("prompt", "is required"))?;
+    let prompts = prompt_travel::parse_keyframes("prompt", &keyed_values(&o, "prompt")?)?;
+    let negatives = prompt_travel::parse_keyframes("negativePrompt", &keyed_values(&o, "negativePrompt")?)?;
+    let prompt = prompts.first().map(|k| k.text.clone()).ok_or_else(|| WebError::input("prompt", "is required"))?;
     let kind = match o.choice("scheduler", &["ddim", "euler", "lcm"])?.as_deref() {
         Some("euler") => Some(SchedulerKind::Euler),
         Some("lcm") => Some(SchedulerKind::Lcm),
@@ -231,7 +261,14 @@ fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Op
     if let Some(k) = kind {
         p.scheduler_kind = k;
     }
-    p.negative_prompt = o.string("negativePrompt")?.unwrap_or_default();
+    p.negative_prompt = negatives.first().map(|k| k.text.clone()).unwrap_or_default();
+    let travels = |keys: &[prompt_travel::Keyframe]| keys.len() > 1 || keys.iter().any(|k| k.frame > 0);
+    if travels(&prompts) || travels(&negatives) {
+        (p.prompt_travel, p.negative_travel) = (prompts, negatives);
+    }
+    if let Some(i) = o.choice("promptInterpolation", &["lerp", "slerp"])? {
+        p.interpolation = prompt_travel::Interpolation::parse(&i)?;
+    }
     p.frames = o.integer("frames", 1, 1024)?.unwrap_or(p.frames);
     p.width = o.integer("width", 8, 2048)?.unwrap_or(p.width);
     p.height = o.integer("height", 8, 2048)?.unwrap_or(p.height);
@@ -240,6 +277,32 @@ fn parse_request(o: &JsValue, host: &HostPipeline, gpu: &Gpu, extra_progress: Op
     p.clip_skip = o.integer("clipSkip", 0, 64)?.unwrap_or(0);
     p.unet = default_unet_options(&host.motion);
     p.unet.motion_scale = o.number("motionScale")?.map(|v| v as f32).unwrap_or(p.unet.motion_scale);
+    // Long videos, as the CLI's flags (same defaults).
+    p.unet.motion_effect = match o.raw("motionEffect") {
+        None => p.unet.motion_effect,
+        Some(v) => match (v.as_f64(), v.as_string()) {
+            (Some(e), _) => context::parse_motion_effect(&e.to_string())?,
+            (_, Some(s)) => context::parse_motion_effect(&s)?,
+            _ => return Err(WebError::input("motionEffect", "must be a number or \"down=E,mid=E,up=E\"")),
+        },
+    };
+    const FUSE: &[&str] = &["pyramid", "flat", "delayed_reverse_sawtooth"];
+    if let Some(length) = o.integer("freeNoiseLength", 1, 1024)? {
+        let weighting = context::FuseMethod::parse(&o.choice("freeNoiseWeights", FUSE)?.unwrap_or_else(|| "pyramid".into()))?;
+        p.unet.free_noise = Some(context::TemporalWindows { length, stride: o.integer("freeNoiseStride", 1, 1024)?.unwrap_or(4), weighting });
+    }
+    if let Some(n) = o.choice("noiseType", &["shuffle_context", "repeat_context", "random"])? {
+        p.noise_type = context::NoiseType::parse(&n)?;
+    }
+    if let Some(length) = o.integer("contextLength", 1, 1024)? {
+        p.context = Some(context::ContextWindows {
+            length,
+            stride: o.integer("contextStride", 1, 16)?.unwrap_or(1),
+            overlap: o.integer("contextOverlap", 0, 1023)?.unwrap_or(4),
+            closed_loop: o.boolean("closedLoop")?.unwrap_or(false),
+            fuse: context::FuseMethod::parse(&o.choice("contextFuse", FUSE)?.unwrap_or_else(|| "pyramid".into()))?,
+        });
+    }
     if let Some(n) = o.choice("motionNorm", &["diffusers", "original"])? {
         p.unet.motion_norm = if n == "original" { MotionNorm::Original } else { MotionNorm::Diffusers };
     }
@@ -408,7 +471,9 @@ impl Generator {
     /// Generate a video. Options are the CLI's flags in camelCase with its defaults (`prompt`,
     /// `negativePrompt`, `frames` 16, `width`/`height` 512, `steps` 25, `guidance` 7.5, `seed` |
     /// `latents`, `scheduler`, `timestepSpacing`, `setAlphaToOne`, `motionNorm`, `motionScale`,
-    /// `precision`, `clipSkip`) plus
+    /// `precision`, `clipSkip`; long videos: `promptInterpolation`, `freeNoiseLength`,
+    /// `freeNoiseStride`, `freeNoiseWeights`, `noiseType`, `contextLength`, `contextStride`,
+    /// `contextOverlap`, `closedLoop`, `contextFuse`, `motionEffect`) plus
     /// `onProgress` and `signal` (checked between steps).
     #[wasm_bindgen(unchecked_return_type = "Promise<GenerateResult>")]
     pub fn generate(
@@ -598,8 +663,25 @@ export type GenerateProgress =
   | { phase: "decode" }
   | { phase: "upload"; tensors: number; totalTensors: number };
 export interface GenerateOptions {
-  prompt: string;
-  negativePrompt?: string;
+  /** A prompt, or prompt travel: ["0:a cat sitting", "8:a cat running"] or { 0: "a cat sitting", 8: "a cat running" }
+   * (per-frame embeddings interpolated between keyframes; a string without "N:" is frame 0). */
+  prompt: string | string[] | Record<number, string>;
+  negativePrompt?: string | string[] | Record<number, string>;
+  /** Prompt-travel interpolation: "lerp" (default, diffusers) or "slerp" (A1111). */
+  promptInterpolation?: "lerp" | "slerp";
+  /** FreeNoise: windows of this many frames inside the motion modules (≤ the module's positions) for long videos. */
+  freeNoiseLength?: number;
+  /** FreeNoise: frames between window starts, default 4. */ freeNoiseStride?: number;
+  /** FreeNoise window weights, default "pyramid". */ freeNoiseWeights?: "pyramid" | "flat" | "delayed_reverse_sawtooth";
+  /** FreeNoise initial noise for seeded runs, default "shuffle_context". */ noiseType?: "shuffle_context" | "repeat_context" | "random";
+  /** Context windows: the whole UNet on windows of this many frames each step, fused (memory of one window). */
+  contextLength?: number;
+  /** Default 1. */ contextStride?: number;
+  /** Default 4. */ contextOverlap?: number;
+  /** Windows may wrap from the last frames to the first (looping video), default false. */ closedLoop?: boolean;
+  /** Default "pyramid". */ contextFuse?: "pyramid" | "flat" | "delayed_reverse_sawtooth";
+  /** Motion effect x + e·(module(x) − x): a number (all modules, default 1) or "down=E,mid=E,up=E". */
+  motionEffect?: number | string;
   /** Default 16. */ frames?: number;
   /** Default 512. */ width?: number;
   /** Default 512. */ height?: number;

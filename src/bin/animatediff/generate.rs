@@ -11,7 +11,7 @@ use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Progress
 use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, Weights, open_pipeline, ModelPaths, Precision};
 use animatediff_wgpu::pipeline::sampler::{recipe_config, SchedulerKind};
 use animatediff_wgpu::pipeline::scheduler::TimestepSpacing;
-use animatediff_wgpu::pipeline::{gif, rng};
+use animatediff_wgpu::pipeline::{context, gif, prompt_travel, rng};
 use clap::{Args, ValueEnum};
 
 use crate::cli::DeviceArgs;
@@ -76,10 +76,48 @@ pub struct GenerateArgs {
     /// scheduler config (DDIM).
     #[arg(long, value_parser = parse_scheduler)]
     pub scheduler: Option<SchedulerKind>,
+    /// Prompt; repeat as `--prompt "0:a cat sitting" --prompt "8:a cat running"` for prompt
+    /// travel (per-frame embeddings interpolated between keyframes; no `N:` prefix = frame 0).
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
+    /// Negative prompt; keyframed like --prompt.
     #[arg(long)]
-    pub prompt: String,
-    #[arg(long, default_value = "")]
-    pub negative_prompt: String,
+    pub negative_prompt: Vec<String>,
+    /// Prompt-travel interpolation between keyframes: lerp (diffusers) or slerp (A1111).
+    #[arg(long, default_value = "lerp", value_parser = ["lerp", "slerp"])]
+    pub prompt_interpolation: String,
+    /// FreeNoise: sliding windows of this many frames inside the motion modules' temporal
+    /// attentions (≤ the module's positions, e.g. 16), for videos longer than the module.
+    #[arg(long)]
+    pub free_noise_length: Option<usize>,
+    /// FreeNoise: frames between window starts.
+    #[arg(long, default_value_t = 4)]
+    pub free_noise_stride: usize,
+    /// FreeNoise window weights: pyramid, flat or delayed_reverse_sawtooth.
+    #[arg(long, default_value = "pyramid")]
+    pub free_noise_weights: String,
+    /// FreeNoise initial noise (seeded runs): shuffle_context, repeat_context or random.
+    #[arg(long, default_value = "shuffle_context")]
+    pub noise_type: String,
+    /// Context windows: run the whole UNet on windows of this many frames each step and fuse
+    /// them (memory of one window; ComfyUI-AnimateDiff-Evolved's looped uniform schedule).
+    #[arg(long)]
+    pub context_length: Option<usize>,
+    /// Context windows: strided levels (1 = contiguous windows only).
+    #[arg(long, default_value_t = 1)]
+    pub context_stride: usize,
+    /// Context windows: frames shared by consecutive windows.
+    #[arg(long, default_value_t = 4)]
+    pub context_overlap: usize,
+    /// Context windows may wrap from the last frames to the first (looping video).
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Context-window fusion: pyramid, flat or delayed_reverse_sawtooth.
+    #[arg(long, default_value = "pyramid")]
+    pub context_fuse: String,
+    /// Motion effect: out = x + E·(motion_module(x) − x); `E` or `down=E,mid=E,up=E`.
+    #[arg(long, default_value = "1")]
+    pub motion_effect: String,
     #[arg(long, default_value_t = 16)]
     pub frames: usize,
     #[arg(long, default_value_t = 512)]
@@ -207,14 +245,30 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     if let Some(v) = a.set_alpha_to_one {
         sched.set_alpha_to_one = v;
     }
-    let mut p = GenerateParams::new(a.prompt.clone(), sched);
+    let prompts = prompt_travel::parse_keyframes("prompt", &a.prompt)?;
+    let negatives = prompt_travel::parse_keyframes("negative prompt", &a.negative_prompt)?;
+    let first = |keys: &[prompt_travel::Keyframe]| keys.first().map(|k| k.text.clone()).unwrap_or_default();
+    let travels = |keys: &[prompt_travel::Keyframe]| keys.len() > 1 || keys.iter().any(|k| k.frame > 0);
+    let mut p = GenerateParams::new(first(&prompts), sched);
+    p.negative_prompt = first(&negatives);
+    if travels(&prompts) || travels(&negatives) {
+        (p.prompt_travel, p.negative_travel) = (prompts, negatives);
+    }
+    p.interpolation = prompt_travel::Interpolation::parse(&a.prompt_interpolation)?;
     if let Some(k) = a.scheduler {
         p.scheduler_kind = k;
     }
-    p.negative_prompt = a.negative_prompt.clone();
     (p.frames, p.width, p.height, p.steps, p.guidance_scale, p.clip_skip) = (a.frames, a.width, a.height, a.steps, a.guidance, a.clip_skip);
     p.unet = default_unet_options(&host.motion);
     p.unet.motion_scale = a.motion_scale;
+    p.unet.motion_effect = context::parse_motion_effect(&a.motion_effect)?;
+    if let Some(length) = a.free_noise_length {
+        p.unet.free_noise = Some(context::TemporalWindows { length, stride: a.free_noise_stride, weighting: context::FuseMethod::parse(&a.free_noise_weights)? });
+    }
+    p.noise_type = context::NoiseType::parse(&a.noise_type)?;
+    if let Some(length) = a.context_length {
+        p.context = Some(context::ContextWindows { length, stride: a.context_stride, overlap: a.context_overlap, closed_loop: a.closed_loop, fuse: context::FuseMethod::parse(&a.context_fuse)? });
+    }
     if let Some(n) = a.motion_norm {
         p.unet.motion_norm = match n {
             NormArg::Diffusers => MotionNorm::Diffusers,
