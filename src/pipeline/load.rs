@@ -5,7 +5,11 @@
 use super::generate::Models;
 use super::scheduler::SchedulerConfig;
 use crate::gpu::{DType, Gpu};
-use crate::load::component::MotionModel;
+use std::sync::Arc;
+
+use crate::load::component::{ComponentSource, MotionModel};
+use crate::load::lora::{Lora, LoraDeltas, LoraReport, LoraTarget};
+use crate::load::LoadError;
 use crate::load::detect::MotionVersion;
 use crate::load::WeightSource;
 use crate::model::motion::MotionNorm;
@@ -130,6 +134,82 @@ pub fn vae_file_component(a: std::sync::Arc<crate::load::archive::TensorArchive>
     ComponentSource::new(a, map)
 }
 
+/// Weights on the host (streamed from their files or Blobs on demand), ready to upload: what
+/// `open_pipeline` returns natively (below) and in the browser (`web::sources`).
+pub struct HostPipeline {
+    pub unet: ComponentSource,
+    pub unet_config: UNetConfig,
+    pub vae: ComponentSource,
+    pub vae_config: VaeConfig,
+    pub text_encoder: ComponentSource,
+    pub clip_config: ClipConfig,
+    pub motion: MotionModel,
+    pub scheduler: SchedulerConfig,
+    /// One line per component: what was loaded from where.
+    pub description: Vec<String>,
+    /// Packed weights of this scheme (a quantized file, [`crate::pipeline::quantized`]).
+    pub quantized: Option<QuantScheme>,
+    /// Bytes of all weight files, for progress reports (0 where they are not counted).
+    pub bytes: f64,
+}
+
+impl HostPipeline {
+    pub fn components(&self) -> Components<'_> {
+        Components {
+            unet: &self.unet,
+            unet_config: &self.unet_config,
+            vae: &self.vae,
+            vae_config: &self.vae_config,
+            text_encoder: &self.text_encoder,
+            clip_config: &self.clip_config,
+            motion: &self.motion,
+        }
+    }
+}
+
+/// Merge opened LoRAs (with their multipliers) into the three components (on the host,
+/// tensor by tensor when the weights are read); one description line per file (what
+/// matched, what was skipped). A file none of whose modules matches any component is an
+/// error. Native (`--lora`) and browser (`load({ lora })`) share it.
+pub fn merge_loras(
+    opened: &[(Lora, f32)],
+    unet: ComponentSource,
+    text_encoder: ComponentSource,
+    mut motion: MotionModel,
+    description: &mut Vec<String>,
+) -> Result<(ComponentSource, ComponentSource, MotionModel)> {
+    let parts = [
+        LoraDeltas::resolve(&unet, opened, LoraTarget::Unet)?,
+        LoraDeltas::resolve(&text_encoder, opened, LoraTarget::TextEncoder)?,
+        LoraDeltas::resolve(&motion.source, opened, LoraTarget::Motion)?,
+    ];
+    for (i, (lora, w)) in opened.iter().enumerate() {
+        let reports: Vec<(LoraTarget, &LoraReport)> = parts.iter().filter_map(|d| d.reports().get(i).map(|r| (d.target(), r))).collect();
+        let matched: usize = reports.iter().map(|(_, r)| r.matched.len()).sum();
+        let foreign = lora.foreign_modules();
+        if matched == 0 {
+            return Err(Error::Load(LoadError::Unsupported {
+                file: lora.origin(),
+                message: format!("no LoRA module matches this SD1.5 pipeline ({} modules for other models, e.g. {:?})", foreign.len(), &foreign[..foreign.len().min(3)]),
+            }));
+        }
+        let counts: Vec<String> = reports.iter().filter(|(_, r)| !r.matched.is_empty()).map(|(t, r)| format!("{} {}", t.name(), r.matched.len())).collect();
+        let mut line = format!("lora: {} ×{w}: {matched} modules merged ({})", lora.origin(), counts.join(", "));
+        let mut skipped: Vec<String> = reports.iter().flat_map(|(_, r)| r.skipped.iter().cloned()).collect();
+        skipped.extend(foreign.iter().map(|k| format!("{k}: not an SD1.5 component")));
+        if !skipped.is_empty() || !lora.ignored.is_empty() {
+            line.push_str(&format!("; {} modules skipped, {} keys ignored", skipped.len(), lora.ignored.len()));
+            if !skipped.is_empty() {
+                line.push_str(&format!(" (e.g. {})", skipped[..skipped.len().min(3)].join("; ")));
+            }
+        }
+        description.push(line);
+    }
+    let [u, t, m] = parts.map(Arc::new);
+    motion.source = motion.source.with_lora(m);
+    Ok((unet.with_lora(u), text_encoder.with_lora(t), motion))
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
 
@@ -143,7 +223,7 @@ mod native {
     use crate::load::component::{diffusers_component, open_diffusers_dir, open_motion, open_single_file, ComponentSource};
     use crate::load::config::{infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_clip_config, parse_motion_config, parse_unet_config, parse_vae_config};
     use crate::load::detect::ComponentKind;
-    use crate::load::lora::{Lora, LoraDeltas, LoraReport, LoraTarget};
+    use crate::load::lora::Lora;
     use crate::load::LoadError;
 
     /// Where the weights come from.
@@ -165,36 +245,6 @@ mod native {
         /// modules (each module goes where its names say: kohya / diffusers image LoRAs,
         /// MotionLoRAs, the v3 adapter); see [`crate::load::lora`].
         pub loras: Vec<(PathBuf, f32)>,
-    }
-
-    /// Weights on the host (streamed from their files on demand), ready to upload.
-    pub struct HostPipeline {
-        pub unet: ComponentSource,
-        pub unet_config: UNetConfig,
-        pub vae: ComponentSource,
-        pub vae_config: VaeConfig,
-        pub text_encoder: ComponentSource,
-        pub clip_config: ClipConfig,
-        pub motion: MotionModel,
-        pub scheduler: SchedulerConfig,
-        /// One line per component: what was loaded from where.
-        pub description: Vec<String>,
-        /// Packed weights of this scheme (a quantized file, [`crate::pipeline::quantized`]).
-        pub quantized: Option<QuantScheme>,
-    }
-
-    impl HostPipeline {
-        pub fn components(&self) -> Components<'_> {
-            Components {
-                unet: &self.unet,
-                unet_config: &self.unet_config,
-                vae: &self.vae,
-                vae_config: &self.vae_config,
-                text_encoder: &self.text_encoder,
-                clip_config: &self.clip_config,
-                motion: &self.motion,
-            }
-        }
     }
 
     fn read_text(path: &Path) -> Result<String> {
@@ -269,47 +319,16 @@ mod native {
         Ok(m)
     }
 
-    /// Open `loras` and merge them into the three components (on the host, tensor by tensor
-    /// when the weights are read); one description line per file (what matched, what was
-    /// skipped). A file none of whose modules matches any component is an error.
-    pub fn merge_loras(
+    /// Open the LoRA files and merge them ([`super::merge_loras`]).
+    fn merge_lora_files(
         loras: &[(PathBuf, f32)],
         unet: ComponentSource,
         text_encoder: ComponentSource,
-        mut motion: MotionModel,
+        motion: MotionModel,
         description: &mut Vec<String>,
     ) -> Result<(ComponentSource, ComponentSource, MotionModel)> {
         let opened = loras.iter().map(|(p, w)| Ok((Lora::open(p)?, *w))).collect::<Result<Vec<_>>>()?;
-        let parts = [
-            LoraDeltas::resolve(&unet, &opened, LoraTarget::Unet)?,
-            LoraDeltas::resolve(&text_encoder, &opened, LoraTarget::TextEncoder)?,
-            LoraDeltas::resolve(&motion.source, &opened, LoraTarget::Motion)?,
-        ];
-        for (i, (lora, w)) in opened.iter().enumerate() {
-            let reports: Vec<(LoraTarget, &LoraReport)> = parts.iter().map(|d| (d.target(), &d.reports()[i])).collect();
-            let matched: usize = reports.iter().map(|(_, r)| r.matched.len()).sum();
-            let foreign = lora.foreign_modules();
-            if matched == 0 {
-                return Err(Error::Load(LoadError::Unsupported {
-                    file: lora.origin(),
-                    message: format!("no LoRA module matches this SD1.5 pipeline ({} modules for other models, e.g. {:?})", foreign.len(), &foreign[..foreign.len().min(3)]),
-                }));
-            }
-            let counts: Vec<String> = reports.iter().filter(|(_, r)| !r.matched.is_empty()).map(|(t, r)| format!("{} {}", t.name(), r.matched.len())).collect();
-            let mut line = format!("lora: {} ×{w}: {matched} modules merged ({})", lora.origin(), counts.join(", "));
-            let mut skipped: Vec<String> = reports.iter().flat_map(|(_, r)| r.skipped.iter().cloned()).collect();
-            skipped.extend(foreign.iter().map(|k| format!("{k}: not an SD1.5 component")));
-            if !skipped.is_empty() || !lora.ignored.is_empty() {
-                line.push_str(&format!("; {} modules skipped, {} keys ignored", skipped.len(), lora.ignored.len()));
-                if !skipped.is_empty() {
-                    line.push_str(&format!(" (e.g. {})", skipped[..skipped.len().min(3)].join("; ")));
-                }
-            }
-            description.push(line);
-        }
-        let [u, t, m] = parts.map(Arc::new);
-        motion.source = motion.source.with_lora(m);
-        Ok((unet.with_lora(u), text_encoder.with_lora(t), motion))
+        merge_loras(&opened, unet, text_encoder, motion, description)
     }
 
     /// Open every component (headers only: tensor data is read at upload time).
@@ -359,7 +378,7 @@ mod native {
         };
         let scheduler = scheduler_config(sched_json.as_ref().map(|(f, t)| (f.as_str(), t.as_str())))?;
         let (unet, text_encoder, motion) =
-            if paths.loras.is_empty() { (unet, text_encoder, motion) } else { merge_loras(&paths.loras, unet, text_encoder, motion, &mut description)? };
-        Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description, quantized: None })
+            if paths.loras.is_empty() { (unet, text_encoder, motion) } else { merge_lora_files(&paths.loras, unet, text_encoder, motion, &mut description)? };
+        Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description, quantized: None, bytes: 0.0 })
     }
 }

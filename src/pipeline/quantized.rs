@@ -274,6 +274,7 @@ mod native {
             scheduler: m.scheduler,
             description,
             quantized: Some(m.scheme),
+            bytes: 0.0,
         }))
     }
 

@@ -21,11 +21,11 @@ use crate::load::archive::TensorArchive;
 use crate::load::component::{diffusers_component, open_motion_archives, open_single_file_archive, ComponentSource, MotionModel, OpenOptions};
 use crate::load::config::{config_class_name, infer_clip_config, infer_motion_config, infer_unet_config, infer_vae_config, parse_clip_config, parse_motion_config, parse_unet_config, parse_vae_config};
 use crate::load::detect::ComponentKind;
-use crate::load::lora::{Lora, LoraDeltas, LoraReport, LoraTarget};
+use crate::load::lora::Lora;
 use crate::load::LoadError;
 use crate::model::{ClipConfig, UNetConfig, VaeConfig};
-use crate::pipeline::load::{scheduler_config, Components};
-use crate::pipeline::scheduler::SchedulerConfig;
+use crate::pipeline::load::{merge_loras, scheduler_config};
+pub use crate::pipeline::load::HostPipeline;
 
 /// One file: a URL (absolute, or relative to the worker's location) or a Blob/File.
 #[derive(Clone)]
@@ -193,35 +193,6 @@ fn parse_loras(v: &JsValue, what: &str) -> WebResult<Vec<(Leaf, f32)>> {
         out.push((l, weight));
     }
     Ok(out)
-}
-
-/// Everything on the host (lazy archives over Blobs), ready to upload.
-pub struct HostPipeline {
-    pub unet: ComponentSource,
-    pub unet_config: UNetConfig,
-    pub vae: ComponentSource,
-    pub vae_config: VaeConfig,
-    pub text_encoder: ComponentSource,
-    pub clip_config: ClipConfig,
-    pub motion: MotionModel,
-    pub scheduler: SchedulerConfig,
-    pub description: Vec<String>,
-    /// Bytes of all weight files.
-    pub bytes: f64,
-}
-
-impl HostPipeline {
-    pub fn components(&self) -> Components<'_> {
-        Components {
-            unet: &self.unet,
-            unet_config: &self.unet_config,
-            vae: &self.vae,
-            vae_config: &self.vae_config,
-            text_encoder: &self.text_encoder,
-            clip_config: &self.clip_config,
-            motion: &self.motion,
-        }
-    }
 }
 
 /// Downloads/reads with progress and cancellation.
@@ -471,48 +442,20 @@ async fn open_vae(f: &Fetcher, spec: &Spec, base: Option<&VaeConfig>) -> WebResu
     }
 }
 
-/// Open the LoRA files and merge them into the UNet, text encoder and motion modules (on the
-/// host, per tensor as it is read at upload): the browser side of the native
-/// `pipeline::load::merge_loras`, with the same rules, messages and description lines.
-async fn merge_loras(
+/// Open the LoRA files and merge them ([`crate::pipeline::load::merge_loras`], as `--lora`).
+async fn merge_lora_files(
     f: &Fetcher,
     loras: &[(Leaf, f32)],
     unet: ComponentSource,
     text_encoder: ComponentSource,
-    mut motion: MotionModel,
+    motion: MotionModel,
     description: &mut Vec<String>,
 ) -> WebResult<(ComponentSource, ComponentSource, MotionModel)> {
     let mut opened = Vec::with_capacity(loras.len());
     for (l, w) in loras {
         opened.push((Lora::from_archive(f.archive(l).await?)?, *w));
     }
-    let parts = [
-        LoraDeltas::resolve(&unet, &opened, LoraTarget::Unet)?,
-        LoraDeltas::resolve(&text_encoder, &opened, LoraTarget::TextEncoder)?,
-        LoraDeltas::resolve(&motion.source, &opened, LoraTarget::Motion)?,
-    ];
-    for (i, (lora, w)) in opened.iter().enumerate() {
-        let reports: Vec<(LoraTarget, &LoraReport)> = parts.iter().filter_map(|d| d.reports().get(i).map(|r| (d.target(), r))).collect();
-        let matched: usize = reports.iter().map(|(_, r)| r.matched.len()).sum();
-        let foreign = lora.foreign_modules();
-        if matched == 0 {
-            return Err(LoadError::Unsupported {
-                file: lora.origin(),
-                message: format!("no LoRA module matches this SD1.5 pipeline ({} modules for other models, e.g. {:?})", foreign.len(), &foreign[..foreign.len().min(3)]),
-            }
-            .into());
-        }
-        let counts: Vec<String> = reports.iter().filter(|(_, r)| !r.matched.is_empty()).map(|(t, r)| format!("{} {}", t.name(), r.matched.len())).collect();
-        let mut line = format!("lora: {} ×{w}: {matched} modules merged ({})", lora.origin(), counts.join(", "));
-        let skipped = reports.iter().map(|(_, r)| r.skipped.len()).sum::<usize>() + foreign.len();
-        if skipped > 0 || !lora.ignored.is_empty() {
-            line.push_str(&format!("; {skipped} modules skipped, {} keys ignored", lora.ignored.len()));
-        }
-        description.push(line);
-    }
-    let [u, t, m] = parts.map(Arc::new);
-    motion.source = motion.source.with_lora(m);
-    Ok((unet.with_lora(u), text_encoder.with_lora(t), motion))
+    Ok(merge_loras(&opened, unet, text_encoder, motion, description)?)
 }
 
 /// Open every component (headers only; tensor data is read at upload time).
@@ -578,7 +521,7 @@ pub async fn open_pipeline(f: &Fetcher, s: &Sources) -> WebResult<HostPipeline> 
         (None, None) => return Err(WebError::input("motion", "is required: an AnimateDiff motion module (.ckpt/.safetensors) or a MotionAdapter folder")),
     };
     description.push(format!("motion: {:?}, {} naming", motion.version, if motion.original_naming { "original AnimateDiff" } else { "diffusers" }));
-    let (unet, text_encoder, motion) = if s.loras.is_empty() { (unet, text_encoder, motion) } else { merge_loras(f, &s.loras, unet, text_encoder, motion, &mut description).await? };
+    let (unet, text_encoder, motion) = if s.loras.is_empty() { (unet, text_encoder, motion) } else { merge_lora_files(f, &s.loras, unet, text_encoder, motion, &mut description).await? };
 
     let (vae, vae_config) = match (&s.vae, vae, vae_config) {
         (Some(spec), _, cfg) => {
@@ -590,5 +533,5 @@ pub async fn open_pipeline(f: &Fetcher, s: &Sources) -> WebResult<HostPipeline> 
     };
     let scheduler = scheduler_config(sched_json.as_ref().map(|(n, t)| (n.as_str(), t.as_str())))?;
     f.check()?;
-    Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description, bytes: f.bytes() })
+    Ok(HostPipeline { unet, unet_config, vae, vae_config, text_encoder, clip_config, motion, scheduler, description, quantized: None, bytes: f.bytes() })
 }
