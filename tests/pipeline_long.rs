@@ -40,6 +40,13 @@ fn setup(gpu: &Gpu) -> (Models, GenerateParams) {
     (models, p)
 }
 
+/// [`setup`] with f16 weights and activations.
+fn setup_f16(gpu: &Gpu) -> (Models, GenerateParams) {
+    let (_, p) = setup(gpu);
+    let host = open_pipeline(&ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }).unwrap();
+    (build_models(gpu, &host.components(), Precision::F16).unwrap(), p)
+}
+
 fn explicit(p: &mut GenerateParams, r: &MapSource, name: &str) {
     let init = get(r, &format!("{name}.init_latents"));
     p.frames = init.shape[2];
@@ -273,4 +280,25 @@ fn cli_flags_reproduce_the_fixtures() {
         assert_close(&format!("CLI {name}"), &get(&got, "latents").data, &get(&r, &format!("{name}.final_latents")).data, 1e-5);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The windowed paths with f16 storage (window blends accumulate in f32).
+#[test]
+fn free_noise_and_context_windows_in_f16() {
+    let gpu = gpu();
+    if !gpu.info().shader_f16 {
+        eprintln!("skipped: the adapter has no shader-f16");
+        return;
+    }
+    let (models, mut p) = setup_f16(&gpu);
+    let r = refs();
+    explicit(&mut p, &r, "fn_pyramid");
+    p.unet.free_noise = free_noise(8, 2, FuseMethod::Pyramid);
+    let out = generate(&gpu, &models, &p);
+    assert_close("f16 FreeNoise pyramid: final latents", &out.latents, &get(&r, "fn_pyramid.final_latents").data, 1e-2);
+    p.unet.free_noise = None;
+    explicit(&mut p, &r, "ctx_pyramid");
+    p.context = Some(ContextWindows { length: 8, stride: 1, overlap: 2, closed_loop: false, fuse: FuseMethod::Pyramid });
+    let out = generate(&gpu, &models, &p);
+    assert_close("f16 context windows pyramid: final latents", &out.latents, &get(&r, "ctx_pyramid.final_latents").data, 1e-2);
 }

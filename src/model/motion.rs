@@ -54,7 +54,7 @@ impl FuseMethod {
 
     /// The weights of a window of `n` frames (diffusers `_get_frame_weights`).
     pub fn weights(self, n: usize) -> Vec<f32> {
-        let even = n % 2 == 0;
+        let even = n.is_multiple_of(2);
         let mid = if even { n / 2 } else { n.div_ceil(2) };
         match self {
             FuseMethod::Flat => vec![1.0; n],

@@ -179,7 +179,7 @@ pub fn free_noise_latents(latents: &mut [f32], channels: usize, frames: usize, l
 pub fn windowed_eps(unet: &UNet, gpu: &Gpu, input: &Tensor, timestep: f32, context: &Tensor, frames: usize, step: usize, ctx: &ContextWindows, opts: &UNetOptions) -> Result<Tensor> {
     ctx.validate()?;
     let d = input.dims().to_vec();
-    if d.len() != 4 || frames == 0 || d[0] % frames != 0 {
+    if d.len() != 4 || frames == 0 || !d[0].is_multiple_of(frames) {
         return Err(Error::input("latents", format!("{input:?} is not whole videos of {frames} frames")));
     }
     let videos = d[0] / frames;

@@ -89,17 +89,16 @@ pub fn frame_plan(keys: &[usize], frames: usize) -> Vec<(usize, usize, f64)> {
     if keys[last] != frames - 1 {
         pts.push((frames - 1, last));
     }
-    for f in 0..pts[0].0.min(frames) {
-        plan[f] = (pts[0].1, pts[0].1, 0.0);
-    }
+    let first = pts[0].0.min(frames);
+    plan[..first].fill((pts[0].1, pts[0].1, 0.0));
     if pts.len() == 1 {
         plan[frames - 1] = (pts[0].1, pts[0].1, 0.0);
     }
     for w in pts.windows(2) {
         let ((s, a), (e, b)) = (w[0], w[1]);
         let n = e - s;
-        for f in s..=e {
-            plan[f] = (a, b, (f - s) as f64 / n as f64);
+        for (i, slot) in plan[s..=e].iter_mut().enumerate() {
+            *slot = (a, b, i as f64 / n as f64);
         }
     }
     plan
