@@ -7,6 +7,8 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use animatediff_wgpu::load::detect::{classify_archive, detect_path, ArchiveKind,
 use animatediff_wgpu::load::source::{ByteSource, FileSource, MemorySource};
 use animatediff_wgpu::load::{LoadError, WeightSource};
 use animatediff_wgpu::model::config::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
+use common::tiny_unet_config;
 
 // ---------------------------------------------------------------------------------------------
 // A synthetic model: (file name, diffusers name, file shape, diffusers shape) for every tensor.
@@ -512,17 +515,6 @@ fn assert_same(a: &dyn WeightSource, b: &dyn WeightSource) {
     assert_eq!(a.names(), b.names(), "{} vs {}", a.origin(), b.origin());
     for n in a.names() {
         assert_eq!(a.tensor(&n).unwrap(), b.tensor(&n).unwrap(), "{n}: {} vs {}", a.origin(), b.origin());
-    }
-}
-
-fn tiny_unet_config() -> UNetConfig {
-    UNetConfig {
-        block_out_channels: vec![8, 16, 32, 32],
-        norm_num_groups: 4,
-        cross_attention_dim: 16,
-        attention_heads: vec![2; 4],
-        sample_size: 16,
-        ..UNetConfig::sd15()
     }
 }
 

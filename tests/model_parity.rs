@@ -7,34 +7,11 @@ mod common;
 use animatediff_wgpu::gpu::DType;
 use animatediff_wgpu::model::nn::layout;
 use animatediff_wgpu::model::nn::Loader;
-use animatediff_wgpu::model::{ClipConfig, ClipTextModel, Decoder, MotionConfig, MotionModule, MotionNorm, UNet, UNetConfig, UNetOptions, VaeConfig};
+use animatediff_wgpu::model::{ClipTextModel, Decoder, MotionModule, MotionNorm, UNet, UNetOptions};
 use common::*;
 
 const F32_TOL: f64 = 1e-4;
 const F16_TOL: f64 = 1e-2;
-
-fn unet_cfg() -> UNetConfig {
-    UNetConfig {
-        block_out_channels: vec![8, 16, 32, 32],
-        norm_num_groups: 4,
-        cross_attention_dim: 16,
-        attention_heads: vec![2; 4],
-        sample_size: 16,
-        ..UNetConfig::sd15()
-    }
-}
-
-fn motion_cfg() -> MotionConfig {
-    MotionConfig { block_out_channels: vec![8, 16, 32, 32], motion_num_attention_heads: 2, motion_norm_num_groups: 4, ..MotionConfig::sd15_v2() }
-}
-
-fn vae_cfg() -> VaeConfig {
-    VaeConfig { block_out_channels: vec![8, 16, 32, 32], norm_num_groups: 4, ..VaeConfig::sd15() }
-}
-
-fn clip_cfg() -> ClipConfig {
-    ClipConfig { hidden_size: 16, intermediate_size: 37, num_hidden_layers: 2, num_attention_heads: 2, ..ClipConfig::sd15() }
-}
 
 fn dtypes(gpu: &animatediff_wgpu::Gpu) -> Vec<(DType, f64)> {
     let mut v = vec![(DType::F32, F32_TOL)];
@@ -60,7 +37,7 @@ fn clip_text_embeddings_match_diffusers() {
     let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
     let w = clip_weights();
     for (dtype, tol) in dtypes(&gpu) {
-        let clip = ClipTextModel::load(&gpu, &w, &clip_cfg(), dtype).unwrap();
+        let clip = ClipTextModel::load(&gpu, &w, &tiny_clip_config(), dtype).unwrap();
         for (ids, want) in [("prompt_input_ids", "prompt_embeds"), ("negative_input_ids", "negative_prompt_embeds"), ("empty_input_ids", "empty_prompt_embeds")] {
             let y = clip.forward(&gpu, &common::ids(&refs, ids), 77, 0).unwrap();
             assert_close(&format!("{want} {dtype}"), &read(&gpu, &y), &get(&refs, want).data, tol);
@@ -72,7 +49,7 @@ fn clip_text_embeddings_match_diffusers() {
 fn clip_skip_matches_diffusers() {
     let gpu = gpu();
     let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
-    let clip = ClipTextModel::load(&gpu, &clip_weights(), &clip_cfg(), DType::F32).unwrap();
+    let clip = ClipTextModel::load(&gpu, &clip_weights(), &tiny_clip_config(), DType::F32).unwrap();
     let ids = common::ids(&comp, "clip.ids");
     let y = clip.forward(&gpu, &ids, 77, 1).unwrap();
     assert_close("clip skip 1", &read(&gpu, &y), &get(&comp, "clip.hidden_states_minus2_final_ln").data, F32_TOL);
@@ -113,7 +90,7 @@ fn unet2d_matches_diffusers() {
     let t = get(&comp, "unet2d.timestep").data[0];
     let ehs = get(&comp, "unet2d.encoder_hidden_states");
     for (dtype, tol) in dtypes(&gpu) {
-        let unet = UNet::load(&gpu, &w, &unet_cfg(), None, dtype).unwrap();
+        let unet = UNet::load(&gpu, &w, &tiny_unet_config(), None, dtype).unwrap();
         let x = gpu.upload_f32_as(&layout::nchw_to_nhwc(&s.data, n, c, h, wd), [n, h, wd, c], dtype, "x").unwrap();
         let ctx = gpu.upload_f32_as(&ehs.data, ehs.shape.clone(), dtype, "ctx").unwrap();
         let y = unet.forward(&gpu, &x, t, &ctx, 1, &UNetOptions::default()).unwrap();
@@ -131,7 +108,7 @@ fn unet_motion_matches_diffusers_every_step() {
     let mw = read_safetensors(&tiny().join("motion_adapter/diffusion_pytorch_model.safetensors"));
     let steps = get(&refs, "timesteps").data.len();
     for (dtype, tol) in dtypes(&gpu) {
-        let unet = UNet::load(&gpu, &w, &unet_cfg(), Some((&mw, &motion_cfg())), dtype).unwrap();
+        let unet = UNet::load(&gpu, &w, &tiny_unet_config(), Some((&mw, &tiny_motion_config())), dtype).unwrap();
         for s in 0..steps {
             let x = get(&refs, &format!("step{s}.unet_in_sample"));
             let [b, c, f, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]];
@@ -154,7 +131,7 @@ fn vae_decode_matches_diffusers() {
     let gpu = gpu();
     let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
     let w = read_safetensors(&tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"));
-    let vae = Decoder::load(&gpu, &w, &vae_cfg()).unwrap();
+    let vae = Decoder::load(&gpu, &w, &tiny_vae_config()).unwrap();
     let z = get(&comp, "vae_decode.in");
     let [n, c, h, wd] = [z.shape[0], z.shape[1], z.shape[2], z.shape[3]];
     let zt = gpu.upload_f32(&layout::nchw_to_nhwc(&z.data, n, c, h, wd), [n, h, wd, c], "z").unwrap();
@@ -169,7 +146,7 @@ fn vae_encode_matches_diffusers() {
     let gpu = gpu();
     let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
     let w = read_safetensors(&tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"));
-    let enc = Encoder::load(&gpu, &w, &vae_cfg()).unwrap();
+    let enc = Encoder::load(&gpu, &w, &tiny_vae_config()).unwrap();
     let x = get(&comp, "vae_encode.in");
     let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     let xt = gpu.upload_f32(&layout::nchw_to_nhwc(&x.data, n, c, h, wd), [n, h, wd, c], "x").unwrap();
@@ -195,7 +172,7 @@ fn time_embedding_matches_diffusers() {
     let sin = animatediff_wgpu::ops::timestep_embedding(&ts, 8, true, 0.0, 10000.0);
     assert_close("time_proj", &sin, &get(&comp, "time_proj.out").data, 1e-6);
     for (dtype, tol) in dtypes(&gpu) {
-        let unet = UNet::load(&gpu, &w, &unet_cfg(), None, dtype).unwrap();
+        let unet = UNet::load(&gpu, &w, &tiny_unet_config(), None, dtype).unwrap();
         let mut bt = gpu.batch("t");
         let y = unet.time_embedding(&mut bt, &ts).unwrap();
         bt.submit().unwrap();

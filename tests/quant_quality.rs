@@ -19,27 +19,12 @@ use animatediff_wgpu::gpu::{DType, Gpu};
 use animatediff_wgpu::load::MapSource;
 use animatediff_wgpu::model::nn::layout;
 use animatediff_wgpu::model::quant_policy::{Choice, QuantPolicy, QuantScheme, POLICY};
-use animatediff_wgpu::model::{MotionConfig, UNet, UNetConfig, UNetOptions};
+use animatediff_wgpu::model::{UNet, UNetOptions};
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents};
 use animatediff_wgpu::pipeline::load::{build_models_with, open_pipeline, ModelPaths, Precision, Weights};
 use animatediff_wgpu::quant::QuantFormat;
 use common::*;
 use pollster::block_on;
-
-fn unet_cfg() -> UNetConfig {
-    UNetConfig {
-        block_out_channels: vec![8, 16, 32, 32],
-        norm_num_groups: 4,
-        cross_attention_dim: 16,
-        attention_heads: vec![2; 4],
-        sample_size: 16,
-        ..UNetConfig::sd15()
-    }
-}
-
-fn motion_cfg() -> MotionConfig {
-    MotionConfig { block_out_channels: vec![8, 16, 32, 32], motion_num_attention_heads: 2, motion_norm_num_groups: 4, ..MotionConfig::sd15_v2() }
-}
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -95,7 +80,7 @@ fn epsilon(gpu: &Gpu, s: &StepZero, policy: Option<&QuantPolicy>) -> Vec<f32> {
 
 /// [`epsilon`] with activations (and dense weights) stored as `dtype`.
 fn epsilon_as(gpu: &Gpu, s: &StepZero, policy: Option<&QuantPolicy>, dtype: DType) -> Vec<f32> {
-    let unet = UNet::load_quantized(gpu, &s.weights, &unet_cfg(), Some((&s.motion, &motion_cfg())), dtype, policy).unwrap();
+    let unet = UNet::load_quantized(gpu, &s.weights, &tiny_unet_config(), Some((&s.motion, &tiny_motion_config())), dtype, policy).unwrap();
     let [b, c, f, h, w] = s.shape;
     let xt = gpu.upload_f32_as(&s.x, [b * f, h, w, c], dtype, "x").unwrap();
     let ct = gpu.upload_f32_as(&s.ctx, s.ctx_shape, dtype, "ctx").unwrap();

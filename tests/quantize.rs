@@ -150,22 +150,7 @@ fn gpu_quantizer_rejects_shapes_the_kernels_cannot_take() {
 use animatediff_wgpu::load::{HostTensor, MapSource};
 use animatediff_wgpu::model::nn::{Loader, Weight};
 use animatediff_wgpu::model::quant_policy::{QuantPolicy, QuantScheme};
-use animatediff_wgpu::model::{MotionConfig, UNet, UNetConfig, UNetOptions};
-
-fn unet_cfg() -> UNetConfig {
-    UNetConfig {
-        block_out_channels: vec![8, 16, 32, 32],
-        norm_num_groups: 4,
-        cross_attention_dim: 16,
-        attention_heads: vec![2; 4],
-        sample_size: 16,
-        ..UNetConfig::sd15()
-    }
-}
-
-fn motion_cfg() -> MotionConfig {
-    MotionConfig { block_out_channels: vec![8, 16, 32, 32], motion_num_attention_heads: 2, motion_norm_num_groups: 4, ..MotionConfig::sd15_v2() }
-}
+use animatediff_wgpu::model::{UNet, UNetOptions};
 
 /// `[k, n]` K-major → torch layout (`[out, in]` or `[out, in, kh, kw]`).
 fn from_kmajor(kn: &[f32], shape: &[usize]) -> Vec<f32> {
@@ -239,12 +224,12 @@ fn quantized_load_runs_the_dequantized_model_and_frees_dense_copies() {
         let largest = w.tensors.values().chain(mw.tensors.values()).filter(|t| t.shape.len() >= 2).map(|t| t.numel() as u64 * 4).max().unwrap();
         let before = gpu.memory().live_bytes;
         gpu.reset_peak_memory();
-        let unet = UNet::load_quantized(&gpu, &w, &unet_cfg(), Some((&mw, &motion_cfg())), DType::F32, Some(&policy)).unwrap();
+        let unet = UNet::load_quantized(&gpu, &w, &tiny_unet_config(), Some((&mw, &tiny_motion_config())), DType::F32, Some(&policy)).unwrap();
         let mem = gpu.memory();
         let kept = mem.live_bytes - before;
         eprintln!("{scheme:?}: {nu}+{nm} layers quantized; model {kept} bytes on the GPU, load peak {} bytes above it (largest layer {largest} bytes f32)", mem.peak_bytes - mem.live_bytes);
         assert!(mem.peak_bytes - mem.live_bytes <= largest, "load peak {} exceeds the kept size + one layer", mem.peak_bytes);
-        let dense = UNet::load(&gpu, &dw, &unet_cfg(), Some((&dmw, &motion_cfg())), DType::F32).unwrap();
+        let dense = UNet::load(&gpu, &dw, &tiny_unet_config(), Some((&dmw, &tiny_motion_config())), DType::F32).unwrap();
         let (a, b) = (epsilon(&gpu, &unet), epsilon(&gpu, &dense));
         assert_close(&format!("{scheme:?} quantized kernels vs dense dequantized weights"), &a, &b, 1e-5);
     }

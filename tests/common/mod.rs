@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use animatediff_wgpu::gpu::{Gpu, GpuOptions};
 use animatediff_wgpu::load::{HostTensor, MapSource};
+use animatediff_wgpu::model::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
 use pollster::block_on;
 
 pub fn fixtures() -> PathBuf {
@@ -87,4 +88,29 @@ pub fn with_prefix(m: &MapSource, strip: &str, add: &str) -> MapSource {
         out.tensors.insert(format!("{add}{base}"), v.clone());
     }
     out
+}
+
+/// The tiny fixture models' configs (`scripts/make_fixtures.py`): the real SD1.5 topology
+/// with few channels.
+pub fn tiny_unet_config() -> UNetConfig {
+    UNetConfig {
+        block_out_channels: vec![8, 16, 32, 32],
+        norm_num_groups: 4,
+        cross_attention_dim: 16,
+        attention_heads: vec![2; 4],
+        sample_size: 16,
+        ..UNetConfig::sd15()
+    }
+}
+
+pub fn tiny_motion_config() -> MotionConfig {
+    MotionConfig { block_out_channels: vec![8, 16, 32, 32], motion_num_attention_heads: 2, motion_norm_num_groups: 4, ..MotionConfig::sd15_v2() }
+}
+
+pub fn tiny_vae_config() -> VaeConfig {
+    VaeConfig { block_out_channels: vec![8, 16, 32, 32], norm_num_groups: 4, ..VaeConfig::sd15() }
+}
+
+pub fn tiny_clip_config() -> ClipConfig {
+    ClipConfig { hidden_size: 16, intermediate_size: 37, num_hidden_layers: 2, num_attention_heads: 2, ..ClipConfig::sd15() }
 }
