@@ -264,7 +264,8 @@ export class AnimateDiffGeneratorElement extends HTMLElement {
       });
       const fps = Number(this.getAttribute('fps')) || 8;
       const format = this.getAttribute('format') === 'webm' ? 'webm' : 'gif';
-      this.#status(`Making the ${format.toUpperCase()}…`);
+      const formatName = format === 'webm' ? 'WebM' : 'GIF';
+      this.#status(`Making the ${formatName}…`);
       this.#emit('progress', { phase: 'export', format });
       const blob = format === 'webm' ? await encodeWebM(result, { fps }) : await g.encodeGif(result, { fps });
       this.result = result;
@@ -274,7 +275,7 @@ export class AnimateDiffGeneratorElement extends HTMLElement {
       this.#url = URL.createObjectURL(blob);
       this.#ui.download.href = this.#url;
       this.#ui.download.download = `animatediff.${format}`;
-      this.#ui.download.textContent = `Download ${format.toUpperCase()}`;
+      this.#ui.download.textContent = `Download the ${formatName} (${(blob.size / 1e6).toFixed(2)} MB)`;
       this.#status(`Done: ${result.frameCount} frames ${result.width}×${result.height} in ${(result.timings.totalMs / 1000).toFixed(1)} s${result.seed !== undefined ? `, seed ${result.seed}` : ''}.`);
       const detail = { frames: result.rgba, result, blob };
       this.#emit('done', detail);

@@ -17,7 +17,7 @@ const npm = (args, cwd) => execFileSync('npm', args, { cwd, encoding: 'utf8', en
 
 let work, tarball, packed, b;
 
-before(() => {
+before(async () => {
   work = mkdtempSync(join(tmpdir(), 'animatediff-npm-'));
   const [info] = JSON.parse(npm(['pack', '--json', '--pack-destination', work], WWW));
   packed = info;
@@ -30,6 +30,8 @@ before(() => {
   pkg.dependencies['animatediff-wgpu'] = `file:${tarball}`;
   writeFileSync(join(site, 'package.json'), JSON.stringify(pkg, null, 2));
   npm(['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts'], site);
+  // A plain static server over the installed example (plus /fixtures/tiny/).
+  b = await openBrowser({ root: site });
 });
 
 after(async () => {
@@ -69,7 +71,6 @@ test('the tarball: version from Cargo.toml, only the library, no dependencies', 
 test('example page: the installed element loads the tiny model from local URLs and makes a video', async () => {
   const site = join(work, 'site');
   assert.ok(existsSync(join(site, 'node_modules', 'animatediff-wgpu', 'element.js')));
-  b = await openBrowser({ root: site });
   await b.page.goto(b.url);
   await b.page.waitForFunction(() => customElements.get('animatediff-generator') !== undefined);
   const t0 = Date.now();
@@ -140,7 +141,7 @@ test('example page: the installed element loads the tiny model from local URLs a
 });
 
 test('live preview (JS API from the package): opt-in, each step, 1/8 size; the last DDIM step previews the final latents', async () => {
-  assert.ok(b, 'the example page is open');
+  await b.page.goto(b.url);
   const r = await b.page.evaluate(async () => {
     const { createGenerator } = await import('./node_modules/animatediff-wgpu/animatediff.js');
     const g = await createGenerator();
@@ -224,7 +225,6 @@ test('live preview (JS API from the package): opt-in, each step, 1/8 size; the l
 });
 
 test('element: a missing model file gives an error event and a plain-words status; Cancel (keyboard) stops a run', async () => {
-  assert.ok(b, 'the example page is open');
   await b.page.goto(b.url);
   await b.page.waitForFunction(() => customElements.get('animatediff-generator') !== undefined);
   const bad = await b.page.evaluate(async () => {
@@ -263,4 +263,23 @@ test('element: a missing model file gives an error event and a plain-words statu
     return { status: s.querySelector('[role=status]').textContent, generate: s.querySelector('button[type=submit]').disabled };
   });
   assert.deepEqual(after, { status: 'Cancelled.', generate: false });
+});
+
+test('element: format="webm" gives a WebM Blob in the done event', async () => {
+  await b.page.goto(b.url);
+  await b.page.waitForFunction(() => customElements.get('animatediff-generator') !== undefined);
+  const r = await b.page.evaluate(async () => {
+    const el = document.getElementById('gen');
+    el.setAttribute('format', 'webm');
+    el.setAttribute('steps', '1');
+    const d = await el.generate();
+    const head = [...new Uint8Array(await d.blob.slice(0, 4).arrayBuffer())];
+    const link = el.shadowRoot.querySelector('a[download]');
+    return { type: d.blob.type, size: d.blob.size, head, download: link.getAttribute('download'), linkText: link.textContent, frames: d.frames.length };
+  });
+  assert.equal(r.type, 'video/webm');
+  assert.deepEqual(r.head, [0x1a, 0x45, 0xdf, 0xa3], 'EBML magic');
+  assert.equal(r.frames, 2);
+  assert.equal(r.download, 'animatediff.webm');
+  assert.match(r.linkText, /^Download the WebM \(\d+\.\d\d MB\)$/);
 });
