@@ -12,7 +12,7 @@ All runs: 64×64, DDIM from the tiny pipeline's scheduler config, 3 steps, CFG 7
 Oracles:
   travel_lerp   AnimateDiffPipeline.enable_free_noise(context_length=F) (one window = plain motion modules) with
                 prompt / negative_prompt dicts: diffusers' `_encode_prompt_free_noise` + default `_lerp`.
-                Keys: embeds [2F, 77, D] (negative rows first), final_latents.
+                Keys: embeds [2F, 77, D] (negative rows first), final_latents, frames_5_8 (f16 [1,3,64,64,3]).
   travel_slerp  the same embeddings with `prompt_interpolation_callback` = A1111's slerp over the whole [77, D]
                 tensor (scripts/animatediff_prompt.py in continue-revolution/sd-webui-animatediff: lerp when
                 |cos| > 0.9995). Keys: embeds.
@@ -29,7 +29,7 @@ Oracles:
                 diffusers' UNetMotionModel on each window's frames (CFG batch [uncond, cond]), fuses ε with
                 Σ w·ε / Σ w (ADE `sliding_calc_cond_batch`), then guidance and the DDIM step.
                 ctx_pyramid: 12 frames, length 8, overlap 2, stride 1, open; ctx_flat_loop: overlap 4, closed loop, flat.
-                JSON: the windows per step.
+                JSON: the windows per step. ctx_flat_loop.frames_8_12: decode_latents + postprocess_video of frames 8..11.
   effect        8 frames, every motion module blended out = x + e·(mm(x) − x) (ADE `effect_multival`) with
                 e = 0.3 in down blocks, 1.0 in the mid block, 0.7 in up blocks (forward hooks).
 """
@@ -113,6 +113,8 @@ def travel(pipe, out):
     out["travel_lerp.init_latents"] = lat
     out["travel_lerp.embeds"] = emb
     out["travel_lerp.final_latents"] = run(pipe, PROMPTS, NEGATIVES, frames, latents=lat.clone())
+    video = run(pipe, PROMPTS, NEGATIVES, frames, latents=lat.clone(), output_type="np")
+    out["travel_lerp.frames_5_8"] = torch.from_numpy(video[:, 5:].copy()).half()  # after the second keyframe
     pipe.enable_free_noise(context_length=frames, context_stride=1,
                            prompt_interpolation_callback=lambda s, e, a, b: slerp_callback(s, e, a, b))
     with torch.no_grad():
@@ -207,7 +209,12 @@ def context_windows(pipe, out, js):
         lat = randn_latents(12, seed)
         wins = []
         out[f"{name}.init_latents"] = lat
-        out[f"{name}.final_latents"] = context_run(pipe, lat.clone(), embeds, 8, overlap, loop, fuse, wins)
+        x = context_run(pipe, lat.clone(), embeds, 8, overlap, loop, fuse, wins)
+        out[f"{name}.final_latents"] = x
+        if name == "ctx_flat_loop":
+            with torch.no_grad():
+                video = pipe.video_processor.postprocess_video(video=pipe.decode_latents(x, 16), output_type="np")
+            out[f"{name}.frames_8_12"] = torch.from_numpy(video[:, 8:].copy()).half()
         js["windows"][name] = wins
 
 

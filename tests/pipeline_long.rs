@@ -61,6 +61,14 @@ fn check_latents(what: &str, out: &Output, r: &MapSource, name: &str) {
     assert_close(&format!("{what}: final latents"), &out.latents, &get(r, &format!("{name}.final_latents")).data, 1e-5);
 }
 
+/// Frames `from..` against the fixture's f16 frames.
+fn check_frames(what: &str, out: &Output, r: &MapSource, key: &str, from: usize) {
+    let want = get(r, key);
+    let e = max_abs(&out.frames[from * out.width * out.height * 3..], &want.data);
+    eprintln!("{what}: frames {from}.. max abs error {e:.2e} (reference f16)");
+    assert!(e <= 3e-3, "{what}: frames differ by {e:.2e}");
+}
+
 fn travel_keys(m: &serde_json::Value, key: &str) -> Vec<String> {
     m["travel"][key].as_object().unwrap().iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap())).collect()
 }
@@ -83,6 +91,7 @@ fn prompt_travel_lerp_matches_diffusers() {
     assert_close("lerp per-frame embeddings [neg; pos]", &read(&gpu, &emb), &get(&r, "travel_lerp.embeds").data, 1e-6);
     let out = generate(&gpu, &models, &p);
     check_latents("prompt travel (lerp)", &out, &r, "travel_lerp");
+    check_frames("prompt travel (lerp)", &out, &r, "travel_lerp.frames_5_8", 5);
 }
 
 #[test]
@@ -153,11 +162,7 @@ fn free_noise_seeded_noise_is_shuffled_like_diffusers() {
     p.unet.free_noise = free_noise(8, 2, FuseMethod::Pyramid);
     let out = generate(&gpu, &models, &p);
     check_latents("FreeNoise seeded (shuffle_context)", &out, &r, "fn_seed");
-    let frames_ref = get(&r, "fn_seed.frames_8_12");
-    let per_frame = 64 * 64 * 3;
-    let e = max_abs(&out.frames[8 * per_frame..], &frames_ref.data);
-    eprintln!("FreeNoise seeded: frames 8..12 max abs error {e:.2e} (reference f16)");
-    assert!(e <= 3e-3, "frames differ by {e:.2e}");
+    check_frames("FreeNoise seeded", &out, &r, "fn_seed.frames_8_12", 8);
 }
 
 #[test]
@@ -187,6 +192,9 @@ fn context_windows_match_reference_per_window_unet() {
         p.context = Some(ContextWindows { length: 8, stride: 1, overlap, closed_loop, fuse });
         let out = generate(&gpu, &models, &p);
         check_latents(&format!("context windows {name}"), &out, &r, name);
+        if closed_loop {
+            check_frames("context windows, closed loop", &out, &r, "ctx_flat_loop.frames_8_12", 8);
+        }
     }
 }
 
