@@ -8,6 +8,10 @@ import { cachedDownload } from './cache.js';
 const ready = init();
 let generator = null;
 let crashed = null;
+// What made the current generator, so a lost GPU device can be replaced without the page's
+// help: the create options and the last successful load (its sources: URLs, Blobs/Files).
+let createArgs = {};
+let loadArgs = null;
 const jobs = new Map(); // id → AbortController
 
 function errorOf(e) {
@@ -16,7 +20,9 @@ function errorOf(e) {
     crashed = `the engine crashed (${e.message}); reload the page. Please report this with the settings you used.`;
     return { name: 'EngineCrashedError', message: crashed, fatal: true };
   }
-  return { name: e?.name ?? 'Error', message: e?.message ?? String(e) };
+  const out = { name: e?.name ?? 'Error', message: e?.message ?? String(e) };
+  if (typeof e?.recovered === 'boolean') out.recovered = e.recovered;
+  return out;
 }
 
 function need() {
@@ -26,6 +32,30 @@ function need() {
     throw e;
   }
   return generator;
+}
+
+// The device was lost (driver reset, GPU out of memory, or the test hook): make a new
+// generator on a new device and reload the last models, so the next generate() works without
+// reloading the page. Returns the error to report for the failed call (a DeviceLostError).
+async function recoverDevice(cause, progress) {
+  const old = generator;
+  generator = null;
+  try {
+    old.free();
+  } catch { /* already gone */ }
+  const e = new Error(cause?.message ?? String(cause));
+  e.name = 'DeviceLostError';
+  try {
+    progress({ phase: 'recover' });
+    generator = await Generator.create(createArgs);
+    if (loadArgs) await handlers.load(loadArgs, progress, undefined);
+    e.message += ' — a new GPU device was created and the models reloaded: generate again';
+    e.recovered = true;
+  } catch (r) {
+    e.message += ` — recreating the GPU device failed (${r?.message ?? r}): create a new generator`;
+    e.recovered = false;
+  }
+  return e;
 }
 
 const handlers = {
@@ -38,6 +68,8 @@ const handlers = {
     }
     generator?.dispose();
     generator = await Generator.create(args ?? {});
+    createArgs = args ?? {};
+    loadArgs = null;
     return { info: generator.info(), memory: generator.memory() };
   },
   async load(args, progress, signal) {
@@ -46,18 +78,33 @@ const handlers = {
     const download = cache
       ? (url, chunk, sig, onProgress) => cachedDownload(url, { chunkBytes: chunkBytes ?? chunk, signal: sig, onProgress })
       : undefined;
-    return need().load(args.sources, { ...options, onProgress: progress, signal, download });
+    const info = await need().load(args.sources, { ...options, onProgress: progress, signal, download });
+    loadArgs = args;
+    return info;
   },
   async initialLatents({ seed, frames, height, width }) {
     const latents = initialLatents(seed, frames, height, width);
     return [latents, [latents.buffer]];
   },
   async generate(args, progress, signal) {
-    const { preview, ...rest } = args;
+    const { preview, testLoseDeviceAtStep, ...rest } = args;
     // Small (1/8 size) images: copied with the progress message.
     const onPreview = preview ? (p) => progress({ phase: 'preview', ...p }) : undefined;
-    const r = await need().generate({ ...rest, onProgress: progress, onPreview, signal });
-    return [r, [r.frames.buffer, r.latents.buffer, ...r.rgba.map((f) => f.buffer)]];
+    const g = need();
+    // Test hook: destroy the device after step N, as a driver reset would.
+    const onProgress = testLoseDeviceAtStep
+      ? (p) => {
+        progress(p);
+        if (p.phase === 'step' && p.step === testLoseDeviceAtStep) g.loseDeviceForTest();
+      }
+      : progress;
+    try {
+      const r = await g.generate({ ...rest, onProgress, onPreview, signal });
+      return [r, [r.frames.buffer, r.latents.buffer, ...r.rgba.map((f) => f.buffer)]];
+    } catch (e) {
+      if (g === generator && g.deviceLost) throw await recoverDevice(e, progress);
+      throw e;
+    }
   },
   async gif({ frames, frameCount, height, width, fps }) {
     const bytes = encodeGif(frames, frameCount, height, width, fps);
@@ -67,12 +114,14 @@ const handlers = {
     return need().memory();
   },
   async unload() {
+    loadArgs = null; // nothing to reload after a device loss
     generator?.unload();
     return generator ? generator.memory() : null;
   },
   async dispose() {
     const g = generator;
     generator = null;
+    loadArgs = null;
     if (g) {
       g.dispose();
       g.free();

@@ -277,6 +277,15 @@ impl Gpu {
         self.memory.reset_peak();
     }
 
+    /// Whether the device was lost (or destroyed). Natively a pending loss is noticed at the
+    /// next poll; in browsers once the `device.lost` promise has resolved (yield to the event
+    /// loop first).
+    pub fn is_lost(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        self.health.lost.lock().map(|s| s.is_some()).unwrap_or(true)
+    }
+
     /// Destroy the device (simulates device loss; the context is unusable afterwards).
     pub fn destroy(&self) {
         self.device.destroy();

@@ -484,8 +484,18 @@ impl Generator {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let busy = inner.begin().map_err(|e| e.to_js())?;
-            let r = Self::generate_inner(&inner, &options, on_progress).await;
+            let mut r = Self::generate_inner(&inner, &options, on_progress).await;
             drop(busy);
+            if let Err(e) = &r {
+                // A device lost mid-run often surfaces as some other failure first (a readback
+                // that cannot map); once `device.lost` has resolved, report the cause.
+                if e.name != "AbortError" && e.name != "DeviceLostError" && !inner.disposed.get() {
+                    yield_to_event_loop().await;
+                    if inner.gpu.is_lost() {
+                        r = Err(WebError::from(crate::gpu::GpuError::DeviceLost { reason: "lost".into(), message: format!("during generation ({})", e.message) }));
+                    }
+                }
+            }
             r.map_err(|e| inner.job_error(e))
         })
     }
@@ -582,6 +592,21 @@ impl Generator {
     #[wasm_bindgen(getter)]
     pub fn loaded(&self) -> bool {
         self.inner.models.borrow().is_some()
+    }
+
+    /// Whether this generator's GPU device was lost (the worker then creates a new generator
+    /// and reloads the models from the same sources).
+    #[wasm_bindgen(getter, js_name = deviceLost)]
+    pub fn device_lost(&self) -> bool {
+        self.inner.gpu.is_lost()
+    }
+
+    /// Test hook: destroy the device without disposing the generator (what a driver reset
+    /// looks like to the page).
+    #[doc(hidden)]
+    #[wasm_bindgen(js_name = loseDeviceForTest)]
+    pub fn lose_device_for_test(&self) {
+        self.inner.gpu.destroy();
     }
 }
 
