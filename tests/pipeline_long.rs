@@ -223,6 +223,10 @@ fn long_videos_need_windows_and_memory_follows_the_window() {
     assert!(models.validate(&p).is_err(), "a FreeNoise window longer than the module");
     p.unet.free_noise = free_noise(16, 4, FuseMethod::Pyramid);
     models.validate(&p).unwrap();
+    // 40 frames through FreeNoise windows end to end (one step)
+    let out = generate(&gpu, &models, &p);
+    assert_eq!(out.frame_count, 40);
+    assert!(out.frames.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
     p.unet.free_noise = None;
     p.context = Some(ContextWindows { length: 16, ..Default::default() });
     models.validate(&p).unwrap();

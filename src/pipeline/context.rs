@@ -309,6 +309,23 @@ mod tests {
     }
 
     #[test]
+    fn repeat_and_random_noise() {
+        let (c, f, hw) = (2, 5, 3);
+        let orig: Vec<f32> = (0..c * f * hw).map(|v| v as f32).collect();
+        let mut g = TorchGenerator::new(0);
+        let mut z = orig.clone();
+        free_noise_latents(&mut z, c, f, 2, 1, NoiseType::Random, &mut g);
+        assert_eq!(z, orig);
+        free_noise_latents(&mut z, c, f, 2, 1, NoiseType::RepeatContext, &mut g);
+        for ch in 0..c {
+            for fr in 0..f {
+                let at = |x: usize| (ch * f + x) * hw;
+                assert_eq!(z[at(fr)..at(fr) + hw], orig[at(fr % 2)..at(fr % 2) + hw], "channel {ch} frame {fr}");
+            }
+        }
+    }
+
+    #[test]
     fn ordered_halving_sequence() {
         let v: Vec<f64> = (0..5).map(ordered_halving).collect();
         assert_eq!(v, vec![0.0, 0.5, 0.25, 0.75, 0.125]);
