@@ -120,6 +120,8 @@ fn nasty_cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("safetensors", "shape-100gb-offsets-fit", st(r#"{"a":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,8]}}"#, &d8)),
         ("safetensors", "shape-overflow", st(r#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,8]}}"#, &d8)),
         ("safetensors", "shape-zero-times-huge", st(r#"{"a":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,8]}}"#, &d8)),
+        ("safetensors", "shape-huge-times-zero", st(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}}"#, &[])),
+        ("safetensors", "shape-zero-then-huge", st(r#"{"a":{"dtype":"F32","shape":[0,1099511627776,1099511627776],"data_offsets":[0,0]}}"#, &[])),
         ("safetensors", "shape-negative", st(r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, &d8)),
         ("safetensors", "shape-float", st(r#"{"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, &d8)),
         ("safetensors", "offsets-overlap", st(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &d8)),
@@ -278,6 +280,10 @@ fn nasty_cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     v.push(("lora", "rank-mismatch", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[1,4],"data_offsets":[0,16]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[2,2],"data_offsets":[16,32]}}}}"#), &f(&[1.0; 8]))));
     v.push(("lora", "rank-zero", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[4,0],"data_offsets":[0,0]}}}}"#), &[])));
     v.push(("lora", "zero-dims-overflow", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[1,4294967296,4294967296,0],"data_offsets":[0,0]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[4294967296,1,0],"data_offsets":[0,0]}}}}"#), &[])));
+    // A zero-sized pair whose other dimensions multiply past usize (the shape products of
+    // LoRA matching must not overflow).
+    v.push(("lora", "zero-dims-overflow-fits", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[1,4294967296,4294967296,0],"data_offsets":[0,0]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[0,1],"data_offsets":[0,0]}}}}"#), &[])));
+    v.push(("lora", "zero-rows-huge-cols", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[1,0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[4,1],"data_offsets":[0,16]}}}}"#), &f(&[1.0; 4]))));
     v.push(("lora", "alpha-not-scalar", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[1,4],"data_offsets":[0,16]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[4,1],"data_offsets":[16,32]}},"{m}.alpha":{{"dtype":"F32","shape":[2],"data_offsets":[32,40]}}}}"#), &f(&[1.0; 10]))));
     v.push(("lora", "alpha-nan", st(&format!(r#"{{"{m}.lora_down.weight":{{"dtype":"F32","shape":[1,4],"data_offsets":[0,16]}},"{m}.lora_up.weight":{{"dtype":"F32","shape":[4,1],"data_offsets":[16,32]}},"{m}.alpha":{{"dtype":"F32","shape":[],"data_offsets":[32,36]}}}}"#), &f(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, f32::NAN]))));
     v.push(("lora", "dora", st(r#"{"__metadata__":{"lora_adapter_metadata":"{\"use_dora\":true}"},"unet.a.lora_A.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]},"unet.a.lora_B.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[4,8]}}"#, &d8)));

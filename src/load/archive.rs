@@ -156,9 +156,12 @@ impl TensorEntry {
     }
 }
 
-/// Shape product × element size as u64, `None` on overflow.
+/// Shape product × element size as u64, `None` on overflow. The product of the non-zero
+/// dimensions must fit too: code downstream multiplies dimensions in any order (row sizes,
+/// `[1..]` products), so an empty `[2^32, 2^32, 0]` would overflow there.
 pub(crate) fn byte_len(shape: &[u64], dtype: FileDType) -> Option<u64> {
-    shape.iter().try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// The container a [`TensorArchive`] was read from.
@@ -415,5 +418,8 @@ mod tests {
         assert_eq!(byte_len(&[2, 3], FileDType::F16), Some(12));
         assert_eq!(byte_len(&[], FileDType::F32), Some(4));
         assert_eq!(byte_len(&[u64::MAX, 2], FileDType::U8), None);
+        // Empty, but its other dimensions multiply past u64 (a `[1..]` product would overflow).
+        assert_eq!(byte_len(&[0, 1 << 40, 1 << 40], FileDType::F32), None);
+        assert_eq!(byte_len(&[0, 1 << 20, 1 << 20], FileDType::F32), Some(0));
     }
 }
