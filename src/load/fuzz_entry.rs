@@ -16,6 +16,7 @@ use super::archive::TensorArchive;
 use super::lora::{Lora, LoraDeltas, LoraTarget};
 use super::source::MemorySource;
 use super::{HostTensor, LoadError, MapSource, WeightSource};
+use crate::pipeline::sampler::{make_sampler, recipe_config, SchedulerKind};
 use crate::pipeline::scheduler::{SchedulerConfig, SchedulerError};
 use crate::pipeline::tokenizer::{ClipTokenizer, TokenizerError, MAX_LEN};
 
@@ -33,6 +34,9 @@ pub enum FuzzError {
 }
 
 pub type FuzzResult = Result<(), FuzzError>;
+
+/// One fuzz target: bytes in, `Ok` or a typed error out.
+pub type FuzzFn = fn(&[u8]) -> FuzzResult;
 
 /// Tensors read per input: enough to reach the conversion code for every dtype, few enough that
 /// one input stays fast.
@@ -178,9 +182,8 @@ pub fn config(data: &[u8]) -> FuzzResult {
             let c = SchedulerConfig::from_json(&text)?;
             c.validate()?;
             let steps = usize::from(which / 5 % 8) + 1;
-            for kind in [crate::pipeline::sampler::SchedulerKind::Ddim, crate::pipeline::sampler::SchedulerKind::Euler, crate::pipeline::sampler::SchedulerKind::Lcm] {
-                let cfg = crate::pipeline::sampler::recipe_config(&c, kind);
-                let _ = crate::pipeline::sampler::make_sampler(&cfg, kind, steps);
+            for kind in [SchedulerKind::Ddim, SchedulerKind::Euler, SchedulerKind::Lcm] {
+                let _ = make_sampler(&recipe_config(&c, kind), kind, steps);
             }
         }
     }
@@ -188,7 +191,7 @@ pub fn config(data: &[u8]) -> FuzzResult {
 }
 
 /// Every target by name (the regression test and `scripts/fuzz` iterate over this).
-pub const TARGETS: [(&str, fn(&[u8]) -> FuzzResult); 7] = [
+pub const TARGETS: [(&str, FuzzFn); 7] = [
     ("safetensors", safetensors),
     ("ckpt", ckpt),
     ("pickle", pickle),
