@@ -42,10 +42,9 @@ pub enum WeightsArg {
     Q4,
 }
 
+/// Which model files to load: shared by `generate` and `quantize`.
 #[derive(Args)]
-pub struct GenerateArgs {
-    #[command(flatten)]
-    pub device: DeviceArgs,
+pub struct ModelArgs {
     /// SD1.5 model: LDM single file (.safetensors / .ckpt) or diffusers folder.
     #[arg(long)]
     pub model: PathBuf,
@@ -53,7 +52,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub vae: Option<PathBuf>,
     /// Motion module: original AnimateDiff .ckpt/.safetensors, diffusers file or MotionAdapter
-    /// folder (not with a file from `animatediff quantize`, which holds its own).
+    /// folder; default: the model folder's `motion_adapter/` (not with a file from
+    /// `animatediff quantize`, which holds its own).
     #[arg(long)]
     pub motion: Option<PathBuf>,
     /// diffusers folder with unet/vae/text_encoder configs for a single-file model (what
@@ -71,6 +71,44 @@ pub struct GenerateArgs {
     /// `FILE[:WEIGHT]` (default 1); repeatable.
     #[arg(long, value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
     pub motion_lora: Vec<(PathBuf, f32)>,
+}
+
+impl ModelArgs {
+    /// The files as [`ModelPaths`]. Without `--motion`, a diffusers AnimateDiff pipeline
+    /// folder's `motion_adapter/` is used (what `AnimateDiffPipeline.save_pretrained` writes);
+    /// a file from `animatediff quantize` holds its own motion modules.
+    pub fn paths(&self) -> ModelPaths {
+        let motion = match &self.motion {
+            Some(m) => m.clone(),
+            None if self.model.join("motion_adapter").is_dir() => self.model.join("motion_adapter"),
+            None => PathBuf::new(),
+        };
+        let loras = self.lora.iter().chain(&self.motion_lora).cloned().collect();
+        // `..Default::default()`: ModelPaths grows without breaking this call.
+        #[allow(clippy::needless_update)]
+        ModelPaths { model: self.model.clone(), vae: self.vae.clone(), motion, config: self.config.clone(), motion_config: self.motion_config.clone(), loras, ..Default::default() }
+    }
+}
+
+/// `FILE[:WEIGHT]`; a suffix that is not a number stays part of the path (`C:\x.safetensors`).
+fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
+    if let Some((f, w)) = s.rsplit_once(':') {
+        if let Ok(w) = w.trim().parse::<f32>() {
+            if !w.is_finite() {
+                return Err(format!("LoRA weight `{w}` is not finite"));
+            }
+            return Ok((PathBuf::from(f), w));
+        }
+    }
+    Ok((PathBuf::from(s), 1.0))
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Sampler: ddim, euler (AnimateDiff-Lightning: trailing spacing, linear betas, use with
     /// --guidance 1 and the checkpoint's step count) or lcm (AnimateLCM). Default: the model's
     /// scheduler config (DDIM).
@@ -175,19 +213,6 @@ pub struct GenerateArgs {
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// `FILE[:WEIGHT]`; a suffix that is not a number stays part of the path (`C:\x.safetensors`).
-fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
-    if let Some((f, w)) = s.rsplit_once(':') {
-        if let Ok(w) = w.trim().parse::<f32>() {
-            if !w.is_finite() {
-                return Err(format!("LoRA weight `{w}` is not finite"));
-            }
-            return Ok((PathBuf::from(f), w));
-        }
-    }
-    Ok((PathBuf::from(s), 1.0))
-}
-
 fn parse_scheduler(s: &str) -> Result<SchedulerKind, String> {
     s.parse().map_err(|e: animatediff_wgpu::pipeline::scheduler::SchedulerError| e.to_string())
 }
@@ -223,10 +248,7 @@ fn progress_bar(p: Progress) {
 
 pub fn run(a: GenerateArgs) -> BoxResult<()> {
     let t0 = Instant::now();
-    let loras = a.lora.iter().chain(&a.motion_lora).cloned().collect();
-    // `..Default::default()`: ModelPaths grows without breaking this call.
-    #[allow(clippy::needless_update)]
-    let paths = ModelPaths { model: a.model.clone(), vae: a.vae.clone(), motion: a.motion.clone().unwrap_or_default(), config: a.config.clone(), motion_config: a.motion_config.clone(), loras, ..Default::default() };
+    let paths = a.models.paths();
     let host = open_pipeline(&paths)?;
     for line in &host.description {
         eprintln!("{line}");

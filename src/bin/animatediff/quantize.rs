@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use animatediff_wgpu::model::quant_policy::{QuantPolicy, QuantScheme};
-use animatediff_wgpu::pipeline::load::{open_pipeline, ModelPaths};
+use animatediff_wgpu::pipeline::load::open_pipeline;
 use animatediff_wgpu::pipeline::quantized::{write_quantized, DenseDType};
 use clap::{Args, ValueEnum};
+
+use crate::generate::ModelArgs;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum FormatArg {
@@ -26,22 +28,8 @@ pub enum DenseArg {
 
 #[derive(Args)]
 pub struct QuantizeArgs {
-    /// SD1.5 model: diffusers folder or LDM single file (.safetensors / .ckpt).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Motion module (original .ckpt/.safetensors, diffusers file or MotionAdapter folder);
-    /// default: the model folder's `motion_adapter/`.
-    #[arg(long)]
-    pub motion: Option<PathBuf>,
-    /// VAE file or diffusers folder replacing (or supplying) the model's.
-    #[arg(long)]
-    pub vae: Option<PathBuf>,
-    /// diffusers folder with unet/vae/text_encoder configs for a single-file model.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// MotionAdapter folder or config.json for the motion module.
-    #[arg(long)]
-    pub motion_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Weight format of the quantized layers (see the policy table in
     /// src/model/quant_policy.rs: q4 keeps a few small layers at q8).
     #[arg(long, value_enum)]
@@ -52,22 +40,6 @@ pub struct QuantizeArgs {
     /// Output file (safetensors).
     #[arg(long)]
     pub out: PathBuf,
-    /// LoRA / MotionLoRA to merge before quantizing (repeatable; a quantized file cannot take
-    /// LoRAs later).
-    #[arg(long, value_name = "FILE[:WEIGHT]", value_parser = parse_lora)]
-    pub lora: Vec<(PathBuf, f32)>,
-}
-
-fn parse_lora(s: &str) -> Result<(PathBuf, f32), String> {
-    if let Some((f, w)) = s.rsplit_once(':') {
-        if let Ok(w) = w.trim().parse::<f32>() {
-            if !w.is_finite() {
-                return Err(format!("LoRA weight `{w}` is not finite"));
-            }
-            return Ok((PathBuf::from(f), w));
-        }
-    }
-    Ok((PathBuf::from(s), 1.0))
 }
 
 fn mib(b: u64) -> f64 {
@@ -75,15 +47,9 @@ fn mib(b: u64) -> f64 {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    // Without --motion: the folder's motion_adapter/, or none (an already quantized file
-    // holds its own; anything else then fails with the message below).
-    let motion = match args.motion {
-        Some(m) => m,
-        None if args.model.join("motion_adapter").is_dir() => args.model.join("motion_adapter"),
-        None => PathBuf::new(),
-    };
-    let no_motion = motion.as_os_str().is_empty();
-    let paths = ModelPaths { model: args.model, vae: args.vae, motion, config: args.config, motion_config: args.motion_config, loras: args.lora };
+    // LoRAs are merged before quantizing: a quantized file cannot take them later.
+    let paths = args.models.paths();
+    let no_motion = paths.motion.as_os_str().is_empty();
     let host = match open_pipeline(&paths) {
         Ok(h) => h,
         Err(e) if no_motion => return Err(format!("{e}\n{}: no motion module: pass one with --motion", paths.model.display()).into()),
