@@ -127,15 +127,13 @@ pub struct SchedulerConfig {
     pub timestep_scaling: f64,
 }
 
-/// The fields only Euler / LCM have, at their class defaults.
-const EULER_LCM_DEFAULTS: (InterpolationType, FinalSigmasType, usize, f64) = (InterpolationType::Linear, FinalSigmasType::Zero, 50, 10.0);
-
 impl Default for SchedulerConfig {
     /// `DDIMScheduler()`'s class defaults (β 0.0001→0.02 linear, clip_sample on): what a config
-    /// file's missing keys fall back to. Not what AnimateDiff wants: see
-    /// [`SchedulerConfig::animatediff_default`].
+    /// file's missing keys fall back to, with the Euler/LCM-only fields at their classes'
+    /// defaults. Not what AnimateDiff wants: see [`SchedulerConfig::animatediff_default`].
     fn default() -> Self {
         Self {
+            class_name: None,
             num_train_timesteps: 1000,
             beta_start: 0.0001,
             beta_end: 0.02,
@@ -149,7 +147,13 @@ impl Default for SchedulerConfig {
             prediction_type: PredictionType::Epsilon,
             thresholding: false,
             rescale_betas_zero_snr: false,
-            ..Self::class_independent()
+            interpolation_type: InterpolationType::Linear,
+            use_karras_sigmas: None,
+            use_exponential_sigmas: None,
+            use_beta_sigmas: None,
+            final_sigmas_type: FinalSigmasType::Zero,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
         }
     }
 }
@@ -163,51 +167,7 @@ impl SchedulerConfig {
     /// AnimateDiff slow test (25 steps → 961, 921, …, 1). The diffusers docs recipe differs:
     /// `linspace` spacing and `set_alpha_to_one = false` (inherited from SD 1.5's config).
     pub fn animatediff_default() -> Self {
-        Self {
-            class_name: None,
-            num_train_timesteps: 1000,
-            beta_start: 0.00085,
-            beta_end: 0.012,
-            beta_schedule: BetaSchedule::Linear,
-            trained_betas: None,
-            steps_offset: 1,
-            clip_sample: false,
-            clip_sample_range: 1.0,
-            set_alpha_to_one: true,
-            timestep_spacing: TimestepSpacing::Leading,
-            prediction_type: PredictionType::Epsilon,
-            thresholding: false,
-            rescale_betas_zero_snr: false,
-            ..Self::class_independent()
-        }
-    }
-
-    /// `DDIMScheduler()`'s defaults with the Euler/LCM-only fields at their defaults.
-    fn class_independent() -> Self {
-        let (interpolation_type, final_sigmas_type, original_inference_steps, timestep_scaling) = EULER_LCM_DEFAULTS;
-        Self {
-            class_name: None,
-            num_train_timesteps: 1000,
-            beta_start: 0.0001,
-            beta_end: 0.02,
-            beta_schedule: BetaSchedule::Linear,
-            trained_betas: None,
-            steps_offset: 0,
-            clip_sample: true,
-            clip_sample_range: 1.0,
-            set_alpha_to_one: true,
-            timestep_spacing: TimestepSpacing::Leading,
-            prediction_type: PredictionType::Epsilon,
-            thresholding: false,
-            rescale_betas_zero_snr: false,
-            interpolation_type,
-            use_karras_sigmas: None,
-            use_exponential_sigmas: None,
-            use_beta_sigmas: None,
-            final_sigmas_type,
-            original_inference_steps,
-            timestep_scaling,
-        }
+        Self { beta_start: 0.00085, beta_end: 0.012, steps_offset: 1, clip_sample: false, ..Self::default() }
     }
 
     /// The class defaults of a diffusers scheduler class: `EulerDiscreteScheduler()` (β
