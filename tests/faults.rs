@@ -97,6 +97,7 @@ fn device_lost_mid_generation_is_typed_and_a_new_device_generates_the_reference(
         eprintln!("device destroyed after step 2: {err} (reported after {:.1} s)", t.elapsed().as_secs_f64());
         assert!(matches!(&err, Error::Gpu(g) if g.is_device_lost()), "expected a device-lost error, got: {err:?}");
         assert_eq!(steps, 2, "the loop must stop at the step after the loss");
+        assert!(gpu.is_lost());
         // The dead context keeps answering with the same typed error.
         let again = gpu.upload_f32(&[1.0, 2.0], [2], "after loss").unwrap_err();
         assert!(again.is_device_lost(), "{again:?}");
@@ -106,6 +107,7 @@ fn device_lost_mid_generation_is_typed_and_a_new_device_generates_the_reference(
 
         // Same process: a new device and the models reloaded from the same host pipeline.
         let gpu = common::gpu();
+        assert!(!gpu.is_lost());
         let models = build_models(&gpu, &host.components(), Precision::F32).unwrap();
         block_on(models.generate(&gpu, &p, &mut |_| {})).unwrap()
     });
