@@ -232,6 +232,19 @@ fn nasty_cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     deep_memo.extend([b'h', 0, b'.']);
     v.push(("pickle", "bomb-memo-chain", deep_memo));
     v.push(("pickle", "cycle-list-contains-itself", pk(b"]q\x00h\x00a.")));
+    // Nesting dropped in the middle of the run (POP), not at the end: no recursive drop either.
+    let mut popped_lists = vec![0x80, 2];
+    popped_lists.extend(std::iter::repeat_n(b'(', 200_000));
+    popped_lists.extend(std::iter::repeat_n(b'l', 200_000));
+    popped_lists.extend(b"0K\x01.");
+    v.push(("pickle", "bomb-nested-lists-popped", popped_lists));
+    let mut popped_tuples = vec![0x80, 2, b')'];
+    popped_tuples.extend(std::iter::repeat_n(0x85, 500_000));
+    popped_tuples.extend(b"0K\x01.");
+    v.push(("pickle", "bomb-nested-tuples-popped", popped_tuples));
+    // Found by the fuzzer (LeakSanitizer): lists appended into themselves (DUP, APPENDS) and
+    // then popped off the stack leaked their cycles.
+    v.push(("pickle", "cycle-popped", b"]]]]](]]]]]e]]]]]]]]]]]]]]]]2](]]]]]](]]]]]e]]]N]]]]]]]]]]]]2(]]]]]]ea102]]]]]]ea]]]]]].".to_vec()));
     let mut dup = vec![0x80, 2, b']'];
     dup.extend(std::iter::repeat_n(b'2', 300_000));
     dup.push(b'.');

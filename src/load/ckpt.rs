@@ -326,6 +326,12 @@ struct Unpickler<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Val>,
     storages: HashMap<String, Rc<StorageRef>>,
+    /// A reference to every container built, so that none is freed before the unpickler is
+    /// dropped: a value popped mid-run (POP, POP_MARK, a replaced memo entry) is then only a
+    /// count decrement — never a recursive drop of a million-deep nesting — and [`dismantle`]
+    /// at the end empties every list and dict, which also breaks the cycles APPEND/SETITEM
+    /// can build (a list inside itself), so nothing leaks.
+    arena: Vec<Val>,
 }
 
 impl<'a> Unpickler<'a> {
@@ -352,6 +358,13 @@ impl<'a> Unpickler<'a> {
             return Err(self.err("MARK beyond the stack"));
         }
         Ok(self.stack.split_off(m))
+    }
+    /// Push `v` on the stack, keeping a reference in the arena.
+    fn push_tracked(&mut self, v: Val) {
+        if matches!(v, Val::List(_) | Val::Dict(_) | Val::Tuple(_)) {
+            self.arena.push(v.clone());
+        }
+        self.stack.push(v);
     }
     fn need<T>(&self, v: Option<T>) -> LoadResult<T> {
         v.ok_or_else(|| self.err("truncated"))
@@ -488,21 +501,21 @@ impl<'a> Unpickler<'a> {
                     let b = self.bytes(n)?;
                     self.stack.push(Val::Bytes(b.into()));
                 }
-                b'}' => self.stack.push(Val::Dict(Rc::default())),
-                b']' => self.stack.push(Val::List(Rc::default())),
-                b')' => self.stack.push(Val::Tuple(Rc::from(Vec::new()))),
+                b'}' => self.push_tracked(Val::Dict(Rc::default())),
+                b']' => self.push_tracked(Val::List(Rc::default())),
+                b')' => self.push_tracked(Val::Tuple(Rc::from(Vec::new()))),
                 b'd' => {
                     let items = self.pop_mark()?;
                     let d = pairs(items).ok_or_else(|| self.err("DICT with an odd number of items"))?;
-                    self.stack.push(Val::Dict(Rc::new(RefCell::new(d))));
+                    self.push_tracked(Val::Dict(Rc::new(RefCell::new(d))));
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Val::List(Rc::new(RefCell::new(items))));
+                    self.push_tracked(Val::List(Rc::new(RefCell::new(items))));
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Val::Tuple(items.into()));
+                    self.push_tracked(Val::Tuple(items.into()));
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -511,7 +524,7 @@ impl<'a> Unpickler<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.stack.push(Val::Tuple(items.into()));
+                    self.push_tracked(Val::Tuple(items.into()));
                 }
                 b'a' => {
                     let v = self.pop()?;
@@ -594,13 +607,13 @@ impl<'a> Unpickler<'a> {
                     let args = self.pop()?;
                     let f = self.pop()?;
                     let v = self.call(f, args)?;
-                    self.stack.push(v);
+                    self.push_tracked(v);
                 }
                 0x81 => {
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     match cls {
-                        Val::Global(Callable::OrderedDict) => self.stack.push(Val::Dict(Rc::default())),
+                        Val::Global(Callable::OrderedDict) => self.push_tracked(Val::Dict(Rc::default())),
                         other => return Err(self.unsupported(format!("NEWOBJ of a {}", other.kind()))),
                     }
                     drop(args);
@@ -758,6 +771,7 @@ impl Drop for Unpickler<'_> {
     fn drop(&mut self) {
         let mut work = std::mem::take(&mut self.stack);
         work.extend(self.memo.drain().map(|(_, v)| v));
+        work.append(&mut self.arena);
         dismantle(work);
     }
 }
@@ -813,7 +827,7 @@ pub struct PickledTensor {
 /// its `state_dict` entry, if there is one). Non-tensor entries (`animatediff_config`,
 /// `global_step`, …) are skipped.
 pub fn unpickle_state_dict(file: &str, pickle: &[u8]) -> LoadResult<Vec<PickledTensor>> {
-    let mut u = Unpickler { file, c: Cursor::new(pickle), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: HashMap::new() };
+    let mut u = Unpickler { file, c: Cursor::new(pickle), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), storages: HashMap::new(), arena: Vec::new() };
     let root = u.run()?;
     let out = collect_tensors(file, &root);
     dismantle(vec![root]);
