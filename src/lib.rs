@@ -10,6 +10,7 @@ pub mod load;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod plan;
 pub mod quant;
 pub mod reference;
 pub mod selftest;

@@ -3,26 +3,34 @@
 //! Bind-group convention for every kernel in `shaders/`: `@binding(0)` is the op's uniform
 //! parameter struct, `@binding(1..)` are the tensors in the order the op passes them.
 
+use std::sync::Arc;
+
 use wgpu::util::DeviceExt;
 
 use super::context::Gpu;
 use super::dispatch::Grid;
 use super::error::{GpuError, GpuResult};
 use super::pipeline::Kernel;
-use super::tensor::Tensor;
+use super::tensor::{GpuBuffer, Tensor};
 
 /// A sequence of dispatches submitted together.
+///
+/// A batch holds every buffer it binds until [`Batch::submit`]: wgpu keeps them alive for the
+/// unsubmitted command buffer anyway, so a tensor dropped in the middle of a batch still
+/// occupies device memory, and [`Gpu::memory`] must count it until then (the memory plan,
+/// `crate::plan`, models the same retention).
 pub struct Batch<'g> {
     gpu: &'g Gpu,
     encoder: wgpu::CommandEncoder,
     dispatches: u32,
+    held: Vec<Arc<GpuBuffer>>,
 }
 
 impl Gpu {
     /// Start recording dispatches.
     pub fn batch(&self, label: &str) -> Batch<'_> {
         let encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        Batch { gpu: self, encoder, dispatches: 0 }
+        Batch { gpu: self, encoder, dispatches: 0, held: Vec::new() }
     }
 }
 
@@ -55,6 +63,10 @@ impl<'g> Batch<'g> {
         if grid.launched() == 0 {
             return Ok(());
         }
+        self.flush_dead();
+        for (_, t) in tensors {
+            self.hold(t);
+        }
         // Uniform structs are sized in multiples of 16 bytes in WGSL.
         let mut bytes = bytemuck::bytes_of(params).to_vec();
         bytes.resize(bytes.len().max(16).next_multiple_of(16), 0);
@@ -85,6 +97,27 @@ impl<'g> Batch<'g> {
         Ok(())
     }
 
+    /// Keep `t`'s buffer alive (and counted) until submit.
+    fn hold(&mut self, t: &Tensor) {
+        if !self.held.iter().any(|b| Arc::ptr_eq(b, t.buffer())) {
+            self.held.push(t.buffer().clone());
+        }
+    }
+
+    /// Submit the commands recorded so far when the buffers only this batch still holds exceed
+    /// [`super::MemoryStats::batch_flush_bytes`], releasing them (called before recording a
+    /// dispatch or copy; `crate::plan` replays the same rule).
+    fn flush_dead(&mut self) {
+        let dead: u64 = self.held.iter().filter(|b| Arc::strong_count(b) == 1).map(|b| b.size()).sum();
+        if dead <= self.gpu.memory_stats().batch_flush_bytes() {
+            return;
+        }
+        let next = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch.flushed") });
+        let done = std::mem::replace(&mut self.encoder, next);
+        self.gpu.queue.submit([done.finish()]);
+        self.held.clear();
+    }
+
     pub fn dispatch_count(&self) -> u32 {
         self.dispatches
     }
@@ -94,7 +127,10 @@ impl<'g> Batch<'g> {
         if src.size_bytes() != dst.size_bytes() {
             return Err(GpuError::shape("copy", format!("{src:?} and {dst:?} differ in size")));
         }
+        self.flush_dead();
         self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.offset(), dst.buffer().raw(), dst.offset(), src.size_bytes());
+        self.hold(src);
+        self.hold(dst);
         Ok(())
     }
 
@@ -106,7 +142,10 @@ impl<'g> Batch<'g> {
             return Err(GpuError::shape("copy", format!("{bytes} bytes from {src:?}+{src_at} to {dst:?}+{dst_at}")));
         }
         if bytes > 0 {
+            self.flush_dead();
             self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.offset() + src_at, dst.buffer().raw(), dst.offset() + dst_at, bytes);
+            self.hold(src);
+            self.hold(dst);
         }
         Ok(())
     }
@@ -119,6 +158,7 @@ impl<'g> Batch<'g> {
     pub fn submit(self) -> GpuResult<()> {
         self.gpu.check()?;
         self.gpu.queue.submit([self.encoder.finish()]);
+        drop(self.held);
         self.gpu.check()
     }
 }

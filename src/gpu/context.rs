@@ -273,6 +273,11 @@ impl Gpu {
         self.memory.snapshot()
     }
 
+    /// The live counters themselves (event tracing for the memory planner's tests).
+    pub fn memory_stats(&self) -> &MemoryStats {
+        &self.memory
+    }
+
     pub fn reset_peak_memory(&self) {
         self.memory.reset_peak();
     }

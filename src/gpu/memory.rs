@@ -3,15 +3,24 @@
 //! The memory planner (quantization/memory issue) promises "planned peak == measured peak";
 //! these counters are the measurement side of that promise.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Default of [`MemoryStats::batch_flush_bytes`]: 64 MiB.
+pub const DEFAULT_BATCH_FLUSH_BYTES: u64 = 64 << 20;
 
 /// Live / peak byte counters shared by all buffers of one [`super::Gpu`].
 #[derive(Debug, Default)]
 pub struct MemoryStats {
+    /// 0 = [`DEFAULT_BATCH_FLUSH_BYTES`].
+    flush_bytes: AtomicU64,
     live: AtomicU64,
     peak: AtomicU64,
     buffers: AtomicU64,
     total_allocated: AtomicU64,
+    tracing: AtomicBool,
+    /// Allocation (+bytes) / free (−bytes) events while tracing (planner debugging).
+    trace: Mutex<Vec<i64>>,
 }
 
 /// A point-in-time copy of [`MemoryStats`].
@@ -33,11 +42,51 @@ impl MemoryStats {
         self.peak.fetch_max(live, Ordering::Relaxed);
         self.buffers.fetch_add(1, Ordering::Relaxed);
         self.total_allocated.fetch_add(bytes, Ordering::Relaxed);
+        self.record(bytes as i64);
+    }
+
+    fn record(&self, event: i64) {
+        if self.tracing.load(Ordering::Relaxed) {
+            if let Ok(mut t) = self.trace.lock() {
+                t.push(event);
+            }
+        }
+    }
+
+    /// Start recording every allocation (+bytes) and free (−bytes), for comparing the
+    /// runtime's sequence with the memory plan's ([`crate::plan`]).
+    pub fn start_trace(&self) {
+        if let Ok(mut t) = self.trace.lock() {
+            t.clear();
+        }
+        self.tracing.store(true, Ordering::Relaxed);
+    }
+
+    /// Stop recording and return the events.
+    pub fn take_trace(&self) -> Vec<i64> {
+        self.tracing.store(false, Ordering::Relaxed);
+        self.trace.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default()
     }
 
     pub(crate) fn on_free(&self, bytes: u64) {
         self.live.fetch_sub(bytes, Ordering::Relaxed);
         self.buffers.fetch_sub(1, Ordering::Relaxed);
+        self.record(-(bytes as i64));
+    }
+
+    /// A [`super::Batch`] submits what it has recorded so far once the buffers only it still
+    /// holds (dropped by their owners, kept alive for the pending commands) exceed this many
+    /// bytes: without that, a long batch keeps every temporary of every layer alive.
+    pub fn batch_flush_bytes(&self) -> u64 {
+        match self.flush_bytes.load(Ordering::Relaxed) {
+            0 => DEFAULT_BATCH_FLUSH_BYTES,
+            b => b,
+        }
+    }
+
+    /// Set [`MemoryStats::batch_flush_bytes`] (≥ 1; the memory plan must use the same value).
+    pub fn set_batch_flush_bytes(&self, bytes: u64) {
+        self.flush_bytes.store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// Start a new peak measurement from the current live size.

@@ -17,6 +17,6 @@ pub use batch::Batch;
 pub use context::{Gpu, GpuInfo, GpuOptions, KernelPreference};
 pub use dispatch::Grid;
 pub use error::{GpuError, GpuResult};
-pub use memory::{MemorySnapshot, MemoryStats};
+pub use memory::{MemorySnapshot, MemoryStats, DEFAULT_BATCH_FLUSH_BYTES};
 pub use pipeline::{compose_source, Kernel, PipelineCache, ShaderDef, Spec, SpecValue};
 pub use tensor::{DType, GpuBuffer, Shape, Tensor, TENSOR_ALIGN};

@@ -283,6 +283,7 @@ impl MultiHeadAttention {
         let a = Attention { scale: a.scale * score_scale, ..a };
         let o = alloc(bt.gpu(), q.dims(), q.dtype(), "attention")?;
         ops::attention(bt, &a, &q, &k, &v, &o)?;
+        drop((q, k, v));
         self.to_out.run(bt, &o, residual)
     }
 
@@ -299,6 +300,7 @@ impl MultiHeadAttention {
         let a = self.problem(seqs, t, l, TokenLayout::rows(t as u32, c), TokenLayout::rows(l as u32, c), kv_div, false);
         let o = alloc(bt.gpu(), q.dims(), q.dtype(), "attention")?;
         ops::attention(bt, &a, &q, &k, &v, &o)?;
+        drop((q, k, v));
         self.to_out.run(bt, &o, residual)
     }
 

@@ -35,8 +35,12 @@ impl ResnetBlock2D {
     /// `x [N, H, W, Cin]`; `temb_silu [N, temb_dim]` = SiLU of the time embedding (one row
     /// per image). `domain` selects per-image or joint-over-frames GroupNorm statistics.
     pub fn forward(&self, bt: &mut Batch<'_>, x: &Tensor, temb_silu: Option<&Tensor>, domain: NormDomain) -> Result<Tensor> {
-        let h = self.norm1.group(bt, self.groups, self.eps, domain, true, x)?;
-        let mut h = self.conv1.run(bt, Conv2d::SAME_3X3, &h, None)?;
+        // Normalised copies are dropped once their convolution is recorded, so a batch flush
+        // (gpu::Batch, memory plan) can release them while the block is still recording.
+        let mut h = {
+            let n = self.norm1.group(bt, self.groups, self.eps, domain, true, x)?;
+            self.conv1.run(bt, Conv2d::SAME_3X3, &n, None)?
+        };
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb_silu) {
             let tp = proj.run(bt, t, None)?;
             let d = h.dims().to_vec();
@@ -44,11 +48,12 @@ impl ResnetBlock2D {
             ops::add(bt, &h, &tp, Broadcast::PerRow { positions: (d[1] * d[2]) as u32 }, &sum)?;
             h = sum;
         }
-        let h = self.norm2.group(bt, self.groups, self.eps, domain, true, &h)?;
+        let n = self.norm2.group(bt, self.groups, self.eps, domain, true, &h)?;
+        drop(h);
         let shortcut = match &self.conv_shortcut {
             Some(s) => s.run(bt, x, None)?,
             None => x.clone(),
         };
-        self.conv2.run(bt, Conv2d::SAME_3X3, &h, Some(&shortcut))
+        self.conv2.run(bt, Conv2d::SAME_3X3, &n, Some(&shortcut))
     }
 }

@@ -32,12 +32,19 @@ impl BasicTransformerBlock {
     }
 
     fn forward(&self, bt: &mut Batch<'_>, x: &Tensor, context: &Tensor, kv_div: usize) -> Result<Tensor> {
-        let n = self.norm1.layer(bt, LN_EPS, x)?;
-        let x = self.attn1.self_attention(bt, &n, Tokens::Rows { causal: false }, Some(x))?;
-        let n = self.norm2.layer(bt, LN_EPS, &x)?;
-        let x = self.attn2.cross_attention(bt, &n, context, kv_div, Some(&x))?;
-        let n = self.norm3.layer(bt, LN_EPS, &x)?;
-        self.ff.run(bt, &n, &x)
+        // Scoped so each normalised copy and residual is dropped as soon as it is consumed
+        // (the memory plan counts on it).
+        let x1 = {
+            let n = self.norm1.layer(bt, LN_EPS, x)?;
+            self.attn1.self_attention(bt, &n, Tokens::Rows { causal: false }, Some(x))?
+        };
+        let x2 = {
+            let n = self.norm2.layer(bt, LN_EPS, &x1)?;
+            self.attn2.cross_attention(bt, &n, context, kv_div, Some(&x1))?
+        };
+        drop(x1);
+        let n = self.norm3.layer(bt, LN_EPS, &x2)?;
+        self.ff.run(bt, &n, &x2)
     }
 }
 
@@ -63,10 +70,12 @@ impl Transformer2DModel {
     /// `x [N, H, W, C]`, `context [N / kv_div, L, D]` (one text embedding per video).
     pub fn forward(&self, bt: &mut Batch<'_>, x: &Tensor, context: &Tensor, kv_div: usize) -> Result<Tensor> {
         let d = x.dims().to_vec();
-        let h = self.norm.group(bt, self.groups, 1e-6, NormDomain::PerImage, false, x)?;
         let tokens = [d[0], d[1] * d[2], d[3]];
-        let h = h.reshape(tokens.to_vec()).ok_or_else(|| crate::Error::input("transformer input", format!("{x:?}")))?;
-        let mut h = self.proj_in.run(bt, &h, None)?;
+        let mut h = {
+            let n = self.norm.group(bt, self.groups, 1e-6, NormDomain::PerImage, false, x)?;
+            let n = n.reshape(tokens.to_vec()).ok_or_else(|| crate::Error::input("transformer input", format!("{x:?}")))?;
+            self.proj_in.run(bt, &n, None)?
+        };
         for b in &self.blocks {
             h = b.forward(bt, &h, context, kv_div)?;
         }

@@ -71,6 +71,10 @@ pub struct GenerateParams {
     pub context: Option<ContextWindows>,
     /// FreeNoise's initial noise for seeded runs with `unet.free_noise` set.
     pub noise_type: NoiseType,
+    /// Run the guidance halves (uncond, cond) as two UNet passes of F images instead of one
+    /// of 2F: half the activation memory, same results (every norm and attention is per
+    /// video). `crate::plan::choose` sets it when a request does not fit otherwise.
+    pub cfg_split: bool,
 }
 
 impl GenerateParams {
@@ -96,6 +100,7 @@ impl GenerateParams {
             interpolation: Interpolation::Lerp,
             context: None,
             noise_type: NoiseType::ShuffleContext,
+            cfg_split: false,
         }
     }
 }
@@ -260,7 +265,8 @@ impl Models {
         let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
         let context = if p.prompt_travel.is_empty() && p.negative_travel.is_empty() { self.encode_prompts(gpu, p)? } else { self.encode_travel(gpu, p).await? };
         let cfg = uses_cfg(p.guidance_scale);
-        let videos = if cfg { 2 } else { 1 };
+        let halves = if cfg && p.cfg_split { Some(context_halves(gpu, &context)?) } else { None };
+        let videos = if cfg && halves.is_none() { 2 } else { 1 };
 
         let mut generator = TorchGenerator::new(match &p.init {
             InitLatents::Seed(seed) => *seed,
@@ -307,24 +313,30 @@ impl Models {
                 c
             };
             bt.submit()?;
-            let eps = self.unet_eps(gpu, &input, t_unet, &context, f, i, p)?;
-            let mut bt = gpu.batch("step.update");
-            let eps = if eps.dtype() == DType::F32 {
-                eps
+            let (mut bt, guided) = if let Some([cu, cc]) = &halves {
+                let eu = self.unet_eps(gpu, &input, t_unet, cu, f, i, p)?;
+                let ec = self.unet_eps(gpu, &input, t_unet, cc, f, i, p)?;
+                let mut bt = gpu.batch("step.update");
+                let eu = eps_f32(&mut bt, eu)?;
+                let ec = eps_f32(&mut bt, ec)?;
+                let g = alloc(gpu, eu.dims(), DType::F32, "eps.guided")?;
+                ops::axpby(&mut bt, 1.0 - p.guidance_scale, &eu, p.guidance_scale, &ec, Broadcast::Same, &g)?;
+                (bt, g)
             } else {
-                let c = alloc(gpu, eps.dims(), DType::F32, "eps")?;
-                ops::convert(&mut bt, &eps, &c)?;
-                c
-            };
-            let guided = if cfg {
-                let u = half(&eps, 0, f)?;
-                let c = half(&eps, 1, f)?;
-                let g = alloc(gpu, u.dims(), DType::F32, "eps.guided")?;
-                // u + g·(c − u) = (1 − g)·u + g·c
-                ops::axpby(&mut bt, 1.0 - p.guidance_scale, &u, p.guidance_scale, &c, Broadcast::Same, &g)?;
-                g
-            } else {
-                eps
+                let eps = self.unet_eps(gpu, &input, t_unet, &context, f, i, p)?;
+                let mut bt = gpu.batch("step.update");
+                let eps = eps_f32(&mut bt, eps)?;
+                let guided = if cfg {
+                    let u = half(&eps, 0, f)?;
+                    let c = half(&eps, 1, f)?;
+                    let g = alloc(gpu, u.dims(), DType::F32, "eps.guided")?;
+                    // u + g·(c − u) = (1 − g)·u + g·c
+                    ops::axpby(&mut bt, 1.0 - p.guidance_scale, &u, p.guidance_scale, &c, Broadcast::Same, &g)?;
+                    g
+                } else {
+                    eps
+                };
+                (bt, guided)
             };
             let k = sched.step(i).map_err(|e| Error::input("scheduler", e.to_string()))?;
             let mut next = alloc(gpu, x.dims(), DType::F32, "latents")?;
@@ -412,6 +424,33 @@ pub fn latent_preview_rgba(latents: &[f32], frames: usize, height: usize, width:
 /// diffusers: guidance applies when `guidance_scale > 1`.
 fn uses_cfg(g: f32) -> bool {
     g > 1.0
+}
+
+/// The UNet's ε in f32 (the latents' type).
+fn eps_f32(bt: &mut crate::gpu::Batch<'_>, eps: Tensor) -> Result<Tensor> {
+    if eps.dtype() == DType::F32 {
+        return Ok(eps);
+    }
+    let c = alloc(bt.gpu(), eps.dims(), DType::F32, "eps")?;
+    ops::convert(bt, &eps, &c)?;
+    Ok(c)
+}
+
+/// `[negative, prompt]` embeddings `[2, L, D]` as two `[1, L, D]` tensors (copies: a row
+/// offset need not be 256-byte aligned).
+fn context_halves(gpu: &Gpu, context: &Tensor) -> Result<[Tensor; 2]> {
+    let d = context.dims();
+    let bytes = context.size_bytes() / 2;
+    let mut bt = gpu.batch("context.halves");
+    let mut half_at = |v: u64| -> Result<Tensor> {
+        // [1, L, D] per video, or [F, L, D] per frame (prompt travel)
+        let c = alloc(gpu, &[d[0] / 2, d[1], d[2]], context.dtype(), "context.half")?;
+        bt.copy_bytes(context, v * bytes, &c, 0, bytes)?;
+        Ok(c)
+    };
+    let halves = [half_at(0)?, half_at(1)?];
+    bt.submit()?;
+    Ok(halves)
 }
 
 /// Video `v` (0 = uncond, 1 = cond) of a `[2·F, h, w, C]` tensor.

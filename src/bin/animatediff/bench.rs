@@ -420,3 +420,97 @@ pub fn run_quant(gpu: &Gpu, size: Size, f16: bool, iters: usize) -> Result<(), B
     println!("vs dense = dense time / this time (> 1: faster). quantize ms = the GPU quantize kernel on this weight (load-time cost).");
     Ok(())
 }
+
+/// `bench unet --random-weights`: full-size SD1.5 UNet + v2 motion modules with random weights
+/// created tensor by tensor (no download), then timed denoising steps.
+pub mod unet {
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    use animatediff_wgpu::gpu::{DType, Gpu};
+    use animatediff_wgpu::load::{HostTensor, LoadError, LoadResult, WeightSource};
+    use animatediff_wgpu::model::quant_policy::QuantPolicy;
+    use animatediff_wgpu::model::{UNet, UNetOptions};
+    use animatediff_wgpu::pipeline::load::Weights;
+    use animatediff_wgpu::plan::{self, Request};
+
+    /// Every tensor the loader asks for, filled with small uniform random values (deterministic).
+    struct RandomSource {
+        shapes: HashMap<String, Vec<usize>>,
+    }
+
+    impl WeightSource for RandomSource {
+        fn tensor(&self, name: &str) -> LoadResult<HostTensor> {
+            let shape = self.shapes.get(name).ok_or_else(|| LoadError::MissingTensor { file: self.origin(), tensor: name.to_string() })?;
+            let n: usize = shape.iter().product();
+            // xorshift64* seeded by the name: values in [−0.02, 0.02], norm scales near 1.
+            let mut s = name.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)) | 1;
+            let unit = name.ends_with("norm.weight") || name.contains(".norm") && name.ends_with(".weight") && shape.len() == 1;
+            let data = (0..n)
+                .map(|_| {
+                    s ^= s >> 12;
+                    s ^= s << 25;
+                    s ^= s >> 27;
+                    let u = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+                    if unit { 1.0 + 0.04 * (u - 0.5) } else { 0.04 * (u - 0.5) }
+                })
+                .collect();
+            Ok(HostTensor::new(shape.clone(), data))
+        }
+        fn contains(&self, name: &str) -> bool {
+            self.shapes.contains_key(name)
+        }
+        fn shape(&self, name: &str) -> Option<Vec<usize>> {
+            self.shapes.get(name).cloned()
+        }
+        fn names(&self) -> Vec<String> {
+            self.shapes.keys().cloned().collect()
+        }
+        fn origin(&self) -> String {
+            "random weights".into()
+        }
+    }
+
+    pub fn run(gpu: &Gpu, frames: usize, width: usize, height: usize, weights: Weights, f16: bool, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
+        let dtype = if f16 && gpu.info().shader_f16 { DType::F16 } else { DType::F32 };
+        let req = Request { frames, width, height, ..Request::sd15(frames, width, height, dtype, weights) };
+        let shapes: HashMap<String, Vec<usize>> = plan::unet_tensors(&req.unet, req.motion.as_ref()).into_iter().collect();
+        let src = RandomSource { shapes };
+        let policy = weights.scheme().map(QuantPolicy::new);
+        let motion = req.motion.clone().ok_or("no motion config")?;
+        let t = Instant::now();
+        let unet = UNet::load_quantized(gpu, &src, &req.unet, Some((&src, &motion)), dtype, policy.as_ref())?;
+        let weight_bytes = gpu.memory().live_bytes;
+        println!("UNet + motion modules ({} tensors, {weights:?} weights, {dtype} activations): {:.1} MiB on the device, created in {:.1} s", src.shapes.len(), weight_bytes as f64 / (1 << 20) as f64, t.elapsed().as_secs_f64());
+        // One denoising step with CFG = one UNet call on 2 videos.
+        let (h, w) = (height / 8, width / 8);
+        let sample = gpu.upload_f32_as(&vec![0.1; 2 * frames * h * w * 4], [2 * frames, h, w, 4], dtype, "bench.sample")?;
+        let context = gpu.upload_f32_as(&vec![0.01; 2 * 77 * req.unet.cross_attention_dim], [2, 77, req.unet.cross_attention_dim], dtype, "bench.context")?;
+        let flops = plan::unet_flops(&req, 2);
+        let opts = UNetOptions::default();
+        let mut times = Vec::new();
+        gpu.reset_peak_memory();
+        for i in 0..steps + 1 {
+            let t = Instant::now();
+            let eps = unet.forward(gpu, &sample, 999.0 - i as f32, &context, frames, &opts)?;
+            pollster::block_on(gpu.read_f32(&eps.slice_units(0, 1, eps.dims()[0] as u64).ok_or("slice")?))?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if i > 0 {
+                times.push(ms);
+            } else {
+                println!("warm-up step (pipeline compilation): {ms:.1} ms");
+            }
+        }
+        let ms = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        let peak = gpu.memory().peak_bytes;
+        println!(
+            "{frames} frames {width}×{height}, CFG (batch {}): {ms:.1} ms/step, {:.3} TFLOP/step → {:.3} TFLOP/s; peak GPU memory {:.1} MiB (weights {:.1} MiB)",
+            2 * frames,
+            flops / 1e12,
+            flops / (ms / 1e3) / 1e12,
+            peak as f64 / (1 << 20) as f64,
+            weight_bytes as f64 / (1 << 20) as f64
+        );
+        Ok(())
+    }
+}

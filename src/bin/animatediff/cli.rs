@@ -34,6 +34,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// The memory plan of a request (no GPU needed): peak bytes (weights / activations /
+    /// temporaries), largest buffer and binding, chosen levers.
+    Plan(crate::plan::PlanArgs),
     /// Benchmarks (they print numbers; they are not tests).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -73,6 +76,30 @@ enum BenchCommand {
         /// Timed runs per op (after one warm-up run).
         #[arg(long, default_value_t = 3)]
         iters: usize,
+    },
+    /// Time a denoising step of the full-size SD1.5 UNet + v2 motion modules with random weights
+    /// created on the device (no download): ms/step, TFLOP/s against the step's FLOP count, peak memory.
+    Unet {
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Required: the weights are random (timing only).
+        #[arg(long)]
+        random_weights: bool,
+        #[arg(long, default_value_t = 16)]
+        frames: usize,
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        #[arg(long, default_value_t = 512)]
+        height: usize,
+        /// dense, q8 or q4.
+        #[arg(long, default_value = "dense")]
+        weights: String,
+        /// f16 activations and dense weights (needs shader-f16).
+        #[arg(long)]
+        f16: bool,
+        /// Timed steps (after one warm-up step).
+        #[arg(long, default_value_t = 2)]
+        steps: usize,
     },
     /// Time every kernel family: ms, GFLOP/s, GB/s, peak GPU memory, and with `--peer` the
     /// ratio against burn-wgpu on the same adapter (build with `--features burn-peer`).
@@ -157,6 +184,10 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             crate::generate::run(*args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plan(args) => {
+            crate::plan::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Inspect { path } => {
             crate::inspect::run(&path)?;
             Ok(ExitCode::SUCCESS)
@@ -174,6 +205,21 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let gpu = pollster::block_on(Gpu::new(device.options()))?;
             print!("{}", gpu.info());
             crate::bench::run_quant(&gpu, size, f16, iters)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Unet { device, random_weights, frames, width, height, weights, f16, steps }) => {
+            if !random_weights {
+                return Err("bench unet needs --random-weights (the only weight source it has)".into());
+            }
+            let weights = match weights.as_str() {
+                "dense" => animatediff_wgpu::pipeline::load::Weights::Dense,
+                "q8" => animatediff_wgpu::pipeline::load::Weights::Q8,
+                "q4" => animatediff_wgpu::pipeline::load::Weights::Q4,
+                other => return Err(format!("--weights {other}: expected dense, q8 or q4").into()),
+            };
+            let gpu = pollster::block_on(Gpu::new(device.options()))?;
+            print!("{}", gpu.info());
+            crate::bench::unet::run(&gpu, frames, width, height, weights, f16, steps)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Kernels { device, size, f16, iters, peer, only }) => {

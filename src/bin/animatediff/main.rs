@@ -12,6 +12,8 @@ mod inspect;
 #[cfg(all(not(target_arch = "wasm32"), feature = "burn-peer"))]
 mod peer;
 #[cfg(not(target_arch = "wasm32"))]
+mod plan;
+#[cfg(not(target_arch = "wasm32"))]
 mod quantize;
 #[cfg(not(target_arch = "wasm32"))]
 mod tokenize;

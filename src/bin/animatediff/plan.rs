@@ -1,0 +1,76 @@
+//! `animatediff plan`: the memory plan of a request (no GPU needed): peak bytes split into
+//! weights / activations / temporaries, the largest buffer and binding, the chosen levers.
+
+use animatediff_wgpu::gpu::DType;
+use animatediff_wgpu::pipeline::load::Weights;
+use animatediff_wgpu::plan::{self, DeviceLimits, Request};
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    #[arg(long, default_value_t = 16)]
+    frames: usize,
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    /// Weight format: f16 / f32 (dense in that precision), q8 or q4 (f16 activations).
+    #[arg(long, default_value = "f16")]
+    weights: String,
+    /// Storage-binding limit (WebGPU default 128 MiB).
+    #[arg(long, default_value_t = plan::DEFAULT_MAX_BINDING)]
+    max_binding: u64,
+    /// Largest single buffer (WebGPU default 256 MiB).
+    #[arg(long, default_value_t = plan::DEFAULT_MAX_BUFFER)]
+    max_buffer: u64,
+    /// Total device bytes the run may use.
+    #[arg(long)]
+    budget: Option<u64>,
+    /// Guidance scale 1 (no classifier-free guidance: one video per step).
+    #[arg(long)]
+    no_cfg: bool,
+    /// Activation precision with q8/q4 weights.
+    #[arg(long, default_value = "f16")]
+    precision: String,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (precision, weights) = match a.weights.as_str() {
+        "f16" => (DType::F16, Weights::Dense),
+        "f32" => (DType::F32, Weights::Dense),
+        "q8" | "q4" => {
+            let p = match a.precision.as_str() {
+                "f16" => DType::F16,
+                "f32" => DType::F32,
+                other => return Err(format!("--precision {other}: expected f16 or f32").into()),
+            };
+            (p, if a.weights == "q8" { Weights::Q8 } else { Weights::Q4 })
+        }
+        other => return Err(format!("--weights {other}: expected f16, f32, q8 or q4").into()),
+    };
+    let mut req = Request::sd15(a.frames, a.width, a.height, precision, weights);
+    req.cfg = !a.no_cfg;
+    let limits = DeviceLimits { max_binding: a.max_binding, max_buffer: a.max_buffer, budget: a.budget };
+    let p = plan::choose(&req, &limits)?;
+    println!("SD1.5 + AnimateDiff v2 motion module, {} frames {}×{}, {} weights, {} activations, CFG {}", a.frames, a.width, a.height, a.weights, precision, if req.cfg { "on" } else { "off" });
+    println!("levers:            {}", p.levers);
+    println!("weights:           {:>14} bytes ({}; text encoder {})", p.weight_bytes, mib(p.weight_bytes), mib(p.clip_bytes));
+    println!("peak:              {:>14} bytes ({})", p.peak_bytes, mib(p.peak_bytes));
+    println!("  weights          {:>14} bytes ({})", p.peak_weights, mib(p.peak_weights));
+    println!("  activations      {:>14} bytes ({})", p.peak_activations, mib(p.peak_activations));
+    println!("  temporaries      {:>14} bytes ({})", p.peak_temporaries, mib(p.peak_temporaries));
+    println!("  of which denoising peak {:>9} bytes ({}; the rest of the run is the VAE decode)", p.denoise_peak_bytes, mib(p.denoise_peak_bytes));
+    println!("peak while loading {:>14} bytes ({})", p.load_peak_bytes, mib(p.load_peak_bytes));
+    println!("largest buffer:    {:>14} bytes ({}, `{}`; limit {})", p.largest_buffer, mib(p.largest_buffer), p.largest_buffer_label, mib(a.max_buffer));
+    println!("largest binding:   {:>14} bytes ({}; limit {})", p.largest_binding, mib(p.largest_binding), mib(a.max_binding));
+    println!("activation arena:  {:>14} bytes ({}, first-fit, 256-byte aligned)", p.activation_arena_bytes, mib(p.activation_arena_bytes));
+    println!("buffers allocated: {}", p.buffers);
+    println!("live at the peak (besides weights):");
+    for (label, n, bytes) in p.peak_buffers.iter().take(12) {
+        println!("  {label:<20} ×{n:<4} {}", mib(*bytes));
+    }
+    Ok(())
+}

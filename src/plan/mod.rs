@@ -1,0 +1,362 @@
+//! Memory plan (issue 5): from the model configs and a request, every device buffer the
+//! runtime allocates — weights, activations, temporaries — with sizes and lifetimes, the
+//! peak, the largest buffer and binding, and the levers that make a request fit.
+//!
+//! How: [`walk`] replays the runtime's allocation sequence (the UNet/VAE/CLIP forwards and
+//! the generation loop, same scopes and batch boundaries) on a simulated device ([`sim`])
+//! whose buffers free themselves when dropped, like `GpuBuffer`. The runtime counts the same
+//! buffers in `gpu::MemoryStats`, so planned peak == measured peak (tests/memory_plan.rs).
+//! The plan also assigns every activation to a 256-byte aligned offset first-fit
+//! ([`sim::State::arena_bytes`]): the size one arena replaying the sequence would need.
+//! Pure Rust, no GPU.
+
+pub mod sim;
+pub mod walk;
+pub mod weights;
+
+use crate::gpu::DType;
+use crate::model::quant_policy::QuantPolicy;
+use crate::model::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
+use crate::pipeline::load::Weights as WeightFormat;
+use crate::pipeline::sampler::Sampler;
+use sim::{Kind, Sim};
+use walk::{Env, GenerateWalk, StepShape, UNetWalk};
+
+/// WebGPU's default `max_storage_buffer_binding_size` (128 MiB).
+pub const DEFAULT_MAX_BINDING: u64 = 128 << 20;
+/// WebGPU's default `max_buffer_size` (256 MiB).
+pub const DEFAULT_MAX_BUFFER: u64 = 256 << 20;
+
+/// The models and the generation request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub unet: UNetConfig,
+    pub motion: Option<MotionConfig>,
+    pub vae: VaeConfig,
+    pub clip: ClipConfig,
+    pub frames: usize,
+    pub width: usize,
+    pub height: usize,
+    /// Classifier-free guidance (guidance scale > 1): two videos per step.
+    pub cfg: bool,
+    /// Activation (and dense weight) storage type: F32 or F16.
+    pub precision: DType,
+    pub weights: WeightFormat,
+    /// Motion-module GroupNorm jointly over frames (diffusers adapters) or per frame.
+    pub motion_joint_norm: bool,
+    /// Original v1: ResNet norms jointly over frames.
+    pub joint_resnet_norm: bool,
+    pub clip_skip: usize,
+    /// Per denoising step: scaled input (Euler), fresh noise (LCM). The peak repeats every
+    /// step, so one DDIM step (the default) plans the same peak as 25.
+    pub steps: Vec<StepShape>,
+}
+
+impl Request {
+    /// SD1.5 + AnimateDiff v2 motion module with diffusers' defaults (CFG on, 1 DDIM step).
+    pub fn sd15(frames: usize, width: usize, height: usize, precision: DType, weights: WeightFormat) -> Request {
+        Request {
+            unet: UNetConfig::sd15(),
+            motion: Some(MotionConfig::sd15_v2()),
+            vae: VaeConfig::sd15(),
+            clip: ClipConfig::sd15(),
+            frames,
+            width,
+            height,
+            cfg: true,
+            precision,
+            weights,
+            motion_joint_norm: true,
+            joint_resnet_norm: false,
+            clip_skip: 0,
+            steps: vec![StepShape { scaled_input: false, noise: false }],
+        }
+    }
+
+    /// The step shapes of a sampler (what `generate` will do each step).
+    pub fn steps_of(sampler: &dyn Sampler) -> Vec<StepShape> {
+        (0..sampler.len())
+            .map(|i| StepShape { scaled_input: sampler.model_input_scale(i) != 1.0, noise: sampler.step(i).map(|s| s.noise != 0.0).unwrap_or(false) })
+            .collect()
+    }
+}
+
+/// Memory levers the runtime executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levers {
+    /// Run the CFG halves as two UNet passes (B = F) instead of one batch (B = 2F).
+    pub cfg_split: bool,
+    /// Frames per VAE decode call.
+    pub decode_chunk: usize,
+}
+
+impl Levers {
+    /// No lever pulled: CFG as one batch, the whole video decoded at once.
+    pub fn none(frames: usize) -> Levers {
+        Levers { cfg_split: false, decode_chunk: frames.max(1) }
+    }
+}
+
+impl std::fmt::Display for Levers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cfg {}, VAE decode {} frame(s) per call", if self.cfg_split { "split (two UNet passes)" } else { "batched (one UNet pass)" }, self.decode_chunk)
+    }
+}
+
+/// Device limits a plan must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceLimits {
+    pub max_binding: u64,
+    pub max_buffer: u64,
+    /// Total bytes the run may use (None: no budget).
+    pub budget: Option<u64>,
+}
+
+impl Default for DeviceLimits {
+    fn default() -> DeviceLimits {
+        DeviceLimits { max_binding: DEFAULT_MAX_BINDING, max_buffer: DEFAULT_MAX_BUFFER, budget: None }
+    }
+}
+
+/// The plan of one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub levers: Levers,
+    /// Device bytes of all weights (UNet + motion modules, text encoder, VAE decoder).
+    pub weight_bytes: u64,
+    /// Of which the text encoder's.
+    pub clip_bytes: u64,
+    /// Peak of live device bytes during generation, and its split.
+    pub peak_bytes: u64,
+    /// The peak up to the end of denoising (text encoder + UNet); the rest is the VAE's.
+    pub denoise_peak_bytes: u64,
+    pub peak_weights: u64,
+    /// Buffers carried across kernel batches at the peak (latents, text embeddings, time
+    /// embedding, hidden state, skip connections).
+    pub peak_activations: u64,
+    /// Buffers of the batch in progress at the peak (a batch keeps every buffer it binds
+    /// until it is submitted).
+    pub peak_temporaries: u64,
+    /// Peak while loading (weights + one dense layer being quantized).
+    pub load_peak_bytes: u64,
+    /// The largest single buffer (must be ≤ `max_buffer_size`) and its label.
+    pub largest_buffer: u64,
+    pub largest_buffer_label: &'static str,
+    /// The largest single binding (ops split tensors over bindings; ≤ max_binding when every
+    /// op could split).
+    pub largest_binding: u64,
+    /// A first-fit 256-byte aligned arena for all activations of the run.
+    pub activation_arena_bytes: u64,
+    /// Number of buffers the run allocates (weights included).
+    pub buffers: usize,
+    /// Non-weight buffers live at the peak: (label, count, bytes), largest first.
+    pub peak_buffers: Vec<(&'static str, usize, u64)>,
+    /// The generation's allocation (+bytes) / free (−bytes) sequence (compare with
+    /// `MemoryStats::take_trace`).
+    pub trace: Vec<i64>,
+}
+
+/// Why a request cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{what}: {detail}")]
+    Input { what: &'static str, detail: String },
+    #[error("{request} needs {need} bytes ({why}) with every lever pulled ({levers}); {suggestion}")]
+    DoesNotFit { request: String, need: u64, why: String, levers: Levers, suggestion: String },
+}
+
+fn policy(w: WeightFormat) -> Option<QuantPolicy> {
+    w.scheme().map(QuantPolicy::new)
+}
+
+/// Plan `req` with `levers` under `max_binding`, for a device with the default batch flush
+/// threshold ([`crate::gpu::DEFAULT_BATCH_FLUSH_BYTES`]).
+pub fn plan(req: &Request, levers: Levers, max_binding: u64) -> Result<Plan, PlanError> {
+    plan_with(req, levers, max_binding, crate::gpu::DEFAULT_BATCH_FLUSH_BYTES)
+}
+
+/// [`plan`] for a device whose `MemoryStats::batch_flush_bytes` is `flush_bytes`.
+pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64) -> Result<Plan, PlanError> {
+    let levels = req.unet.block_out_channels.len();
+    let m = 8 << levels.saturating_sub(1);
+    if req.frames == 0 || req.width == 0 || req.height == 0 || req.width % m != 0 || req.height % m != 0 {
+        return Err(PlanError::Input { what: "size", detail: format!("{} frames of {}×{}: frames ≥ 1, width and height multiples of {m}", req.frames, req.width, req.height) });
+    }
+    if !matches!(req.precision, DType::F32 | DType::F16) {
+        return Err(PlanError::Input { what: "precision", detail: format!("{} (f32 or f16)", req.precision) });
+    }
+    let sim = Sim::default();
+    sim.state.borrow_mut().flush_bytes = flush_bytes.max(1);
+    // Gpu::new's 256-byte zero buffer.
+    let _zeros = sim.weight(&[64], DType::F32, "zeros");
+    let pol = policy(req.weights);
+    let mut clip_w = weights::Weights::new(&sim, req.precision, pol.as_ref());
+    clip_w.clip(&req.clip);
+    let mut unet_w = weights::Weights::new(&sim, req.precision, pol.as_ref());
+    unet_w.unet(&req.unet, req.motion.as_ref());
+    let mut vae_w = weights::Weights::new(&sim, DType::F32, None);
+    vae_w.vae_decoder(&req.vae);
+    let load_peak = sim.peak();
+    let weight_bytes = sim.live();
+    sim.reset_peak();
+    let trace_from = sim.state.borrow().trace.len();
+    let env = Env { max_binding };
+    let g = GenerateWalk {
+        unet: UNetWalk {
+            cfg: &req.unet,
+            motion: req.motion.as_ref(),
+            dtype: req.precision,
+            frames: req.frames,
+            motion_joint_norm: req.motion_joint_norm,
+            joint_resnet_norm: req.joint_resnet_norm,
+        },
+        clip: &req.clip,
+        vae: &req.vae,
+        latent_h: req.height / 8,
+        latent_w: req.width / 8,
+        cfg: req.cfg,
+        cfg_split: levers.cfg_split,
+        clip_skip: req.clip_skip,
+        decode_chunk: levers.decode_chunk,
+        steps: req.steps.clone(),
+    };
+    let denoise_peak = walk::generate(&sim, &env, &g);
+    let st = sim.state.borrow();
+    Ok(Plan {
+        levers,
+        weight_bytes,
+        clip_bytes: clip_w.bytes,
+        peak_bytes: st.peak,
+        denoise_peak_bytes: denoise_peak,
+        peak_weights: st.peak_split.0,
+        peak_activations: st.peak_split.1,
+        peak_temporaries: st.peak_split.2,
+        load_peak_bytes: load_peak,
+        largest_buffer: st.largest.0,
+        largest_buffer_label: st.largest.1,
+        largest_binding: st.largest.0.min(max_binding),
+        activation_arena_bytes: st.arena_bytes(Kind::Activation),
+        buffers: st.intervals.len(),
+        trace: st.trace[trace_from..].to_vec(),
+        peak_buffers: st.peak_buffers.clone(),
+    })
+}
+
+impl Plan {
+    /// Does this plan fit `limits`?
+    pub fn fits(&self, limits: &DeviceLimits) -> bool {
+        self.largest_buffer <= limits.max_buffer && limits.budget.is_none_or(|b| self.peak_bytes <= b)
+    }
+
+    fn why_not(&self, limits: &DeviceLimits) -> String {
+        let mut why = Vec::new();
+        if self.largest_buffer > limits.max_buffer {
+            why.push(format!("buffer `{}` of {} bytes > max_buffer_size {}", self.largest_buffer_label, self.largest_buffer, limits.max_buffer));
+        }
+        if let Some(b) = limits.budget.filter(|&b| self.peak_bytes > b) {
+            why.push(format!("peak {} bytes > budget {b}", self.peak_bytes));
+        }
+        why.join("; ")
+    }
+}
+
+/// Lever sets from cheapest (fastest) to smallest.
+fn lever_ladder(req: &Request) -> Vec<Levers> {
+    let f = req.frames.max(1);
+    let mut chunks = vec![f];
+    let mut c = f;
+    while c > 1 {
+        c = c.div_ceil(2);
+        chunks.push(c);
+    }
+    let mut out = Vec::new();
+    for split in [false, true] {
+        if split && !req.cfg {
+            continue;
+        }
+        for &d in &chunks {
+            out.push(Levers { cfg_split: split, decode_chunk: d });
+        }
+    }
+    out
+}
+
+/// Pick the cheapest levers that fit `limits`; a request that fits with none of them is an
+/// error that says what would fit (fewer frames, a smaller size, q4 weights).
+pub fn choose(req: &Request, limits: &DeviceLimits) -> Result<Plan, PlanError> {
+    let ladder = lever_ladder(req);
+    let mut last = None;
+    for levers in ladder {
+        let p = plan(req, levers, limits.max_binding)?;
+        if p.fits(limits) {
+            return Ok(p);
+        }
+        last = Some(p);
+    }
+    let Some(last) = last else {
+        return Err(PlanError::Input { what: "request", detail: "no lever set".into() });
+    };
+    let fits_with = |r: &Request| lever_ladder(r).into_iter().any(|l| plan(r, l, limits.max_binding).is_ok_and(|p| p.fits(limits)));
+    let mut hints = Vec::new();
+    if req.weights != WeightFormat::Q4 {
+        let r = Request { weights: WeightFormat::Q4, ..req.clone() };
+        if fits_with(&r) {
+            hints.push("q4 weights fit".to_string());
+        }
+    }
+    let mut f = req.frames;
+    while f > 1 {
+        f /= 2;
+        if fits_with(&Request { frames: f, ..req.clone() }) {
+            hints.push(format!("{f} frames fit"));
+            break;
+        }
+    }
+    let m = 8 << req.unet.block_out_channels.len().saturating_sub(1);
+    let (mut w, mut h) = (req.width, req.height);
+    while w > m || h > m {
+        w = (w / 2).max(m) / m * m;
+        h = (h / 2).max(m) / m * m;
+        if fits_with(&Request { width: w, height: h, ..req.clone() }) {
+            hints.push(format!("{w}×{h} fits"));
+            break;
+        }
+    }
+    let suggestion = if hints.is_empty() { "nothing smaller fits either: the weights alone exceed the limits".to_string() } else { hints.join(", ") };
+    Err(PlanError::DoesNotFit {
+        request: format!("{} frames of {}×{} ({}, {:?} weights)", req.frames, req.width, req.height, req.precision, req.weights),
+        need: last.peak_bytes,
+        why: last.why_not(limits),
+        levers: last.levers,
+        suggestion,
+    })
+}
+
+/// FLOPs of one UNet call on `[videos·frames, h, w, 4]` latents (GEMMs, convolutions and
+/// attentions; 2 per multiply-add), counted on the same walk as the memory plan.
+pub fn unet_flops(req: &Request, videos: usize) -> f64 {
+    let sim = Sim::default();
+    let u = UNetWalk {
+        cfg: &req.unet,
+        motion: req.motion.as_ref(),
+        dtype: req.precision,
+        frames: req.frames,
+        motion_joint_norm: req.motion_joint_norm,
+        joint_resnet_norm: req.joint_resnet_norm,
+    };
+    let sample = sim.alloc(&[videos * req.frames, req.height / 8, req.width / 8, req.unet.in_channels], req.precision, "sample");
+    let context = sim.alloc(&[videos, 77, req.unet.cross_attention_dim], req.precision, "context");
+    let env = Env { max_binding: u64::MAX };
+    drop(walk::unet_forward(&sim, &env, &u, &sample, &context));
+    let f = sim.state.borrow().flops;
+    f
+}
+
+/// Every tensor `UNet::load` reads for `cfg` (+ `motion`'s modules): diffusers name and
+/// PyTorch shape (the plan's weight list; `bench unet --random-weights` fills it randomly).
+pub fn unet_tensors(cfg: &UNetConfig, motion: Option<&MotionConfig>) -> Vec<(String, Vec<usize>)> {
+    let sim = Sim::default();
+    let mut w = weights::Weights::new(&sim, DType::F32, None);
+    w.unet(cfg, motion);
+    std::mem::take(&mut w.names)
+}

@@ -1,0 +1,303 @@
+//! The allocation simulator: plays the runtime's sequence of buffer allocations without a
+//! GPU. Simulated tensors free their buffer when the last handle is dropped, exactly like
+//! [`crate::gpu::GpuBuffer`], so the model walk in [`super::walk`] (written in the same
+//! shape as the runtime code, same shadowing and scopes) frees buffers at the same points
+//! the runtime does. A [`SimBatch`] holds every buffer bound in it until `submit`, as
+//! [`crate::gpu::Batch`] does (and as wgpu does: an unsubmitted command buffer keeps its
+//! buffers alive).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::gpu::{DType, TENSOR_ALIGN};
+
+/// What a buffer holds (for the weights / activations / temporaries split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Weight,
+    Activation,
+}
+
+/// One buffer's life in the simulation.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    pub label: &'static str,
+    pub bytes: u64,
+    pub kind: Kind,
+    /// Allocation event index.
+    pub start: usize,
+    /// Free event index (`usize::MAX` while alive / never freed).
+    pub end: usize,
+    /// Batch counter at allocation (buffers made in the batch in progress are temporaries).
+    pub batch: usize,
+}
+
+/// Live / peak counters plus every buffer's interval.
+#[derive(Debug, Default)]
+pub struct State {
+    pub live: u64,
+    pub peak: u64,
+    /// `(weights, activations, temporaries)` live at the peak.
+    pub peak_split: (u64, u64, u64),
+    /// Non-weight buffers live at the peak: label → (count, bytes), largest first.
+    pub peak_buffers: Vec<(&'static str, usize, u64)>,
+    /// Label and size of the largest buffer allocated.
+    pub largest: (u64, &'static str),
+    pub intervals: Vec<Interval>,
+    /// Floating-point operations of the GEMMs, convolutions and attentions walked (2 per
+    /// multiply-add; elementwise ops and norms not counted).
+    pub flops: f64,
+    /// Every allocation (+bytes) and free (−bytes), in order (as `MemoryStats` traces them).
+    pub trace: Vec<i64>,
+    events: usize,
+    /// Counter of started batches; the batch in progress.
+    batch: usize,
+    in_batch: bool,
+    /// `MemoryStats::batch_flush_bytes` of the device being planned (0: the default).
+    pub flush_bytes: u64,
+    live_ids: Vec<usize>,
+}
+
+impl State {
+    fn alloc(&mut self, bytes: u64, label: &'static str, kind: Kind) -> usize {
+        // Gpu::create_buffer rounds to whole words, at least 4 bytes.
+        let bytes = bytes.max(4).next_multiple_of(4);
+        let id = self.intervals.len();
+        self.events += 1;
+        self.intervals.push(Interval { label, bytes, kind, start: self.events, end: usize::MAX, batch: if self.in_batch { self.batch } else { 0 } });
+        self.live_ids.push(id);
+        self.trace.push(bytes as i64);
+        self.live += bytes;
+        if bytes > self.largest.0 {
+            self.largest = (bytes, label);
+        }
+        if self.live > self.peak {
+            self.peak = self.live;
+            let mut split = (0, 0, 0);
+            for &i in &self.live_ids {
+                let iv = &self.intervals[i];
+                match iv.kind {
+                    Kind::Weight => split.0 += iv.bytes,
+                    Kind::Activation if self.in_batch && iv.batch == self.batch => split.2 += iv.bytes,
+                    Kind::Activation => split.1 += iv.bytes,
+                }
+            }
+            self.peak_split = split;
+            let mut by: Vec<(&'static str, usize, u64)> = Vec::new();
+            for &i in &self.live_ids {
+                let iv = &self.intervals[i];
+                if iv.kind == Kind::Weight {
+                    continue;
+                }
+                match by.iter_mut().find(|b| b.0 == iv.label) {
+                    Some(b) => {
+                        b.1 += 1;
+                        b.2 += iv.bytes;
+                    }
+                    None => by.push((iv.label, 1, iv.bytes)),
+                }
+            }
+            by.sort_by_key(|b| std::cmp::Reverse(b.2));
+            self.peak_buffers = by;
+        }
+        id
+    }
+
+    fn free(&mut self, id: usize) {
+        self.events += 1;
+        let iv = &mut self.intervals[id];
+        iv.end = self.events;
+        self.trace.push(-(iv.bytes as i64));
+        self.live -= iv.bytes;
+        if let Some(p) = self.live_ids.iter().rposition(|&i| i == id) {
+            self.live_ids.swap_remove(p);
+        }
+    }
+
+    /// Size of an arena holding every buffer at a 256-byte aligned offset, assigned first-fit
+    /// in allocation order (what a sub-allocator replaying this sequence needs; ≥ the peak of
+    /// live bytes by the fragmentation it leaves).
+    pub fn arena_bytes(&self, kind: Kind) -> u64 {
+        let mut events: Vec<(usize, bool, usize)> = Vec::new();
+        for (i, iv) in self.intervals.iter().enumerate().filter(|(_, iv)| iv.kind == kind) {
+            events.push((iv.start, true, i));
+            if iv.end != usize::MAX {
+                events.push((iv.end, false, i));
+            }
+        }
+        events.sort_unstable_by_key(|e| e.0);
+        // Occupied [offset, end) ranges, sorted by offset.
+        let mut used: Vec<(u64, u64, usize)> = Vec::new();
+        let mut size = 0u64;
+        for (_, is_alloc, i) in events {
+            if !is_alloc {
+                used.retain(|u| u.2 != i);
+                continue;
+            }
+            let bytes = self.intervals[i].bytes.next_multiple_of(TENSOR_ALIGN);
+            let mut at = 0u64;
+            let mut pos = used.len();
+            for (j, u) in used.iter().enumerate() {
+                if u.0 >= at + bytes {
+                    pos = j;
+                    break;
+                }
+                at = at.max(u.1);
+            }
+            used.insert(pos, (at, at + bytes, i));
+            size = size.max(at + bytes);
+        }
+        size
+    }
+}
+
+/// A simulated buffer; frees itself in the [`State`] when dropped.
+pub struct Buf {
+    state: Rc<RefCell<State>>,
+    id: usize,
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        self.state.borrow_mut().free(self.id);
+    }
+}
+
+/// A simulated tensor: shape + dtype on a shared buffer (clones share it, like
+/// [`crate::gpu::Tensor`]).
+#[derive(Clone)]
+pub struct T {
+    buf: Rc<Buf>,
+    pub dims: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl T {
+    pub fn numel(&self) -> u64 {
+        self.dims.iter().map(|&d| d as u64).product()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.dtype.storage_bytes(self.numel())
+    }
+
+    pub fn reshape(&self, dims: Vec<usize>) -> T {
+        T { dims, ..self.clone() }
+    }
+}
+
+/// The simulated device.
+#[derive(Clone, Default)]
+pub struct Sim {
+    pub state: Rc<RefCell<State>>,
+}
+
+impl Sim {
+    pub fn alloc(&self, dims: &[usize], dtype: DType, label: &'static str) -> T {
+        self.alloc_kind(dims, dtype, label, Kind::Activation)
+    }
+
+    pub fn weight(&self, dims: &[usize], dtype: DType, label: &'static str) -> T {
+        self.alloc_kind(dims, dtype, label, Kind::Weight)
+    }
+
+    fn alloc_kind(&self, dims: &[usize], dtype: DType, label: &'static str, kind: Kind) -> T {
+        let bytes = dtype.storage_bytes(dims.iter().map(|&d| d as u64).product());
+        let id = self.state.borrow_mut().alloc(bytes, label, kind);
+        T { buf: Rc::new(Buf { state: self.state.clone(), id }), dims: dims.to_vec(), dtype }
+    }
+
+    pub fn batch(&self) -> SimBatch {
+        let mut s = self.state.borrow_mut();
+        s.batch += 1;
+        s.in_batch = true;
+        SimBatch { sim: self.clone(), held: Vec::new() }
+    }
+
+    pub fn live(&self) -> u64 {
+        self.state.borrow().live
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.state.borrow().peak
+    }
+
+    pub fn add_flops(&self, f: f64) {
+        self.state.borrow_mut().flops += f;
+    }
+
+    pub fn reset_peak(&self) {
+        let mut s = self.state.borrow_mut();
+        s.peak = s.live;
+    }
+}
+
+/// A simulated command batch: keeps every bound buffer until [`SimBatch::submit`].
+pub struct SimBatch {
+    pub sim: Sim,
+    held: Vec<Rc<Buf>>,
+}
+
+impl SimBatch {
+    /// Record a dispatch/copy binding `tensors` (first submitting what was recorded when the
+    /// buffers only this batch holds exceed the flush threshold, as `Batch::flush_dead`).
+    pub fn bind(&mut self, tensors: &[&T]) {
+        let dead: u64 = self.held.iter().filter(|b| Rc::strong_count(b) == 1).map(|b| self.sim.state.borrow().intervals[b.id].bytes).sum();
+        let limit = match self.sim.state.borrow().flush_bytes {
+            0 => crate::gpu::DEFAULT_BATCH_FLUSH_BYTES,
+            b => b,
+        };
+        if dead > limit {
+            self.held.clear();
+        }
+        for t in tensors {
+            if !self.held.iter().any(|b| Rc::ptr_eq(b, &t.buf)) {
+                self.held.push(t.buf.clone());
+            }
+        }
+    }
+
+    pub fn alloc(&self, dims: &[usize], dtype: DType, label: &'static str) -> T {
+        self.sim.alloc(dims, dtype, label)
+    }
+
+    pub fn submit(self) {
+        self.sim.state.borrow_mut().in_batch = false;
+        drop(self.held);
+    }
+}
+
+/// Chunk sizes `split_units` (ops/util.rs) cuts `units` blocks of tensors of `bytes` into
+/// so every view fits in `limit` bytes.
+pub fn split_counts(limit: u64, units: u64, bytes: &[u64]) -> Vec<u64> {
+    if units == 0 {
+        return Vec::new();
+    }
+    if bytes.iter().all(|&b| b <= limit) {
+        return vec![units];
+    }
+    let mut step = 1u64;
+    let mut max_units = units;
+    for &b in bytes {
+        let unit_bytes = b / units;
+        if unit_bytes == 0 {
+            continue;
+        }
+        let align = TENSOR_ALIGN / gcd(unit_bytes, TENSOR_ALIGN);
+        step = step / gcd(step, align) * align;
+        max_units = max_units.min(limit / unit_bytes);
+    }
+    let per = (max_units / step * step).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < units {
+        let c = per.min(units - start);
+        out.push(c);
+        start += c;
+    }
+    out
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}

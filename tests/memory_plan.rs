@@ -1,0 +1,227 @@
+//! The memory planner (`animatediff_wgpu::plan`) against the runtime's own accounting: on the
+//! tiny models, for several frame counts, sizes, precisions, weight formats, levers, samplers
+//! and binding limits, the planned weight bytes equal the device bytes after loading and the
+//! planned peak equals `Gpu::memory().peak_bytes` measured over the whole generation (text
+//! encoder → denoising → VAE), byte for byte. Also: the CFG-split lever gives the same
+//! frames as one batch (and as diffusers), and `plan::choose` picks levers / refuses with a
+//! suggestion.
+
+mod common;
+
+use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions};
+use animatediff_wgpu::model::motion::MotionNorm;
+use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
+use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, open_pipeline, HostPipeline, ModelPaths, Precision, Weights};
+use animatediff_wgpu::pipeline::sampler::{make_sampler, SchedulerKind};
+use animatediff_wgpu::plan::{self, DeviceLimits, Levers, PlanError, Request};
+use common::*;
+use pollster::block_on;
+
+fn host() -> HostPipeline {
+    open_pipeline(&ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }).unwrap()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    frames: usize,
+    width: usize,
+    height: usize,
+    guidance: f32,
+    precision: Precision,
+    weights: Weights,
+    levers: Levers,
+    kind: SchedulerKind,
+    steps: usize,
+    max_binding: Option<u64>,
+    /// Batch flush threshold (None: the default, 64 MiB, never reached on the tiny models).
+    flush: Option<u64>,
+}
+
+fn params(host: &HostPipeline, c: &Case) -> GenerateParams {
+    let mut p = GenerateParams::new("a corgi", host.scheduler.clone());
+    p.negative_prompt = "blurry".into();
+    (p.frames, p.width, p.height, p.steps, p.guidance_scale) = (c.frames, c.width, c.height, c.steps, c.guidance);
+    p.scheduler_kind = c.kind;
+    p.init = InitLatents::Seed(7);
+    p.unet = default_unet_options(&host.motion);
+    p.decode_chunk = c.levers.decode_chunk;
+    p.cfg_split = c.levers.cfg_split;
+    p
+}
+
+fn request(host: &HostPipeline, p: &GenerateParams, dtype: DType, weights: Weights) -> Request {
+    let sampler = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).unwrap();
+    Request {
+        unet: host.unet_config.clone(),
+        motion: Some(host.motion.config.clone()),
+        vae: host.vae_config.clone(),
+        clip: host.clip_config.clone(),
+        frames: p.frames,
+        width: p.width,
+        height: p.height,
+        cfg: p.guidance_scale > 1.0,
+        precision: dtype,
+        weights,
+        motion_joint_norm: p.unet.motion_norm == MotionNorm::Diffusers,
+        joint_resnet_norm: p.unet.joint_resnet_norm,
+        clip_skip: p.clip_skip,
+        steps: Request::steps_of(sampler.as_ref()),
+    }
+}
+
+/// Run `c` on a fresh device; returns (planned, measured) weight bytes and peaks, and the output.
+fn measure(host: &HostPipeline, c: &Case) -> Option<((u64, u64), (u64, u64), Output)> {
+    let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: c.max_binding, ..GpuOptions::default() })).unwrap();
+    let dtype = match c.precision.dtype(&gpu) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipping {c:?}: {e}");
+            return None;
+        }
+    };
+    if let Some(f) = c.flush {
+        gpu.memory_stats().set_batch_flush_bytes(f);
+    }
+    let models = build_models_with(&gpu, &host.components(), c.precision, c.weights).unwrap();
+    let loaded = gpu.memory().live_bytes;
+    let p = params(host, c);
+    let req = request(host, &p, dtype, c.weights);
+    let planned = plan::plan_with(&req, c.levers, gpu.max_binding(), gpu.memory_stats().batch_flush_bytes()).unwrap();
+    gpu.reset_peak_memory();
+    gpu.memory_stats().start_trace();
+    let out = block_on(models.generate(&gpu, &p, &mut |_| {})).unwrap();
+    let trace = gpu.memory_stats().take_trace();
+    let peak = gpu.memory().peak_bytes;
+    // Live bytes right after each allocation: equal sequences mean equal peaks (frees between
+    // two allocations may come in a different order).
+    let live_at_allocs = |t: &[i64]| {
+        let mut live = 0i64;
+        t.iter().filter_map(|&e| { live += e; (e > 0).then_some((e, live)) }).collect::<Vec<_>>()
+    };
+    let (rt, pl) = (live_at_allocs(&trace), live_at_allocs(&planned.trace));
+    if let Some(i) = (0..rt.len().max(pl.len())).find(|&i| rt.get(i) != pl.get(i)) {
+        panic!("{c:?}: (bytes, live) sequences differ at allocation {i} of {}/{}: runtime {:?} … plan {:?}", rt.len(), pl.len(), &rt[i.saturating_sub(3)..(i + 3).min(rt.len())], &pl[i.saturating_sub(3)..(i + 3).min(pl.len())]);
+    }
+    eprintln!(
+        "{c:?}\n  weights planned {} measured {loaded}; peak planned {} measured {peak} (weights {} + activations {} + temporaries {}); largest buffer {} ({}); arena {}",
+        planned.weight_bytes, planned.peak_bytes, planned.peak_weights, planned.peak_activations, planned.peak_temporaries, planned.largest_buffer, planned.largest_buffer_label, planned.activation_arena_bytes
+    );
+    Some(((planned.weight_bytes, loaded), (planned.peak_bytes, peak), out))
+}
+
+const BASE: Case = Case {
+    frames: 4,
+    width: 64,
+    height: 64,
+    guidance: 7.5,
+    precision: Precision::F32,
+    weights: Weights::Dense,
+    levers: Levers { cfg_split: false, decode_chunk: 4 },
+    kind: SchedulerKind::Ddim,
+    steps: 2,
+    max_binding: None,
+    flush: None,
+};
+
+#[test]
+fn planned_peak_equals_measured_peak() {
+    let host = host();
+    let cases = [
+        BASE,
+        Case { frames: 8, width: 192, height: 128, levers: Levers { cfg_split: true, decode_chunk: 3 }, ..BASE },
+        Case { frames: 3, weights: Weights::Q8, levers: Levers { cfg_split: true, decode_chunk: 1 }, ..BASE },
+        Case { frames: 2, width: 128, weights: Weights::Q4, guidance: 1.0, levers: Levers { cfg_split: false, decode_chunk: 2 }, ..BASE },
+        Case { precision: Precision::F16, weights: Weights::Q4, ..BASE },
+        Case { precision: Precision::F16, levers: Levers { cfg_split: true, decode_chunk: 2 }, ..BASE },
+        Case { kind: SchedulerKind::Euler, ..BASE },
+        Case { kind: SchedulerKind::Lcm, steps: 3, ..BASE },
+        // Batches submit early once 64 KiB / 1 MiB of dropped buffers pile up in them.
+        Case { flush: Some(64 << 10), ..BASE },
+        Case { frames: 8, width: 128, height: 128, precision: Precision::F16, flush: Some(1 << 20), levers: Levers { cfg_split: true, decode_chunk: 4 }, ..BASE },
+        // A 512 KiB binding limit: GroupNorms split their statistics over several buffers.
+        Case { frames: 4, width: 128, height: 64, max_binding: Some(512 << 10), ..BASE },
+    ];
+    let mut ran = 0;
+    for c in &cases {
+        let Some(((pw, mw), (pp, mp), _)) = measure(&host, c) else { continue };
+        assert_eq!(pw, mw, "{c:?}: planned weight bytes vs device bytes after loading");
+        assert_eq!(pp, mp, "{c:?}: planned vs measured peak");
+        ran += 1;
+    }
+    assert!(ran >= cases.len() - 2, "only {ran} cases ran");
+}
+
+#[test]
+fn cfg_split_gives_the_same_video_and_less_memory() {
+    let host = host();
+    let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
+    let gpu = gpu();
+    let models = build_models_with(&gpu, &host.components(), Precision::F32, Weights::Dense).unwrap();
+    let mut p = GenerateParams::new("a corgi running on the beach, golden hour, highly detailed", host.scheduler.clone());
+    p.negative_prompt = "blurry, low quality".into();
+    (p.frames, p.height, p.width, p.steps, p.guidance_scale) = (8, 128, 192, 4, 7.5);
+    p.init = InitLatents::Tensor(get(&refs, "init_latents").data.clone());
+    p.unet = default_unet_options(&host.motion);
+    // One frame per VAE call, so the UNet (not the VAE) sets the peak.
+    p.decode_chunk = 1;
+    let mut peaks = Vec::new();
+    let mut outs = Vec::new();
+    for split in [false, true] {
+        p.cfg_split = split;
+        gpu.reset_peak_memory();
+        outs.push(block_on(models.generate(&gpu, &p, &mut |_| {})).unwrap());
+        peaks.push(gpu.memory().peak_bytes);
+    }
+    let e = max_abs(&outs[1].latents, &outs[0].latents);
+    eprintln!("cfg split vs batched: latents max abs diff {e:.2e}; peak {} vs {} bytes", peaks[1], peaks[0]);
+    assert!(e <= 1e-5 * 70.0, "split CFG changed the latents by {e:.2e}");
+    assert_close("split CFG final latents vs diffusers", &outs[1].latents, &get(&refs, "final_latents").data, 1e-3);
+    let fe = max_abs(&outs[1].frames, &get(&refs, "frames").data);
+    assert!(fe <= 5e-3, "split CFG frames differ from diffusers by {fe:.2e}");
+    assert!(peaks[1] < peaks[0], "split CFG should lower the peak: {} vs {}", peaks[1], peaks[0]);
+}
+
+#[test]
+fn choose_pulls_levers_to_fit_and_refuses_with_a_suggestion() {
+    let req = Request::sd15(16, 512, 512, DType::F16, Weights::Q4);
+    let free = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: None }).unwrap();
+    assert_eq!(free.levers, Levers::none(16));
+    // A budget just below the unconstrained peak forces a lever; the chosen plan fits.
+    let budget = free.peak_bytes - 1;
+    let limited = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: Some(budget) }).unwrap();
+    assert_ne!(limited.levers, free.levers);
+    assert!(limited.peak_bytes <= budget);
+    // WebGPU defaults: no buffer over 256 MiB.
+    let web = plan::choose(&req, &DeviceLimits::default()).unwrap();
+    assert!(web.largest_buffer <= plan::DEFAULT_MAX_BUFFER, "{web:?}");
+    // Dense f32 at 1 GB cannot fit; the error names the request and what would fit.
+    let big = Request::sd15(16, 512, 512, DType::F32, Weights::Dense);
+    match plan::choose(&big, &DeviceLimits { budget: Some(1 << 30), ..DeviceLimits::default() }) {
+        Err(PlanError::DoesNotFit { suggestion, need, .. }) => {
+            eprintln!("refused: needs {need}, {suggestion}");
+            assert!(need > 1 << 30);
+            assert!(!suggestion.is_empty());
+        }
+        other => panic!("expected DoesNotFit, got {other:?}"),
+    }
+}
+
+/// The planner's weight list is the loader's: every UNet / motion-module tensor it sizes is in
+/// the tiny model's files with the same shape, and every file tensor is in the list.
+#[test]
+fn planned_weight_list_is_the_files_tensor_list() {
+    use animatediff_wgpu::load::WeightSource;
+    let host = host();
+    let planned = plan::unet_tensors(&host.unet_config, Some(&host.motion.config));
+    let mut in_files = 0;
+    for (name, shape) in &planned {
+        let src: &dyn WeightSource = if name.contains("motion_modules") { &host.motion.source } else { &host.unet };
+        let got = src.shape(name).unwrap_or_else(|| panic!("planned tensor {name} is not in the files"));
+        // 1×1 convolutions (proj_in/proj_out, conv_shortcut) are read as linears either way.
+        let got: Vec<usize> = if got.len() == 4 && shape.len() == 2 && got[2..] == [1, 1] { got[..2].to_vec() } else { got };
+        assert_eq!(&got, shape, "{name}");
+        in_files += 1;
+    }
+    let file_names = host.unet.names().len() + host.motion.source.names().iter().filter(|n| n.contains("motion_modules")).count();
+    assert_eq!(in_files, file_names, "planned {} tensors, the files hold {file_names}", planned.len());
+}
