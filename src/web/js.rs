@@ -91,7 +91,7 @@ impl From<GpuError> for WebError {
         match &e {
             GpuError::DeviceLost { .. } => WebError::new(
                 "DeviceLostError",
-                format!("{e}. The GPU was reset or ran out of memory: create a new generator (it reloads the models); if it keeps happening, use fewer frames, a smaller size or precision f16"),
+                format!("{e}. The GPU was reset or ran out of memory (if it keeps happening: fewer frames, a smaller size, q4 weights or precision f16)"),
             ),
             GpuError::OutOfMemory { .. } => WebError::new(
                 "OutOfMemoryError",
