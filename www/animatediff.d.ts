@@ -13,9 +13,11 @@ export type {
 /**
  * `error.name` of a rejected call: AbortError (cancelled), InputError (a bad option),
  * LoadError (a bad or unsupported model file: the message names it), NetworkError (a download
- * failed), OutOfMemoryError (retry with fewer frames / smaller size / f16), DeviceLostError
- * (create a new generator), NotSupportedError (no WebGPU), InvalidStateError (not loaded,
- * disposed), EngineCrashedError (reload the page).
+ * failed), QuotaError (not enough browser storage for the model cache), OutOfMemoryError
+ * (retry with fewer frames / smaller size / f16 / q4), DeviceLostError (the worker makes a new
+ * device and reloads the models: `recovered` says whether that worked; then generate again),
+ * NotSupportedError (no WebGPU), InvalidStateError (not loaded, disposed), EngineCrashedError
+ * (reload the page).
  */
 export type GeneratorErrorName =
   | 'AbortError' | 'InputError' | 'LoadError' | 'NetworkError' | 'QuotaError' | 'OutOfMemoryError' | 'DeviceLostError'
