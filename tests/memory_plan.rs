@@ -225,3 +225,16 @@ fn planned_weight_list_is_the_files_tensor_list() {
     let file_names = host.unet.names().len() + host.motion.source.names().iter().filter(|n| n.contains("motion_modules")).count();
     assert_eq!(in_files, file_names, "planned {} tensors, the files hold {file_names}", planned.len());
 }
+
+/// The step FLOP count from the config (the walk's GEMMs, convolutions and attentions) agrees
+/// with PyTorch's FlopCounterMode on SD1.5 + v2 motion modules, batch 32 (16 frames × CFG):
+/// 35.5 TFLOP at 64×64 latents and 8.2 at 32×32 (../shared/notes/webgpu.md §7).
+#[test]
+fn unet_flop_count_matches_torch_flop_counter() {
+    for (size, want) in [(512, 35.5e12), (256, 8.2e12)] {
+        let req = Request::sd15(16, size, size, DType::F16, Weights::Dense);
+        let got = plan::unet_flops(&req, 2);
+        eprintln!("{size}²: {:.2} TFLOP (torch {:.1})", got / 1e12, want / 1e12);
+        assert!((got / want - 1.0).abs() < 0.02, "{size}²: {got:.3e} vs {want:.3e}");
+    }
+}

@@ -68,6 +68,8 @@ pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("largest binding:   {:>14} bytes ({}; limit {})", p.largest_binding, mib(p.largest_binding), mib(a.max_binding));
     println!("activation arena:  {:>14} bytes ({}, first-fit, 256-byte aligned)", p.activation_arena_bytes, mib(p.activation_arena_bytes));
     println!("buffers allocated: {}", p.buffers);
+    let videos = if req.cfg { 2 } else { 1 };
+    println!("UNet FLOPs / step: {:.2} TFLOP (batch {}: GEMMs, convolutions, attention)", plan::unet_flops(&req, videos) / 1e12, videos * a.frames);
     println!("live at the peak (besides weights):");
     for (label, n, bytes) in p.peak_buffers.iter().take(12) {
         println!("  {label:<20} ×{n:<4} {}", mib(*bytes));
