@@ -70,7 +70,10 @@ fn request(host: &HostPipeline, p: &GenerateParams, dtype: DType, weights: Weigh
 }
 
 /// Run `c` on a fresh device; returns (planned, measured) weight bytes and peaks, and the output.
-fn measure(host: &HostPipeline, c: &Case) -> Option<((u64, u64), (u64, u64), Output)> {
+/// (planned, measured) weight bytes, (planned, measured) peak, and the generated video.
+type Measured = ((u64, u64), (u64, u64), Output);
+
+fn measure(host: &HostPipeline, c: &Case) -> Option<Measured> {
     let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: c.max_binding, ..GpuOptions::default() })).unwrap();
     let dtype = match c.precision.dtype(&gpu) {
         Ok(d) => d,

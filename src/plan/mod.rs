@@ -179,7 +179,7 @@ pub fn plan(req: &Request, levers: Levers, max_binding: u64) -> Result<Plan, Pla
 pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64) -> Result<Plan, PlanError> {
     let levels = req.unet.block_out_channels.len();
     let m = 8 << levels.saturating_sub(1);
-    if req.frames == 0 || req.width == 0 || req.height == 0 || req.width % m != 0 || req.height % m != 0 {
+    if req.frames == 0 || req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m) {
         return Err(PlanError::Input { what: "size", detail: format!("{} frames of {}×{}: frames ≥ 1, width and height multiples of {m}", req.frames, req.width, req.height) });
     }
     if !matches!(req.precision, DType::F32 | DType::F16) {
