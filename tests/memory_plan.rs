@@ -194,9 +194,12 @@ fn choose_pulls_levers_to_fit_and_refuses_with_a_suggestion() {
     let limited = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: Some(budget) }).unwrap();
     assert_ne!(limited.levers, free.levers);
     assert!(limited.peak_bytes <= budget);
-    // WebGPU defaults: no buffer over 256 MiB.
-    let web = plan::choose(&req, &DeviceLimits::default()).unwrap();
+    // WebGPU defaults: no buffer over 256 MiB; apply() writes the levers into the parameters.
+    let mut params = GenerateParams::new("a corgi", animatediff_wgpu::pipeline::scheduler::SchedulerConfig::animatediff_default());
+    let web = plan::apply(&req, &DeviceLimits::default(), &mut params).unwrap();
     assert!(web.largest_buffer <= plan::DEFAULT_MAX_BUFFER, "{web:?}");
+    assert_eq!((params.cfg_split, params.decode_chunk), (web.levers.cfg_split, web.levers.decode_chunk));
+    assert!(web.levers.cfg_split, "16 frames 512² f16 needs split CFG under 256 MiB buffers");
     // Dense f32 at 1 GB cannot fit; the error names the request and what would fit.
     let big = Request::sd15(16, 512, 512, DType::F32, Weights::Dense);
     match plan::choose(&big, &DeviceLimits { budget: Some(1 << 30), ..DeviceLimits::default() }) {

@@ -360,3 +360,12 @@ pub fn unet_tensors(cfg: &UNetConfig, motion: Option<&MotionConfig>) -> Vec<(Str
     w.unet(cfg, motion);
     std::mem::take(&mut w.names)
 }
+
+/// [`choose`] for `req` and write the chosen levers into the generation parameters
+/// (`cfg_split`, `decode_chunk`), so `Models::generate` executes the plan.
+pub fn apply(req: &Request, limits: &DeviceLimits, params: &mut crate::pipeline::generate::GenerateParams) -> Result<Plan, PlanError> {
+    let p = choose(req, limits)?;
+    params.cfg_split = p.levers.cfg_split;
+    params.decode_chunk = p.levers.decode_chunk;
+    Ok(p)
+}
