@@ -129,3 +129,30 @@ fn bad_requests_fail_with_clear_errors() {
     assert_fails(&out, "/nonexistent/model.safetensors");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--memory-budget`: the memory plan picks levers that fit (the measured peak is the planned
+/// one, the video is unchanged); a budget below the weights is an error saying so.
+#[test]
+fn memory_budget_picks_levers_that_fit() {
+    let dir = tmp("budget");
+    let small = ["--frames", "4", "--width", "64", "--height", "64", "--steps", "1", "--seed", "3"];
+    let mib = |out: &Output, prefix: &str| -> f64 {
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        let line = stderr.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line in {stderr}"));
+        let v = line.split(" peak ").nth(1).and_then(|r| r.split_whitespace().nth(if prefix == "total" { 2 } else { 0 })).unwrap_or_else(|| panic!("{line}"));
+        v.trim_end_matches(';').parse().unwrap_or_else(|_| panic!("{line}"))
+    };
+    let free = run_with(&dir, &small);
+    let gif_free = std::fs::read(dir.join("out.gif")).unwrap();
+    let (planned_free, measured_free) = (mib(&free, "memory plan:"), mib(&free, "total"));
+    assert_eq!(planned_free, measured_free, "planned vs measured peak (MiB, no budget)");
+    let budget = ((planned_free - 1.0) * (1 << 20) as f64) as u64;
+    let tight = run_with(&dir, &[&small[..], &["--memory-budget", &budget.to_string()]].concat());
+    let (planned, measured) = (mib(&tight, "memory plan:"), mib(&tight, "total"));
+    eprintln!("peak without budget {planned_free} MiB; with a {budget} B budget {planned} MiB planned, {measured} MiB measured");
+    assert_eq!(planned, measured, "planned vs measured peak (MiB, budget)");
+    assert!(measured < planned_free, "the budget must lower the peak: {measured} vs {planned_free}");
+    assert_eq!(std::fs::read(dir.join("out.gif")).unwrap(), gif_free, "levers must not change the video");
+    assert_fails(&run_with(&dir, &[&small[..], &["--memory-budget", "3000000"]].concat()), "the weights alone exceed");
+}

@@ -363,6 +363,39 @@ pub fn unet_tensors(cfg: &UNetConfig, motion: Option<&MotionConfig>) -> Vec<(Str
 
 /// [`choose`] for `req` and write the chosen levers into the generation parameters
 /// (`cfg_split`, `decode_chunk`), so `Models::generate` executes the plan.
+/// The plan request of a generation with these models, or `None` when it uses what the
+/// planner does not model yet (FreeNoise, context windows, prompt travel, a per-module motion
+/// effect ≠ 1): such runs keep the caller's levers.
+pub fn request_for(
+    c: &crate::pipeline::load::Components<'_>,
+    p: &crate::pipeline::generate::GenerateParams,
+    precision: DType,
+    weights: WeightFormat,
+) -> Result<Option<Request>, PlanError> {
+    let e = p.unet.motion_effect;
+    if p.context.is_some() || p.unet.free_noise.is_some() || !p.prompt_travel.is_empty() || !p.negative_travel.is_empty() || [e.down, e.mid, e.up] != [1.0; 3] {
+        return Ok(None);
+    }
+    let sampler = crate::pipeline::sampler::make_sampler(&p.scheduler, p.scheduler_kind, p.steps)
+        .map_err(|err| PlanError::Input { what: "scheduler", detail: err.to_string() })?;
+    Ok(Some(Request {
+        unet: c.unet_config.clone(),
+        motion: Some(c.motion.config.clone()),
+        vae: c.vae_config.clone(),
+        clip: c.clip_config.clone(),
+        frames: p.frames,
+        width: p.width,
+        height: p.height,
+        cfg: p.guidance_scale > 1.0,
+        precision,
+        weights,
+        motion_joint_norm: p.unet.motion_norm == crate::model::motion::MotionNorm::Diffusers,
+        joint_resnet_norm: p.unet.joint_resnet_norm,
+        clip_skip: p.clip_skip,
+        steps: Request::steps_of(sampler.as_ref()),
+    }))
+}
+
 pub fn apply(req: &Request, limits: &DeviceLimits, params: &mut crate::pipeline::generate::GenerateParams) -> Result<Plan, PlanError> {
     let p = choose(req, limits)?;
     params.cfg_split = p.levers.cfg_split;

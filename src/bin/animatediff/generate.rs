@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use animatediff_wgpu::gpu::Gpu;
 use animatediff_wgpu::model::motion::MotionNorm;
+use animatediff_wgpu::model::quant_policy::QuantScheme;
+use animatediff_wgpu::plan;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Progress};
 use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, Weights, open_pipeline, ModelPaths, Precision};
 use animatediff_wgpu::pipeline::sampler::{recipe_config, SchedulerKind};
@@ -193,6 +195,11 @@ pub struct GenerateArgs {
     /// quantized on load on the GPU (q8: int8; q4: int4 groups, see the policy table).
     #[arg(long, value_enum, default_value = "dense")]
     pub weights: WeightsArg,
+    /// GPU memory this run may use, in bytes: the memory plan (`animatediff plan`) then picks
+    /// levers (CFG halves as two passes, VAE decode chunk) that fit it, or says what would fit.
+    /// Default: only the adapter's buffer limits.
+    #[arg(long, value_name = "BYTES")]
+    pub memory_budget: Option<u64>,
     /// diffusers' clip_skip (A1111 "CLIP skip 2" = 1).
     #[arg(long, default_value_t = 0)]
     pub clip_skip: usize,
@@ -325,6 +332,18 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     };
     let models = build_models_with(&gpu, &host.components(), precision, weights)?;
     models.validate(&p)?;
+    // Levers from the memory plan: what fits this adapter's limits (and --memory-budget).
+    let planned_weights = match host.quantized {
+        Some(QuantScheme::Q8) => Weights::Q8,
+        Some(QuantScheme::Q4) => Weights::Q4,
+        None => weights,
+    };
+    if let Some(req) = plan::request_for(&host.components(), &p, precision.dtype(&gpu)?, planned_weights)? {
+        let info = gpu.info();
+        let limits = plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget: a.memory_budget };
+        let pl = plan::apply(&req, &limits, &mut p)?;
+        eprintln!("memory plan: peak {:.1} MiB; {}", pl.peak_bytes as f64 / (1 << 20) as f64, pl.levers);
+    }
     eprintln!("loaded in {:.1} s; GPU memory {:.1} MiB", t0.elapsed().as_secs_f64(), gpu.memory().live_bytes as f64 / (1 << 20) as f64);
     let out = pollster::block_on(models.generate(&gpu, &p, &mut progress_bar))?;
     let (f, h, w) = (out.frame_count, out.height, out.width);
