@@ -503,7 +503,7 @@ impl Generator {
     async fn generate_inner(inner: &Rc<Inner>, options: &JsValue, on_progress: Option<Function>) -> WebResult<JsValue> {
         let t0 = now_ms();
         let host = inner.host.borrow().clone().ok_or_else(|| WebError::state("no models loaded: call load() first"))?;
-        let req = parse_request(options, &host, &inner.gpu, on_progress)?;
+        let mut req = parse_request(options, &host, &inner.gpu, on_progress)?;
         let signal = req.signal.clone();
         if aborted(signal.as_ref()) {
             return Err(WebError::aborted("generation"));
@@ -519,6 +519,17 @@ impl Generator {
             }
         };
         models.validate(&req.params)?;
+        // Levers from the memory plan (CFG halves, VAE decode chunk) that fit this adapter's
+        // buffer limits, as `animatediff generate` does; a run that cannot fit says what would.
+        let plan_error = |e: crate::plan::PlanError| match e {
+            crate::plan::PlanError::DoesNotFit { .. } => WebError::new("OutOfMemoryError", e.to_string()),
+            crate::plan::PlanError::Input { what, .. } => WebError::input(what, e),
+        };
+        if let Some(pr) = crate::plan::request_for(&host.components(), &req.params, models.unet.dtype(), inner.weights.get()).map_err(plan_error)? {
+            let info = inner.gpu.info();
+            let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget: None };
+            crate::plan::apply(&pr, &limits, &mut req.params).map_err(plan_error)?;
+        }
         report(req.on_progress.as_ref(), &object(&[("phase", "encode".into())]));
         let cancelled = Cell::new(false);
         let steps_ms = Cell::new(0.0);
