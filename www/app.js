@@ -31,7 +31,18 @@ for (const [k, p] of Object.entries(HF_PRESETS)) {
   PRESETS[k] = { sources: () => presetSources(p, hfBase()), defaults: p.defaults, hf: p };
 }
 for (const k of ['tiny', 'files']) PRESETS[k].defaults.scheduler = '';
-const SETTINGS = ['prompt', 'negative', 'seed', 'steps', 'guidance', 'frames', 'width', 'height', 'fps', 'scheduler'];
+// The "Long videos & motion" fieldset: element id (= URL key = CLI flag) → generate() option.
+// Empty (unchecked) = not sent, so the engine's defaults apply.
+const LONG = {
+  'prompt-interpolation': 'promptInterpolation', 'motion-scale': 'motionScale', 'motion-effect': 'motionEffect',
+  'free-noise-length': 'freeNoiseLength', 'free-noise-stride': 'freeNoiseStride', 'free-noise-weights': 'freeNoiseWeights',
+  'noise-type': 'noiseType', 'context-length': 'contextLength', 'context-stride': 'contextStride',
+  'context-overlap': 'contextOverlap', 'context-fuse': 'contextFuse', 'closed-loop': 'closedLoop',
+};
+const SETTINGS = ['prompt', 'negative', 'seed', 'steps', 'guidance', 'frames', 'width', 'height', 'fps', 'scheduler', ...Object.keys(LONG)];
+// A control's value as a URL string ('' = unset); checkboxes are '1' or ''.
+const getValue = (el) => (el.type === 'checkbox' ? (el.checked ? '1' : '') : el.value);
+const setValue = (el, v) => (el.type === 'checkbox' ? (el.checked = v === '1' || v === 'true') : (el.value = v));
 
 let generator = null;
 let loadedKey = null; // which sources are loaded
@@ -57,6 +68,34 @@ function clearError() {
   $('app-error').hidden = true;
 }
 
+// Prompt travel: lines "N: text" (from frame N on) → ["N:text", …]; anything else is sent as typed.
+function promptValue(text) {
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (!lines.some((l) => /^\d+\s*:/.test(l))) return text;
+  return lines.map((l) => l.replace(/^(\d+)\s*:\s*/, '$1:'));
+}
+
+// The long-video and motion options that are set (see LONG).
+function longVideoOptions() {
+  const o = {};
+  for (const [id, name] of Object.entries(LONG)) {
+    const el = $(id);
+    const v = getValue(el).trim();
+    if (v === '') continue;
+    if (el.type === 'checkbox') o[name] = true;
+    else if (el.type === 'number' || (id === 'motion-effect' && Number.isFinite(Number(v)))) o[name] = Number(v);
+    else o[name] = v;
+  }
+  return o;
+}
+
+// Frames may exceed the motion module's length only with FreeNoise or context windows.
+let moduleFrames = 32;
+function syncFramesMax() {
+  if ($('free-noise-length').value !== '' || $('context-length').value !== '') $('frames').removeAttribute('max');
+  else $('frames').max = moduleFrames;
+}
+
 const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
 const secs = (s) => (s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`);
 
@@ -72,14 +111,16 @@ function readURL() {
   if (p && PRESETS[p]) document.querySelector(`input[name=preset][value=${p}]`).checked = true;
   const d = PRESETS[preset()].defaults;
   for (const k of ['frames', 'width', 'height', 'steps', 'guidance']) $(k).value = d[k];
-  for (const k of SETTINGS) if (q.has(k)) $(k).value = q.get(k);
+  for (const k of SETTINGS) if (q.has(k)) setValue($(k), q.get(k));
   for (const k of ['precision', 'weights']) if (q.has(k)) $(k).value = q.get(k);
+  if (Object.keys(LONG).some((k) => getValue($(k)) !== '')) $('long-video').open = true;
+  syncFramesMax();
 }
 
 function writeURL(extra = {}) {
   const q = new URLSearchParams();
   q.set('preset', preset());
-  for (const k of SETTINGS) if ($(k).value !== '') q.set(k, $(k).value);
+  for (const k of SETTINGS) if (getValue($(k)) !== '') q.set(k, getValue($(k)));
   q.set('precision', $('precision').value);
   q.set('weights', $('weights').value);
   for (const [k, v] of Object.entries(extra)) q.set(k, v);
@@ -259,7 +300,8 @@ async function loadModels() {
   bar.hidden = true;
   status.textContent = `Loaded ${mb(info.weightBytes)} of weights (${info.precision}, ${info.weights}, ${mb(info.gpuBytes)} on the GPU) in ` +
     `${secs((performance.now() - t0) / 1000)}. ${info.description.join('; ')}.`;
-  $('frames').max = info.maxFrames || 32;
+  moduleFrames = info.maxFrames || 32;
+  syncFramesMax();
   return g;
 }
 
@@ -280,14 +322,15 @@ async function generate() {
     const seed = seedValue();
     const g = await loadModels();
     const opts = {
-      prompt: $('prompt').value,
-      negativePrompt: $('negative').value,
+      prompt: promptValue($('prompt').value),
+      negativePrompt: promptValue($('negative').value),
       frames: Number($('frames').value),
       width: Number($('width').value),
       height: Number($('height').value),
       steps: Number($('steps').value),
       guidance: Number($('guidance').value),
       scheduler: $('scheduler').value || undefined,
+      ...longVideoOptions(),
       seed,
       signal: controller.signal,
       onPreview: $('preview-on').checked ? showPreview : undefined,
@@ -456,6 +499,7 @@ function main() {
     });
   }
   for (const k of [...SETTINGS, 'precision', 'weights']) $(k).addEventListener('change', () => writeURL());
+  for (const k of ['free-noise-length', 'context-length']) $(k).addEventListener('input', syncFramesMax);
   $('fps').addEventListener('change', () => {
     if (player?.playing) {
       clearInterval(player.timer);

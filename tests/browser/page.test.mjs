@@ -144,6 +144,70 @@ test('cancel from the page stops between steps', async () => {
   assert.equal(await p.isEnabled('#cancel'), false);
 });
 
+// Answer the page's engine calls 'load' and 'generate' on the main thread (no GPU work) and keep
+// the options generate() was given in window.generateArgs.
+function interceptEngine() {
+  const post = Worker.prototype.postMessage;
+  Worker.prototype.postMessage = function (msg, transfer) {
+    const reply = (data) => setTimeout(() => this.dispatchEvent(new MessageEvent('message', { data: { id: msg.id, ...data } })));
+    if (msg?.type === 'load') return reply({ result: { weightBytes: 1, gpuBytes: 1, precision: 'f32', weights: 'dense', description: ['intercepted'], maxFrames: 16 } });
+    if (msg?.type === 'generate') {
+      window.generateArgs = msg.args;
+      return reply({ error: { name: 'InterceptedError', message: 'intercepted' } });
+    }
+    return post.call(this, msg, transfer);
+  };
+}
+
+async function interceptedGenerate(page) {
+  await page.evaluate(() => { window.generateArgs = null; });
+  await page.click('#generate');
+  await page.waitForFunction(() => window.generateArgs, null, { timeout: 120_000 });
+  return page.evaluate(() => window.generateArgs);
+}
+
+test('long videos & motion: prompt travel, FreeNoise, context windows reach generate() and the URL', async () => {
+  const page = await b.page.context().newPage();
+  await page.addInitScript(interceptEngine);
+  await page.goto(`${b.url}?preset=tiny&width=64&height=64&seed=5`);
+  await page.waitForFunction(() => window.animatediffApp?.ready);
+  assert.equal(await page.$eval('#long-video', (d) => d.open), false);
+  await page.focus('#long-video summary');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.$eval('#long-video', (d) => d.open), true);
+  await page.fill('#prompt', '0: a cat sitting\n8: a cat running');
+  await page.fill('#negative', 'blurry');
+  await page.fill('#free-noise-length', '16');
+  await page.fill('#context-length', '16');
+  await page.fill('#context-overlap', '4');
+  await page.check('#closed-loop');
+  await page.selectOption('#prompt-interpolation', 'slerp');
+  await page.fill('#motion-effect', 'down=0.5,mid=1,up=1');
+  await page.fill('#frames', '48'); // above the module's 32: allowed with FreeNoise / context windows
+  const expected = {
+    prompt: ['0:a cat sitting', '8:a cat running'], negativePrompt: 'blurry', frames: 48, width: 64, height: 64, seed: '5',
+    promptInterpolation: 'slerp', motionEffect: 'down=0.5,mid=1,up=1', freeNoiseLength: 16, contextLength: 16,
+    contextOverlap: 4, closedLoop: true,
+  };
+  const args = await interceptedGenerate(page);
+  for (const k of ['freeNoiseStride', 'freeNoiseWeights', 'noiseType', 'contextStride', 'contextFuse', 'motionScale']) {
+    assert.ok(!(k in args), `${k} is empty on the page but was sent`);
+  }
+  assert.deepEqual(Object.fromEntries(Object.keys(expected).map((k) => [k, args[k]])), expected);
+
+  // The URL carries the settings: a fresh page from it fills the same fields and sends the same options.
+  const url = page.url();
+  assert.equal(new URL(url).searchParams.get('free-noise-length'), '16');
+  assert.equal(new URL(url).searchParams.get('closed-loop'), '1');
+  await page.goto(url);
+  await page.waitForFunction(() => window.animatediffApp?.ready);
+  assert.equal(await page.$eval('#long-video', (d) => d.open), true);
+  assert.equal(await page.inputValue('#prompt'), '0: a cat sitting\n8: a cat running');
+  assert.equal(await page.isChecked('#closed-loop'), true);
+  assert.deepEqual(await interceptedGenerate(page), args);
+  await page.close();
+});
+
 test('every control has a label', async () => {
   const unlabeled = await b.page.$$eval('main input, main select, main textarea, main button',
     (els) => els.filter((e) => !(e.labels?.length || e.textContent.trim() || e.getAttribute('aria-label'))).map((e) => e.outerHTML));
