@@ -33,7 +33,17 @@ export interface AnimateDiffGenerator {
   readonly info: GpuInfo;
   /** Load models (replacing loaded ones). */
   load(sources: ModelSources, options?: {
-    onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; precision?: Precision; weights?: 'dense' | 'q8' | 'q4';
+    onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; precision?: Precision;
+    /**
+     * GEMM weight format (default 'dense'). 'auto': after the model configs are read and before upload, the first of
+     * dense → q8 → q4 whose memory plan for `plan` (default 16 frames 512×512, CFG on) fits the adapter's buffer limits
+     * and `memoryBudget`; q4 when none does. LoadInfo.weightsReason says why, plannedPeakBytes gives each peak.
+     */
+    weights?: 'dense' | 'q8' | 'q4' | 'auto';
+    /** For weights 'auto': GPU memory to plan within, in bytes (a positive number; else an InputError). */
+    memoryBudget?: number;
+    /** For weights 'auto': the request to plan for. */
+    plan?: { frames?: number; width?: number; height?: number };
     /** Keep downloads in the model cache (default true): a second load downloads nothing, an interrupted one resumes. */
     cache?: boolean;
     /** Bytes per ranged request / cached chunk (default 32 MiB). */

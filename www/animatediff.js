@@ -135,11 +135,11 @@ export async function createGenerator(opts = {}) {
      * Load models (replaces loaded ones). Sources: URL strings, Blobs/Files, arrays of them
      * (shards), or objects mapping a diffusers folder's relative paths to them.
      */
-    load(sources, { onProgress, signal, precision, weights, cache: useCache = true, chunkBytes } = {}) {
+    load(sources, { onProgress, signal, precision, weights, memoryBudget, plan, cache: useCache = true, chunkBytes } = {}) {
       // persist() only exists on the main thread; without it the browser may evict the cache
       // under storage pressure. Best effort: the load goes on either way.
       if (useCache && hasURL(sources)) cachePersist();
-      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights, cache: useCache, chunkBytes } }, { onProgress, signal }));
+      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights, memoryBudget, plan, cache: useCache, chunkBytes } }, { onProgress, signal }));
     },
     /**
      * The initial latents generate({ seed, frames, width, height }) starts from: torch.randn

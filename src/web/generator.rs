@@ -91,6 +91,46 @@ fn parse_weights(v: Option<String>) -> Weights {
     }
 }
 
+/// `weights: "auto"` (issue 6): the first of dense → q8 → q4 whose memory plan for a typical
+/// request (`plan` option, default 16 frames 512×512 clamped to the motion module, CFG on,
+/// `precision`) fits the adapter's buffer limits and `budget`; q4 when none does (generate's
+/// own planning then says what fits). Returns the format, why, and each format's planned
+/// peak with every lever pulled (bytes).
+fn auto_weights(host: &HostPipeline, gpu: &Gpu, precision: Precision, budget: Option<u64>, size: (usize, usize, usize)) -> WebResult<(Weights, String, Vec<(Weights, u64)>)> {
+    let mut p = GenerateParams::new("", host.scheduler.clone());
+    p.unet = default_unet_options(&host.motion);
+    (p.frames, p.width, p.height) = size;
+    let info = gpu.info();
+    let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget };
+    let dtype = precision.dtype(gpu)?;
+    let mb = |b: u64| format!("{:.2} MB", b as f64 / 1e6);
+    let (mut peaks, mut why, mut chosen) = (Vec::new(), Vec::new(), None);
+    for w in [Weights::Dense, Weights::Q8, Weights::Q4] {
+        let plan_err = |e: crate::plan::PlanError| WebError::input("plan", e);
+        let req = crate::plan::request_for(&host.components(), &p, dtype, w).map_err(plan_err)?.ok_or_else(|| WebError::input("plan", "no plan for this request"))?;
+        let smallest = crate::plan::Levers { cfg_split: req.cfg, decode_chunk: 1 };
+        let pl = crate::plan::plan(&req, smallest, limits.max_binding).map_err(plan_err)?;
+        peaks.push((w, pl.peak_bytes));
+        if chosen.is_some() {
+            continue;
+        }
+        if pl.fits(&limits) {
+            why.push(format!("{} fits ({})", weights_name(w), mb(pl.peak_bytes)));
+            chosen = Some(w);
+        } else if pl.largest_buffer > limits.max_buffer {
+            why.push(format!("{}: largest buffer {} > max buffer size {}", weights_name(w), mb(pl.largest_buffer), mb(limits.max_buffer)));
+        } else {
+            why.push(format!("{}: planned peak {} > budget {}", weights_name(w), mb(pl.peak_bytes), mb(budget.unwrap_or(0))));
+        }
+    }
+    let (f, wd, h) = size;
+    let mut reason = format!("{f} frames {wd}×{h}: {}", why.join("; "));
+    if chosen.is_none() {
+        reason.push_str("; none fits, using q4");
+    }
+    Ok((chosen.unwrap_or(Weights::Q4), reason, peaks))
+}
+
 fn weights_name(w: Weights) -> &'static str {
     match w {
         Weights::Dense => "dense",
@@ -414,7 +454,9 @@ impl Generator {
 
     /// Load models (replacing any loaded ones). Sources are URL strings, Blobs/Files, arrays of
     /// them (shards) or, for diffusers folders, objects mapping relative paths to them.
-    /// Options: `{ precision?: "f32" | "f16" | "auto", weights?: "dense" | "q8" | "q4", onProgress?, signal? }`.
+    /// Options: `{ precision?: "f32" | "f16" | "auto", weights?: "dense" | "q8" | "q4" | "auto",
+    /// memoryBudget? (bytes, for "auto"), plan? ({ frames, width, height } "auto" plans for),
+    /// onProgress?, signal? }`.
     #[wasm_bindgen(unchecked_return_type = "Promise<LoadInfo>")]
     pub fn load(
         &self,
@@ -435,7 +477,25 @@ impl Generator {
         let o = Opts(options);
         o.check_object("options")?;
         let precision = parse_precision(o.choice("precision", &["f32", "f16", "auto"])?, &inner.gpu);
-        let weights = parse_weights(o.choice("weights", &["dense", "q8", "q4"])?);
+        let weights_opt = o.choice("weights", &["dense", "q8", "q4", "auto"])?;
+        let budget = match o.raw("memoryBudget") {
+            None => None,
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && x > 0.0 => Some(x as u64),
+                _ => return Err(WebError::input("memoryBudget", format!("must be a positive number of bytes, got {}", super::js::describe(&v)))),
+            },
+        };
+        let plan_opts = o.raw("plan");
+        let plan_size = match &plan_opts {
+            None => None,
+            Some(v) => {
+                let po = Opts(v);
+                po.check_object("plan")?;
+                Some((po.integer("frames", 1, 1024)?, po.integer("width", 8, 2048)?, po.integer("height", 8, 2048)?))
+            }
+        };
+        let auto = weights_opt.as_deref() == Some("auto");
+        let mut weights = parse_weights(weights_opt);
         let signal = o.signal()?;
         let on_progress = o.function("onProgress")?;
         let sources = Sources::parse(sources)?;
@@ -446,6 +506,17 @@ impl Generator {
         inner.weights.set(weights);
         let f = Fetcher::new(signal.clone(), on_progress.clone()).with_downloader(o.function("download")?);
         let host = Rc::new(open_pipeline(&f, &sources).await?);
+        let mut auto_info = None;
+        if auto {
+            let max = host.motion.config.motion_max_seq_length;
+            let (f, w, h) = plan_size.unwrap_or((None, None, None));
+            let f = f.unwrap_or(if max > 0 { max.min(16) } else { 16 });
+            let (w, h) = (w.unwrap_or(512), h.unwrap_or(512));
+            let (chosen, reason, peaks) = auto_weights(&host, &inner.gpu, precision, budget, (f, w, h))?;
+            weights = chosen;
+            inner.weights.set(weights);
+            auto_info = Some((reason, peaks));
+        }
         let models = upload(inner, &host, precision, on_progress.as_ref(), signal.as_ref()).await?;
         let max_frames = models.unet.motion_config().map(|m| m.motion_max_seq_length).unwrap_or(0);
         let size_multiple = models.unet.size_multiple() * 8;
@@ -455,10 +526,22 @@ impl Generator {
         for d in &host.description {
             desc.push(&d.as_str().into());
         }
+        let (reason, peaks) = match auto_info {
+            Some((r, peaks)) => {
+                let o = js_sys::Object::new();
+                for (w, b) in peaks {
+                    js_sys::Reflect::set(&o, &weights_name(w).into(), &(b as f64).into()).ok();
+                }
+                (r, o.into())
+            }
+            None => ("requested".to_string(), JsValue::UNDEFINED),
+        };
         Ok(object(&[
             ("description", desc.into()),
             ("precision", precision_name(precision).into()),
             ("weights", weights_name(weights).into()),
+            ("weightsReason", reason.into()),
+            ("plannedPeakBytes", peaks),
             ("weightBytes", host.bytes.into()),
             ("gpuBytes", (inner.gpu.memory().live_bytes as f64).into()),
             ("maxFrames", (max_frames as f64).into()),
@@ -683,7 +766,11 @@ export interface LoadOptions {
   /** Weight storage type: f32 (default, as the CLI), f16 (needs shader-f16), auto (f16 when available). */
   precision?: Precision;
   /** GEMM weights of the UNet, motion modules and text encoder: dense (default), or int8 / int4 quantized on the GPU at load (less memory). */
-  weights?: "dense" | "q8" | "q4";
+  weights?: "dense" | "q8" | "q4" | "auto";
+  /** For weights "auto": GPU memory to plan within, in bytes (positive; default: only the adapter's buffer limits). */
+  memoryBudget?: number;
+  /** For weights "auto": the request to plan for (default 16 frames, 512×512, CFG on). */
+  plan?: { frames?: number; width?: number; height?: number };
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   /** Downloads URLs instead of the plain ranged download: `(url, chunkBytes, signal, onProgress(loaded, total, cached))` → a Blob, or undefined to fall back (worker.js passes the model cache's). */
@@ -691,6 +778,10 @@ export interface LoadOptions {
 }
 export interface LoadInfo {
   description: string[]; precision: "f32" | "f16"; weights: "dense" | "q8" | "q4"; weightBytes: number; gpuBytes: number;
+  /** Why these weights: "requested", or for "auto" each format's planned peak against the budget/limits. */
+  weightsReason: string;
+  /** For "auto": each format's planned peak (bytes, every memory lever pulled) for the planned request. */
+  plannedPeakBytes?: { dense: number; q8: number; q4: number };
   maxFrames: number; sizeMultiple: number; motionVersion: string; loadMs: number;
 }
 export type GenerateProgress =

@@ -277,6 +277,41 @@ test('int8 / int4 weights quantized on load: less GPU memory, a valid video', as
   assert.ok(r.q4.gpuBytes <= r.q8.gpuBytes);
 });
 
+test('weights "auto": dense → q8 → q4 as the memory budget shrinks; a bad budget is an InputError', async () => {
+  const r = await b.page.evaluate(async () => {
+    const { createGenerator } = await import('./animatediff.js');
+    const ga = await createGenerator();
+    const load = (opts) => ga.load({ model: tiny.model, motion: tiny.motion }, { weights: 'auto', ...opts });
+    const pick = ({ weights, weightsReason, plannedPeakBytes }) => ({ weights, weightsReason, plannedPeakBytes });
+    const out = { huge: pick(await load({ memoryBudget: 1e15 })) };
+    const p = out.huge.plannedPeakBytes;
+    out.q8 = pick(await load({ memoryBudget: p.q8 }));
+    out.mid = pick(await load({ memoryBudget: Math.floor((p.q4 + p.dense) / 2) }));
+    out.tiny = pick(await load({ memoryBudget: p.q4 - 1 }));
+    out.negative = await catchErr(load({ memoryBudget: -1 }));
+    out.nan = await catchErr(load({ memoryBudget: NaN }));
+    out.plain = pick(loadInfo);
+    await ga.dispose();
+    return out;
+  });
+  console.log(JSON.stringify(r, null, 1));
+  const p = r.huge.plannedPeakBytes;
+  assert.ok(p.q4 < p.q8 && p.q8 < p.dense, JSON.stringify(p));
+  assert.equal(r.huge.weights, 'dense');
+  assert.match(r.huge.weightsReason, /^16 frames 512×512: dense fits/);
+  assert.equal(r.q8.weights, 'q8');
+  assert.match(r.q8.weightsReason, /dense: planned peak .* MB > budget .* MB; q8 fits/);
+  assert.notEqual(r.mid.weights, 'dense');
+  assert.equal(r.tiny.weights, 'q4');
+  assert.match(r.tiny.weightsReason, /none fits, using q4/);
+  for (const e of [r.negative, r.nan]) {
+    assert.equal(e?.name, 'InputError');
+    assert.match(e.message, /memoryBudget/);
+  }
+  assert.equal(r.plain.weights, 'dense');
+  assert.equal(r.plain.weightsReason, 'requested');
+});
+
 test('bad inputs are rejected with typed, plain-words errors; the generator keeps working', async () => {
   const r = await b.page.evaluate(async (small) => {
     const { createGenerator } = await import('./animatediff.js');
