@@ -91,12 +91,15 @@ fn parse_weights(v: Option<String>) -> Weights {
     }
 }
 
+/// The chosen weights, why, and each format's planned peak (bytes).
+type AutoWeights = (Weights, String, Vec<(Weights, u64)>);
+
 /// `weights: "auto"` (issue 6): the first of dense → q8 → q4 whose memory plan for a typical
 /// request (`plan` option, default 16 frames 512×512 clamped to the motion module, CFG on,
 /// `precision`) fits the adapter's buffer limits and `budget`; q4 when none does (generate's
 /// own planning then says what fits). Returns the format, why, and each format's planned
 /// peak with every lever pulled (bytes).
-fn auto_weights(host: &HostPipeline, gpu: &Gpu, precision: Precision, budget: Option<u64>, size: (usize, usize, usize)) -> WebResult<(Weights, String, Vec<(Weights, u64)>)> {
+fn auto_weights(host: &HostPipeline, gpu: &Gpu, precision: Precision, budget: Option<u64>, size: (usize, usize, usize)) -> WebResult<AutoWeights> {
     let mut p = GenerateParams::new("", host.scheduler.clone());
     p.unet = default_unet_options(&host.motion);
     (p.frames, p.width, p.height) = size;
