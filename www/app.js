@@ -299,7 +299,7 @@ async function loadModels() {
   updateCacheStatus();
   bar.hidden = true;
   status.textContent = `Loaded ${mb(info.weightBytes)} of weights (${info.precision}, ${info.weights}, ${mb(info.gpuBytes)} on the GPU) in ` +
-    `${secs((performance.now() - t0) / 1000)}. ${info.description.join('; ')}.`;
+    `${secs((performance.now() - t0) / 1000)}. ${weights === 'auto' && info.weightsReason ? `Weights: ${info.weightsReason}. ` : ''}${info.description.join('; ')}.`;
   moduleFrames = info.maxFrames || 32;
   syncFramesMax();
   return g;
