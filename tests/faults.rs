@@ -12,24 +12,10 @@ use std::time::{Duration, Instant};
 
 use animatediff_wgpu::load::{HostTensor, LoadError, LoadResult, WeightSource};
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
-use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, Components, HostPipeline, ModelPaths, Precision};
+use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, Components, HostPipeline, Precision};
 use animatediff_wgpu::Error;
 use common::*;
 use pollster::block_on;
-
-fn diffusers_paths() -> ModelPaths {
-    ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }
-}
-
-fn single_file_paths() -> ModelPaths {
-    ModelPaths {
-        model: tiny().join("original/sd15_tiny_ldm_fp16.safetensors"),
-        motion: tiny().join("original/mm_tiny_v2_fp16.ckpt"),
-        config: Some(tiny().join("diffusers")),
-        motion_config: Some(tiny().join("motion_adapter")),
-        ..Default::default()
-    }
-}
 
 /// The settings of `reference/pipeline_diffusers.safetensors` (diffusers' AnimateDiffPipeline:
 /// 8 frames 192×128, 4 DDIM steps, CFG 7.5, its initial latents).
@@ -77,7 +63,7 @@ fn is_cancel(e: &Error) -> bool {
 #[test]
 fn device_lost_mid_generation_is_typed_and_a_new_device_generates_the_reference() {
     let out = with_deadline("device loss", 600, || {
-        let host = open_pipeline(&diffusers_paths()).unwrap();
+        let host = open_pipeline(&tiny_diffusers_paths()).unwrap();
         let p = reference_params(&host);
         let gpu = gpu();
         let models = build_models(&gpu, &host.components(), Precision::F32).unwrap();
@@ -148,7 +134,7 @@ impl WeightSource for FailAfter<'_> {
 #[test]
 fn cancel_at_any_point_frees_everything_and_the_next_run_matches() {
     let out = with_deadline("cancel", 900, || {
-        let host = open_pipeline(&single_file_paths()).unwrap();
+        let host = open_pipeline(&tiny_single_file_paths()).unwrap();
         let p = reference_params(&host);
         let gpu = gpu();
         let empty = gpu.memory();

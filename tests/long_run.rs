@@ -21,19 +21,7 @@ const RUNS: usize = 20;
 const SIZES: [(usize, usize, usize); 3] = [(2, 64, 64), (1, 64, 128), (1, 128, 64)];
 
 fn formats() -> [(&'static str, ModelPaths); 2] {
-    [
-        ("diffusers", ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }),
-        (
-            "single file",
-            ModelPaths {
-                model: tiny().join("original/sd15_tiny_ldm_fp16.safetensors"),
-                motion: tiny().join("original/mm_tiny_v2_fp16.ckpt"),
-                config: Some(tiny().join("diffusers")),
-                motion_config: Some(tiny().join("motion_adapter")),
-                ..Default::default()
-            },
-        ),
-    ]
+    [("diffusers", tiny_diffusers_paths()), ("single file", tiny_single_file_paths())]
 }
 
 #[test]

@@ -17,20 +17,6 @@ use pollster::block_on;
 const PROMPT: &str = "a corgi running on the beach, golden hour, highly detailed";
 const NEGATIVE: &str = "blurry, low quality";
 
-fn diffusers_paths() -> ModelPaths {
-    ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }
-}
-
-fn single_file_paths() -> ModelPaths {
-    ModelPaths {
-        model: tiny().join("original/sd15_tiny_ldm_fp16.safetensors"),
-        motion: tiny().join("original/mm_tiny_v2_fp16.ckpt"),
-        config: Some(tiny().join("diffusers")),
-        motion_config: Some(tiny().join("motion_adapter")),
-        ..Default::default()
-    }
-}
-
 fn run(gpu: &Gpu, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>) -> Output {
     let host = open_pipeline(paths).unwrap();
     let models = build_models(gpu, &host.components(), Precision::F32).unwrap();
@@ -63,7 +49,7 @@ fn check(what: &str, out: &Output, reference: &str) {
 #[test]
 fn diffusers_folder_matches_animatediff_pipeline() {
     let gpu = gpu();
-    let out = run(&gpu, &diffusers_paths(), MotionNorm::Diffusers, None);
+    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, None);
     assert_eq!((out.frame_count, out.height, out.width), (8, 128, 192));
     check("diffusers folder", &out, "pipeline_diffusers.safetensors");
 }
@@ -71,26 +57,26 @@ fn diffusers_folder_matches_animatediff_pipeline() {
 #[test]
 fn ldm_single_file_and_original_ckpt_match_the_same_run() {
     let gpu = gpu();
-    let out = run(&gpu, &single_file_paths(), MotionNorm::Diffusers, None);
+    let out = run(&gpu, &tiny_single_file_paths(), MotionNorm::Diffusers, None);
     check("LDM fp16 + .ckpt", &out, "pipeline_diffusers.safetensors");
 }
 
 #[test]
 fn original_motion_norm_and_leading_schedule_variants() {
     let gpu = gpu();
-    let out = run(&gpu, &single_file_paths(), MotionNorm::Original, None);
+    let out = run(&gpu, &tiny_single_file_paths(), MotionNorm::Original, None);
     check("per-frame motion norm", &out, "pipeline_original_mm_norm.safetensors");
     let mut leading = SchedulerConfig::animatediff_default();
     leading.set_alpha_to_one = true;
-    let out = run(&gpu, &diffusers_paths(), MotionNorm::Diffusers, Some(leading));
+    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, Some(leading));
     check("leading DDIM", &out, "pipeline_leading_sched.safetensors");
 }
 
 #[test]
 fn original_files_default_to_original_semantics() {
-    let host = open_pipeline(&single_file_paths()).unwrap();
+    let host = open_pipeline(&tiny_single_file_paths()).unwrap();
     assert_eq!(default_unet_options(&host.motion).motion_norm, MotionNorm::Original);
-    let host = open_pipeline(&diffusers_paths()).unwrap();
+    let host = open_pipeline(&tiny_diffusers_paths()).unwrap();
     assert_eq!(default_unet_options(&host.motion).motion_norm, MotionNorm::Diffusers);
     let _ = PathBuf::new();
 }
@@ -100,9 +86,9 @@ fn original_files_default_to_original_semantics() {
 #[test]
 fn separate_vae_in_every_naming_gives_the_same_weights() {
     use animatediff_wgpu::load::WeightSource;
-    let reference = open_pipeline(&diffusers_paths()).unwrap();
+    let reference = open_pipeline(&tiny_diffusers_paths()).unwrap();
     for vae in [tiny().join("diffusers/vae"), tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"), tiny().join("original/sd15_tiny_ldm_fp16.safetensors")] {
-        let host = open_pipeline(&ModelPaths { vae: Some(vae.clone()), ..diffusers_paths() }).unwrap();
+        let host = open_pipeline(&ModelPaths { vae: Some(vae.clone()), ..tiny_diffusers_paths() }).unwrap();
         assert_eq!(host.vae_config, reference.vae_config, "{}", vae.display());
         for name in reference.vae.names() {
             assert_eq!(host.vae.tensor(&name).unwrap(), reference.vae.tensor(&name).unwrap(), "{}: {name}", vae.display());

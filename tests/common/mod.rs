@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use animatediff_wgpu::gpu::{Gpu, GpuOptions};
 use animatediff_wgpu::load::{HostTensor, MapSource};
 use animatediff_wgpu::model::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
+use animatediff_wgpu::pipeline::load::ModelPaths;
 use pollster::block_on;
 
 pub fn fixtures() -> PathBuf {
@@ -113,4 +114,21 @@ pub fn tiny_vae_config() -> VaeConfig {
 
 pub fn tiny_clip_config() -> ClipConfig {
     ClipConfig { hidden_size: 16, intermediate_size: 37, num_hidden_layers: 2, num_attention_heads: 2, ..ClipConfig::sd15() }
+}
+
+/// The tiny pipeline as a diffusers folder + MotionAdapter folder.
+pub fn tiny_diffusers_paths() -> ModelPaths {
+    ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() }
+}
+
+/// The same pipeline as an LDM fp16 single file + original `.ckpt` motion module (configs from
+/// the diffusers folders: shapes cannot tell heads and groups).
+pub fn tiny_single_file_paths() -> ModelPaths {
+    ModelPaths {
+        model: tiny().join("original/sd15_tiny_ldm_fp16.safetensors"),
+        motion: tiny().join("original/mm_tiny_v2_fp16.ckpt"),
+        config: Some(tiny().join("diffusers")),
+        motion_config: Some(tiny().join("motion_adapter")),
+        ..Default::default()
+    }
 }
