@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { openBrowser } from './harness.mjs';
+import { installTinySources, openBrowser } from './harness.mjs';
 import { FIXTURES } from '../../scripts/serve.mjs';
 
 // Small chunks so that the tiny files have several (unet 2.26 MB = 9, text encoder 3.19 MB = 13).
@@ -44,22 +44,6 @@ const take = () => {
 };
 
 function installHelpers() {
-  const base = 'fixtures/tiny/';
-  const diffusers = ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
-    'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
-    'scheduler/scheduler_config.json'];
-  window.tiny = {
-    model: Object.fromEntries(diffusers.map((f) => [f, `${base}diffusers/${f}`])),
-    motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
-  };
-  window.catchErr = async (p) => {
-    try {
-      await p;
-      return null;
-    } catch (e) {
-      return { name: e.name, message: e.message };
-    }
-  };
   window.loadTiny = async (extra = {}) => {
     const events = [];
     const info = await g.load({ model: tiny.model, motion: tiny.motion }, { chunkBytes: 256 << 10, onProgress: (p) => events.push(p), ...extra });
@@ -71,6 +55,7 @@ function installHelpers() {
 before(async () => {
   b = await openBrowser({ onRequest });
   await b.page.goto(b.url);
+  await b.page.evaluate(installTinySources);
   await b.page.evaluate(installHelpers);
   await b.page.evaluate(async () => {
     const m = await import('./animatediff.js');

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { openBrowser, WWW } from './harness.mjs';
+import { installTinySources, openBrowser, WWW } from './harness.mjs';
 import { CSP } from '../../scripts/serve.mjs';
 
 const SMALL = { prompt: 'a corgi', negativePrompt: 'blurry', frames: 1, width: 64, height: 64, steps: 2, guidance: 7.5, seed: 3 };
@@ -18,25 +18,10 @@ before(async () => {
   b = await openBrowser();
   const resp = await b.page.goto(b.url);
   pageCsp = resp.headers()['content-security-policy'];
+  await b.page.evaluate(installTinySources);
   await b.page.evaluate(async () => {
     window.violations = [];
     document.addEventListener('securitypolicyviolation', (e) => window.violations.push(`${e.violatedDirective}: ${e.blockedURI}`));
-    const base = 'fixtures/tiny/';
-    const files = ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
-      'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
-      'scheduler/scheduler_config.json'];
-    window.tiny = {
-      model: Object.fromEntries(files.map((f) => [f, `${base}diffusers/${f}`])),
-      motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
-    };
-    window.catchErr = async (p) => {
-      try {
-        await p;
-        return null;
-      } catch (e) {
-        return { name: e.name, message: e.message };
-      }
-    };
     const { createGenerator } = await import('./animatediff.js');
     window.g = await createGenerator();
     window.baseline = (await g.memory()).liveBytes;

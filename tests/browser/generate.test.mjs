@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { openBrowser, WWW } from './harness.mjs';
+import { installTinySources, openBrowser, WWW } from './harness.mjs';
 
 const PROMPT = 'a corgi running on the beach, golden hour, highly detailed';
 const NEGATIVE = 'blurry, low quality';
@@ -18,14 +18,6 @@ let b;
 
 // Page-side helpers, installed once per page.
 function installHelpers() {
-  const base = 'fixtures/tiny/';
-  const diffusers = ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
-    'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
-    'scheduler/scheduler_config.json'];
-  window.tiny = {
-    model: Object.fromEntries(diffusers.map((f) => [f, `${base}diffusers/${f}`])),
-    motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
-  };
   window.tiny.configs = Object.fromEntries(Object.entries(window.tiny.model).filter(([k]) => k.endsWith('.json')));
   // safetensors → { name: Float32Array | BigInt64Array } (f32, f16, i64).
   window.readSafetensors = async (url) => {
@@ -56,19 +48,12 @@ function installHelpers() {
     }
     return m;
   };
-  window.catchErr = async (p) => {
-    try {
-      await p;
-      return null;
-    } catch (e) {
-      return { name: e.name, message: e.message };
-    }
-  };
 }
 
 before(async () => {
   b = await openBrowser();
   await b.page.goto(b.url);
+  await b.page.evaluate(installTinySources);
   await b.page.evaluate(installHelpers);
   const r = await b.page.evaluate(async () => {
     const { createGenerator } = await import('./animatediff.js');

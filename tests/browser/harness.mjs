@@ -88,3 +88,25 @@ export function relL2(out, ref) {
   }
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
+
+/** Page side (pass to `page.evaluate`): `window.tiny` = the tiny fixture pipeline as diffusers
+ * folder maps (relative path → URL under `scripts/serve`'s /fixtures/), and `window.catchErr(p)`
+ * → null, or `{ name, message }` of the rejection. */
+export function installTinySources() {
+  const base = 'fixtures/tiny/';
+  const diffusers = ['model_index.json', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json',
+    'vae/diffusion_pytorch_model.safetensors', 'text_encoder/config.json', 'text_encoder/model.safetensors',
+    'scheduler/scheduler_config.json'];
+  window.tiny = {
+    model: Object.fromEntries(diffusers.map((f) => [f, `${base}diffusers/${f}`])),
+    motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
+  };
+  window.catchErr = async (p) => {
+    try {
+      await p;
+      return null;
+    } catch (e) {
+      return { name: e.name, message: e.message };
+    }
+  };
+}
