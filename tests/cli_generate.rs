@@ -116,6 +116,11 @@ fn bad_requests_fail_with_clear_errors() {
     assert_fails(&run_with(&dir, &["--frames", "4", "--width", "192", "--height", "128", "--latents", &p(&dir.join("init.safetensors"))]), "expected [1, 4, 4, 16, 24]");
     // Zero steps.
     assert_fails(&run_with(&dir, &["--frames", "8", "--width", "64", "--height", "64", "--steps", "0", "--seed", "1"]), "steps");
+    // --no-decode writes only the latents, so it needs --save-latents (a usage error, exit 2).
+    let out = run_with(&dir, &["--frames", "8", "--width", "64", "--height", "64", "--steps", "1", "--seed", "1", "--no-decode"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--save-latents"), "{stderr}");
     // A motion module where the model goes, and a truncated model file.
     let t = tiny();
     let out = animatediff(&["generate", "--model", &p(&t.join("original/mm_tiny_v2.safetensors")), "--motion", &p(&t.join("original/mm_tiny_v2.safetensors")), "--prompt", "x"]);

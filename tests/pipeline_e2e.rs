@@ -17,7 +17,8 @@ use pollster::block_on;
 const PROMPT: &str = "a corgi running on the beach, golden hour, highly detailed";
 const NEGATIVE: &str = "blurry, low quality";
 
-fn run(gpu: &Gpu, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>) -> Output {
+/// One generation; `decode: false` skips the VAE (references that record final latents only).
+fn run(gpu: &Gpu, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>, decode: bool) -> Output {
     let host = open_pipeline(paths).unwrap();
     let models = build_models(gpu, &host.components(), Precision::F32).unwrap();
     let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
@@ -27,6 +28,7 @@ fn run(gpu: &Gpu, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<Schedu
     p.init = InitLatents::Tensor(get(&refs, "init_latents").data.clone());
     p.unet = default_unet_options(&host.motion);
     p.unet.motion_norm = norm;
+    p.decode = decode;
     let mut steps = 0;
     let out = block_on(models.generate(gpu, &p, &mut |_| steps += 1)).unwrap();
     assert_eq!(steps, 4);
@@ -40,6 +42,7 @@ fn check(what: &str, out: &Output, reference: &str) {
     // Final latents reach |x| ≈ 70 (CFG 7.5 on random models): compare relatively.
     assert_close(&format!("{what}: final latents"), &out.latents, &get(&refs, "final_latents").data, 1e-3);
     if let Some(frames) = refs.tensors.get("frames") {
+        assert_eq!(out.frames.len(), frames.data.len(), "{what}: frames were not decoded");
         let e = max_abs(&out.frames, &frames.data);
         eprintln!("{what}: frames max abs error {e:.2e}");
         assert!(e <= 5e-3, "{what}: frames differ by {e:.2e} > 5e-3");
@@ -49,7 +52,7 @@ fn check(what: &str, out: &Output, reference: &str) {
 #[test]
 fn diffusers_folder_matches_animatediff_pipeline() {
     let gpu = gpu();
-    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, None);
+    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, None, true);
     assert_eq!((out.frame_count, out.height, out.width), (8, 128, 192));
     check("diffusers folder", &out, "pipeline_diffusers.safetensors");
 }
@@ -57,18 +60,20 @@ fn diffusers_folder_matches_animatediff_pipeline() {
 #[test]
 fn ldm_single_file_and_original_ckpt_match_the_same_run() {
     let gpu = gpu();
-    let out = run(&gpu, &tiny_single_file_paths(), MotionNorm::Diffusers, None);
+    let out = run(&gpu, &tiny_single_file_paths(), MotionNorm::Diffusers, None, true);
     check("LDM fp16 + .ckpt", &out, "pipeline_diffusers.safetensors");
 }
 
 #[test]
 fn original_motion_norm_and_leading_schedule_variants() {
     let gpu = gpu();
-    let out = run(&gpu, &tiny_single_file_paths(), MotionNorm::Original, None);
+    // These references hold final latents only: no VAE decode.
+    let out = run(&gpu, &tiny_single_file_paths(), MotionNorm::Original, None, false);
+    assert!(out.frames.is_empty(), "decode: false must skip the VAE");
     check("per-frame motion norm", &out, "pipeline_original_mm_norm.safetensors");
     let mut leading = SchedulerConfig::animatediff_default();
     leading.set_alpha_to_one = true;
-    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, Some(leading));
+    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, Some(leading), false);
     check("leading DDIM", &out, "pipeline_leading_sched.safetensors");
 }
 

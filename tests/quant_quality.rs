@@ -8,7 +8,7 @@
 //!   q4: → rel L2 0.41, cosine 0.91). The test guards the measured level (≥ 0.90); see
 //!   `format_and_class_sweep` for what each layer class costs;
 //! - the text encoder's prompt embeddings (cosine, printed);
-//! - a whole tiny generation (8 frames 192×128, 4 DDIM steps, CFG 7.5): frames PSNR, printed.
+//! - a whole tiny generation (4 frames 128×64, 3 DDIM steps, CFG 7.5): frames PSNR, printed.
 //!
 //! `cargo test --test quant_quality -- --nocapture` prints the numbers; the ignored
 //! `format_and_class_sweep` prints the measurements behind the policy's format choices.
@@ -92,11 +92,12 @@ fn generate(gpu: &Gpu, weights: Weights) -> Vec<f32> {
     let paths = ModelPaths { model: tiny().join("diffusers"), motion: tiny().join("motion_adapter"), ..Default::default() };
     let host = open_pipeline(&paths).unwrap();
     let models = build_models_with(gpu, &host.components(), Precision::F32, weights).unwrap();
-    let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
     let mut p = GenerateParams::new("a corgi running on the beach, golden hour, highly detailed", host.scheduler.clone());
     p.negative_prompt = "blurry, low quality".into();
-    (p.frames, p.height, p.width, p.steps, p.guidance_scale) = (8, 128, 192, 4, 7.5);
-    p.init = InitLatents::Tensor(get(&refs, "init_latents").data.clone());
+    // Smaller than the diffusers fixture (8 frames 192×128, 4 steps): the reference here is
+    // our own f32 run, and the VAE at full size dominated this test's time on lavapipe.
+    (p.frames, p.height, p.width, p.steps, p.guidance_scale) = (4, 64, 128, 3, 7.5);
+    p.init = InitLatents::Seed(11);
     block_on(models.generate(gpu, &p, &mut |_| {})).unwrap().frames
 }
 

@@ -75,6 +75,9 @@ pub struct GenerateParams {
     /// of 2F: half the activation memory, same results (every norm and attention is per
     /// video). `crate::plan::choose` sets it when a request does not fit otherwise.
     pub cfg_split: bool,
+    /// Decode the final latents with the VAE (false: `Output::frames` stays empty; for callers
+    /// that only want the latents, e.g. `generate --no-decode --save-latents`).
+    pub decode: bool,
 }
 
 impl GenerateParams {
@@ -101,6 +104,7 @@ impl GenerateParams {
             context: None,
             noise_type: NoiseType::ShuffleContext,
             cfg_split: false,
+            decode: true,
         }
     }
 }
@@ -365,8 +369,12 @@ impl Models {
         }
 
         let latents_nhwc = gpu.read_f32(&x).await?;
-        let frames_t = self.vae.decode_to_frames(gpu, &x, p.decode_chunk)?;
-        let frames = gpu.read_f32(&frames_t).await?;
+        let frames = if p.decode {
+            let frames_t = self.vae.decode_to_frames(gpu, &x, p.decode_chunk)?;
+            gpu.read_f32(&frames_t).await?
+        } else {
+            Vec::new()
+        };
         Ok(Output {
             frames,
             frame_count: f,

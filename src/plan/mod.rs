@@ -50,6 +50,8 @@ pub struct Request {
     /// Per denoising step: scaled input (Euler), fresh noise (LCM). The peak repeats every
     /// step, so one DDIM step (the default) plans the same peak as 25.
     pub steps: Vec<StepShape>,
+    /// The final latents are decoded by the VAE (`GenerateParams::decode`).
+    pub decode: bool,
 }
 
 impl Request {
@@ -70,6 +72,7 @@ impl Request {
             joint_resnet_norm: false,
             clip_skip: 0,
             steps: vec![StepShape { scaled_input: false, noise: false }],
+            decode: true,
         }
     }
 
@@ -219,6 +222,7 @@ pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u
         clip_skip: req.clip_skip,
         decode_chunk: levers.decode_chunk,
         steps: req.steps.clone(),
+        decode: req.decode,
     };
     let denoise_peak = walk::generate(&sim, &env, &g);
     let st = sim.state.borrow();
@@ -393,6 +397,7 @@ pub fn request_for(
         joint_resnet_norm: p.unet.joint_resnet_norm,
         clip_skip: p.clip_skip,
         steps: Request::steps_of(sampler.as_ref()),
+        decode: p.decode,
     }))
 }
 

@@ -403,6 +403,7 @@ pub struct GenerateWalk<'a> {
     pub clip_skip: usize,
     pub decode_chunk: usize,
     pub steps: Vec<StepShape>,
+    pub decode: bool,
 }
 
 /// `Models::generate_with` (after validation); returns the peak up to the end of the denoising
@@ -505,7 +506,8 @@ pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>) -> u64 {
         x = next;
     }
     let denoise_peak = sim.peak();
-    let frames = vae_decode_to_frames(sim, env, g.vae, &x, g.decode_chunk);
-    drop(frames);
+    if g.decode {
+        drop(vae_decode_to_frames(sim, env, g.vae, &x, g.decode_chunk));
+    }
     denoise_peak
 }

@@ -214,6 +214,10 @@ pub struct GenerateArgs {
     /// Also write one PNG per frame into this folder.
     #[arg(long)]
     pub png_dir: Option<PathBuf>,
+    /// Stop after denoising: write only the `--save-latents` file (no VAE decode, no GIF),
+    /// e.g. to decode later with another VAE.
+    #[arg(long, requires = "save_latents", conflicts_with_all = ["png_dir", "save_frames"])]
+    pub no_decode: bool,
     #[arg(long, default_value_t = 8.0)]
     pub fps: f32,
 }
@@ -288,6 +292,7 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
         p.scheduler_kind = k;
     }
     (p.frames, p.width, p.height, p.steps, p.guidance_scale, p.clip_skip) = (a.frames, a.width, a.height, a.steps, a.guidance, a.clip_skip);
+    p.decode = !a.no_decode;
     p.unet = default_unet_options(&host.motion);
     p.unet.motion_scale = a.motion_scale;
     p.unet.motion_effect = context::parse_motion_effect(&a.motion_effect)?;
@@ -348,9 +353,11 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     let out = pollster::block_on(models.generate(&gpu, &p, &mut progress_bar))?;
     let (f, h, w) = (out.frame_count, out.height, out.width);
 
-    let gif_bytes = gif::encode_gif_f32(&out.frames, f, h, w, a.fps)?;
-    gif::write_file(&a.out, &gif_bytes)?;
-    eprintln!("wrote {} ({f} frames, {w}×{h}, {} fps)", a.out.display(), a.fps);
+    if p.decode {
+        let gif_bytes = gif::encode_gif_f32(&out.frames, f, h, w, a.fps)?;
+        gif::write_file(&a.out, &gif_bytes)?;
+        eprintln!("wrote {} ({f} frames, {w}×{h}, {} fps)", a.out.display(), a.fps);
+    }
     if let Some(dir) = &a.png_dir {
         gif::write_png_frames(dir, &gif::frames_to_u8(&out.frames), f, h, w)?;
         eprintln!("wrote {f} PNG frames to {}", dir.display());
