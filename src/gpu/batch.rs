@@ -118,6 +118,14 @@ impl<'g> Batch<'g> {
         self.held.clear();
     }
 
+    /// Submit early now if the buffers only this batch still holds exceed the flush
+    /// threshold (as every dispatch does first). Call it right after dropping large consumed
+    /// temporaries, before allocating the next output: otherwise the dead buffers still count
+    /// while that output is allocated (the memory plan replays the same call).
+    pub fn release(&mut self) {
+        self.flush_dead();
+    }
+
     pub fn dispatch_count(&self) -> u32 {
         self.dispatches
     }

@@ -14,6 +14,8 @@ pub const DEFAULT_BATCH_FLUSH_BYTES: u64 = 64 << 20;
 pub struct MemoryStats {
     /// 0 = [`DEFAULT_BATCH_FLUSH_BYTES`].
     flush_bytes: AtomicU64,
+    /// 0 = feed-forwards are not chunked.
+    ff_chunk_bytes: AtomicU64,
     live: AtomicU64,
     peak: AtomicU64,
     buffers: AtomicU64,
@@ -84,9 +86,23 @@ impl MemoryStats {
         }
     }
 
-    /// Set [`MemoryStats::batch_flush_bytes`] (≥ 1; the memory plan must use the same value).
+    /// Set [`MemoryStats::batch_flush_bytes`] (0: back to [`DEFAULT_BATCH_FLUSH_BYTES`]; the
+    /// memory plan must use the same value).
     pub fn set_batch_flush_bytes(&self, bytes: u64) {
-        self.flush_bytes.store(bytes.max(1), Ordering::Relaxed);
+        self.flush_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A GEGLU feed-forward whose `[tokens, 4·C]` intermediate exceeds this many bytes runs
+    /// over chunks of tokens through one intermediate buffer of at most this size
+    /// (`model::nn::GegluFeedForward`; identical results). 0 (the default): never chunked.
+    /// A memory lever set per run by `Models::generate` (`crate::plan` mirrors it).
+    pub fn ff_chunk_bytes(&self) -> u64 {
+        self.ff_chunk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Set [`MemoryStats::ff_chunk_bytes`] (0: off).
+    pub fn set_ff_chunk_bytes(&self, bytes: u64) {
+        self.ff_chunk_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Start a new peak measurement from the current live size.

@@ -10,6 +10,9 @@ use super::context::Gpu;
 use super::error::{GpuError, GpuResult};
 use super::tensor::{DType, Tensor};
 
+/// Largest staging buffer [`Gpu::read_many`] maps at once (a larger tensor gets its own).
+pub const READ_STAGING_BYTES: u64 = 64 << 20;
+
 impl Gpu {
     /// Wait until all submitted work has finished.
     pub async fn sync(&self) -> GpuResult<()> {
@@ -43,17 +46,51 @@ impl Gpu {
 
     /// Copy a tensor's bytes to the CPU.
     pub async fn read_bytes(&self, t: &Tensor) -> GpuResult<Vec<u8>> {
+        let mut all = self.read_many(&[t]).await?;
+        all.pop().ok_or_else(|| GpuError::Readback("no data read".into()))
+    }
+
+    /// Copy several tensors' bytes to the CPU, packing consecutive tensors into staging
+    /// buffers of up to [`READ_STAGING_BYTES`] (one map per staging buffer rather than per
+    /// tensor: offloading a model reads hundreds of them).
+    pub async fn read_many(&self, tensors: &[&Tensor]) -> GpuResult<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(tensors.len());
+        let mut start = 0;
+        while start < tensors.len() {
+            let mut end = start;
+            let mut total = 0u64;
+            while end < tensors.len() {
+                let padded = tensors[end].size_bytes().max(4).next_multiple_of(4);
+                if end > start && total + padded > READ_STAGING_BYTES {
+                    break;
+                }
+                total += padded;
+                end += 1;
+            }
+            out.extend(self.read_group(&tensors[start..end], total).await?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    async fn read_group(&self, tensors: &[&Tensor], total: u64) -> GpuResult<Vec<Vec<u8>>> {
         self.check()?;
-        let len = t.size_bytes();
-        let padded = len.max(4).next_multiple_of(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: padded,
+            size: total.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut batch = self.batch("readback");
-        batch.encoder().copy_buffer_to_buffer(t.buffer().raw(), t.offset(), &staging, 0, padded.min(t.buffer().size() - t.offset()));
+        let mut at = 0u64;
+        let mut spans = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let len = t.size_bytes();
+            let padded = len.max(4).next_multiple_of(4);
+            batch.encoder().copy_buffer_to_buffer(t.buffer().raw(), t.offset(), &staging, at, padded.min(t.buffer().size() - t.offset()));
+            spans.push((at as usize, len as usize));
+            at += padded;
+        }
         batch.submit()?;
 
         let (tx, rx) = oneshot::channel();
@@ -68,12 +105,12 @@ impl Gpu {
             Ok(Err(e)) => return Err(GpuError::Readback(e.to_string())),
             Err(_) => return Err(GpuError::Readback("map callback dropped".into())),
         }
-        let bytes = {
+        let out = {
             let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-            view[..len as usize].to_vec()
+            spans.iter().map(|&(at, len)| view[at..at + len].to_vec()).collect()
         };
         staging.unmap();
-        Ok(bytes)
+        Ok(out)
     }
 
     /// Read a tensor as f32 values (f16 storage is widened).
