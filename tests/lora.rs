@@ -269,7 +269,7 @@ fn pipeline_with_kohya_peft_and_motion_loras_matches_diffusers() {
     p.init = InitLatents::Tensor(get(&refs, "pipeline.init_latents").data.clone());
     p.unet = default_unet_options(&host.motion);
 
-    let ctx = read(&gpu, &models.encode_prompts(&gpu, &p).unwrap());
+    let ctx = read(&gpu, &pollster::block_on(models.encode_prompts(&gpu, &p)).unwrap());
     let mut want = get(&refs, "pipeline.negative_prompt_embeds").data.clone();
     want.extend_from_slice(&get(&refs, "pipeline.prompt_embeds").data);
     assert_close("LoRA text encoder: [negative, prompt] embeddings", &ctx, &want, 1e-4);
@@ -285,6 +285,6 @@ fn pipeline_with_kohya_peft_and_motion_loras_matches_diffusers() {
     // Without the LoRAs the result is different (the merge did something).
     let plain = open_pipeline(&ModelPaths { loras: Vec::new(), ..paths }).unwrap();
     let plain_models = build_models(&gpu, &plain.components(), Precision::F32).unwrap();
-    let ctx0 = read(&gpu, &plain_models.encode_prompts(&gpu, &p).unwrap());
+    let ctx0 = read(&gpu, &pollster::block_on(plain_models.encode_prompts(&gpu, &p)).unwrap());
     assert!(rel_l2(&ctx0, &want) > 1e-2);
 }

@@ -126,18 +126,21 @@ fn unet_motion_matches_diffusers_every_step() {
     }
 }
 
+/// f32, and f16 weights + activations (the f16-VAE memory lever; f32 accumulation).
 #[test]
 fn vae_decode_matches_diffusers() {
     let gpu = gpu();
     let comp = read_safetensors(&tiny().join("reference/components.safetensors"));
     let w = read_safetensors(&tiny().join("diffusers/vae/diffusion_pytorch_model.safetensors"));
-    let vae = Decoder::load(&gpu, &w, &tiny_vae_config()).unwrap();
     let z = get(&comp, "vae_decode.in");
     let [n, c, h, wd] = [z.shape[0], z.shape[1], z.shape[2], z.shape[3]];
-    let zt = gpu.upload_f32(&layout::nchw_to_nhwc(&z.data, n, c, h, wd), [n, h, wd, c], "z").unwrap();
-    let y = vae.decode(&gpu, &zt).unwrap();
-    let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, 3, h * 8, wd * 8);
-    assert_close("vae decode", &got, &get(&comp, "vae_decode.out").data, F32_TOL);
+    for (dtype, tol) in dtypes(&gpu) {
+        let vae = Decoder::build(&Loader::new(&gpu, &w, dtype), &tiny_vae_config()).unwrap();
+        let zt = gpu.upload_f32_as(&layout::nchw_to_nhwc(&z.data, n, c, h, wd), [n, h, wd, c], dtype, "z").unwrap();
+        let y = vae.decode(&gpu, &zt).unwrap();
+        let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, 3, h * 8, wd * 8);
+        assert_close(&format!("vae decode {dtype}"), &got, &get(&comp, "vae_decode.out").data, tol);
+    }
 }
 
 #[test]

@@ -37,6 +37,13 @@ impl ClipTextModel {
 
     /// [`ClipTextModel::load`], quantizing GEMM weights on the GPU per `policy`.
     pub fn load_quantized(gpu: &Gpu, src: &dyn WeightSource, cfg: &ClipConfig, dtype: DType, policy: Option<&QuantPolicy>) -> Result<ClipTextModel> {
+        ClipTextModel::build(&Loader::new(gpu, src, dtype).with_quant(policy), cfg)
+    }
+
+    /// The model from `root` (its source, storage type and quantization policy; or a replay
+    /// of an offloaded copy, [`super::offload`]).
+    pub fn build(root: &Loader<'_>, cfg: &ClipConfig) -> Result<ClipTextModel> {
+        let dtype = root.dtype;
         let activation = match cfg.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::GeluErf,
@@ -45,12 +52,9 @@ impl ClipTextModel {
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(Error::input("text encoder config", format!("{} heads do not divide width {}", cfg.num_attention_heads, cfg.hidden_size)));
         }
-        let root = Loader::new(gpu, src, dtype).with_quant(policy);
         let tp = root.child("text_model");
         let l = root.at(&tp);
         let d = cfg.hidden_size;
-        let tok = l.host("embeddings.token_embedding.weight", &[cfg.vocab_size, d])?;
-        let pos = l.host("embeddings.position_embedding.weight", &[cfg.max_position_embeddings, d])?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = l.child(&format!("encoder.layers.{i}"));
@@ -74,8 +78,8 @@ impl ClipTextModel {
         Ok(ClipTextModel {
             cfg: cfg.clone(),
             dtype,
-            token_embedding: l.upload(&tok, &[cfg.vocab_size, d], "clip.token_embedding")?,
-            position_embedding: l.upload(&pos, &[cfg.max_position_embeddings, d], "clip.position_embedding")?,
+            token_embedding: l.dense("embeddings.token_embedding.weight", &[cfg.vocab_size, d])?,
+            position_embedding: l.dense("embeddings.position_embedding.weight", &[cfg.max_position_embeddings, d])?,
             layers,
             final_layer_norm: l.norm("final_layer_norm", d)?,
             activation,

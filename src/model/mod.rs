@@ -8,6 +8,7 @@ pub use config::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
 pub mod clip;
 pub mod motion;
 pub mod nn;
+pub mod offload;
 pub mod quant_policy;
 pub mod resnet;
 pub mod transformer_2d;

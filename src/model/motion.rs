@@ -239,8 +239,11 @@ impl MotionModule {
             MotionNorm::Diffusers => NormDomain::JointFrames { frames: frames as u32 },
             MotionNorm::Original => NormDomain::PerImage,
         };
-        let h = self.norm.group(bt, self.groups, 1e-6, domain, false, x)?;
-        let h = self.proj_in.run(bt, &h, None)?;
+        // Each normalised copy is dropped once consumed (a batch flush can then free it).
+        let h = {
+            let n = self.norm.group(bt, self.groups, 1e-6, domain, false, x)?;
+            self.proj_in.run(bt, &n, None)?
+        };
         let h = match &call.windows {
             Some(w) if !plan.is_empty() => self.windowed_attentions(bt, &h, frames, w.length, &plan, motion_scale)?,
             _ => self.attentions(bt, h, frames, motion_scale)?,
@@ -264,9 +267,12 @@ impl MotionModule {
         let pe_host = sinusoidal_position_encoding(frames, self.channels);
         let pe = bt.gpu().upload_f32_as(&pe_host, [frames, self.channels], h.dtype(), "motion.pe")?;
         for (norm, attn) in self.norms.iter().zip(&self.attns) {
-            let n = norm.layer(bt, LN_EPS, &h)?;
-            let npe = super::nn::alloc(bt.gpu(), n.dims(), n.dtype(), "motion.pe_add")?;
-            ops::add(bt, &n, &pe, Broadcast::Periodic { period: frames as u32, positions: positions as u32 }, &npe)?;
+            let npe = {
+                let n = norm.layer(bt, LN_EPS, &h)?;
+                let npe = super::nn::alloc(bt.gpu(), n.dims(), n.dtype(), "motion.pe_add")?;
+                ops::add(bt, &n, &pe, Broadcast::Periodic { period: frames as u32, positions: positions as u32 }, &npe)?;
+                npe
+            };
             h = attn.self_attention_scaled(bt, &npe, Tokens::Frames { frames }, Some(&h), motion_scale)?;
         }
         Ok(h)

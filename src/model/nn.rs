@@ -4,6 +4,7 @@
 
 use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::load::{expect_tensor, WeightSource};
+use super::offload::{DeviceWeight, Recorder, Replay};
 use super::quant_policy::QuantPolicy;
 use crate::ops::{self, Attention, Conv2d, Epilogue, GroupNorm, NormDomain, QuantizedWeight, TokenLayout, WeightRef};
 use crate::Result;
@@ -18,6 +19,10 @@ pub struct Loader<'a> {
     /// Quantize GEMM weights on load per this policy (packed weights in the source are used
     /// whatever it says).
     pub quant: Option<&'a QuantPolicy>,
+    /// Every device weight created is also pushed here ([`super::offload`]).
+    pub(crate) record: Option<&'a Recorder>,
+    /// Device weights come from these host copies, in order, instead of the source.
+    pub(crate) replay: Option<&'a Replay>,
     prefix: &'a str,
 }
 
@@ -26,7 +31,18 @@ pub struct Prefix(String);
 
 impl<'a> Loader<'a> {
     pub fn new(gpu: &'a Gpu, src: &'a dyn WeightSource, dtype: DType) -> Loader<'a> {
-        Loader { gpu, src, dtype, quant: None, prefix: "" }
+        Loader { gpu, src, dtype, quant: None, record: None, replay: None, prefix: "" }
+    }
+
+    /// The same loader, recording every device weight it creates into `rec`.
+    pub fn recording(self, rec: &'a Recorder) -> Loader<'a> {
+        Loader { record: Some(rec), ..self }
+    }
+
+    /// The same loader, taking every device weight from `replay` (a host copy of what a
+    /// recording loader created for the same model) instead of its source.
+    pub fn replaying(self, replay: &'a Replay) -> Loader<'a> {
+        Loader { replay: Some(replay), ..self }
     }
 
     /// The same loader quantizing GEMM weights per `policy` (see [`super::quant_policy`]).
@@ -44,7 +60,7 @@ impl<'a> Loader<'a> {
     where
         'a: 'b,
     {
-        Loader { gpu: self.gpu, src: self.src, dtype: self.dtype, quant: self.quant, prefix: &p.0 }
+        Loader { gpu: self.gpu, src: self.src, dtype: self.dtype, quant: self.quant, record: self.record, replay: self.replay, prefix: &p.0 }
     }
 
     pub fn key(&self, name: &str) -> String {
@@ -60,15 +76,31 @@ impl<'a> Loader<'a> {
         Ok(expect_tensor(self.src, &self.key(name), shape)?.data)
     }
 
-    /// Upload host data in the loader's storage type.
+    /// Upload host data in the loader's storage type (a replaying loader uploads its next
+    /// host copy instead).
     pub fn upload(&self, data: &[f32], shape: &[usize], label: &str) -> Result<Tensor> {
-        Ok(self.gpu.upload_f32_as(data, shape.to_vec(), self.dtype, label)?)
+        if let Some(r) = self.replay {
+            return r.dense(self.gpu, shape, self.dtype);
+        }
+        let t = self.gpu.upload_f32_as(data, shape.to_vec(), self.dtype, label)?;
+        if let Some(rec) = self.record {
+            rec.push(DeviceWeight::Dense(t.clone()));
+        }
+        Ok(t)
+    }
+
+    /// The tensor `name` (shape-checked) uploaded in the loader's storage type.
+    pub fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some(r) = self.replay {
+            return r.dense(self.gpu, shape, self.dtype);
+        }
+        let data = self.host(name, shape)?;
+        self.upload(&data, shape, &self.key(name))
     }
 
     /// A tensor uploaded as stored (vectors: biases, norm parameters).
     pub fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
-        let data = self.host(name, &[len])?;
-        self.upload(&data, &[len], &self.key(name))
+        self.dense(name, &[len])
     }
 
     /// `nn.Linear(inp, out)` (torch weight `[out, in]`), stored `[in, out]`.
@@ -284,6 +316,7 @@ impl MultiHeadAttention {
         let o = alloc(bt.gpu(), q.dims(), q.dtype(), "attention")?;
         ops::attention(bt, &a, &q, &k, &v, &o)?;
         drop((q, k, v));
+        bt.release();
         self.to_out.run(bt, &o, residual)
     }
 
@@ -301,6 +334,7 @@ impl MultiHeadAttention {
         let o = alloc(bt.gpu(), q.dims(), q.dtype(), "attention")?;
         ops::attention(bt, &a, &q, &k, &v, &o)?;
         drop((q, k, v));
+        bt.release();
         self.to_out.run(bt, &o, residual)
     }
 
@@ -335,11 +369,49 @@ impl GegluFeedForward {
         Ok(GegluFeedForward { proj: l.linear("net.0.proj", dim, inner * 2, true)?, out: l.linear("net.2", inner, dim, true)? })
     }
 
-    /// `net.2(value·gelu(gate)) + residual`.
+    /// `net.2(value·gelu(gate)) + residual`. When the `[tokens, 4·dim]` intermediate exceeds
+    /// the device's [`crate::gpu::MemoryStats::ff_chunk_bytes`], the tokens run in chunks
+    /// through one reused intermediate buffer (every token is independent: same results;
+    /// the dispatches of one batch are ordered, so reusing the buffer is safe).
     pub fn run(&self, bt: &mut Batch<'_>, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let h = self.proj.run_geglu(bt, x)?;
-        self.out.run(bt, &h, Some(residual))
+        let (dim, inner) = (self.out.out, self.out.inp);
+        let rows = x.numel() as usize / dim.max(1);
+        let cap = bt.gpu().memory_stats().ff_chunk_bytes();
+        let chunk = ff_chunk_rows(rows, x.dtype().storage_bytes(dim as u64), x.dtype().storage_bytes(inner as u64), cap);
+        if chunk >= rows {
+            let h = self.proj.run_geglu(bt, x)?;
+            return self.out.run(bt, &h, Some(residual));
+        }
+        let h = alloc(bt.gpu(), &[chunk, inner], x.dtype(), "geglu")?;
+        let y = alloc(bt.gpu(), &with_last(x.dims(), dim), x.dtype(), "linear")?;
+        let slice = |t: &Tensor, at: usize, n: usize, units: usize| {
+            t.slice_units(at as u64, n as u64, units as u64).ok_or_else(|| crate::Error::input("feed-forward chunk", format!("rows {at}..{} of {t:?}", at + n)))
+        };
+        let mut at = 0;
+        while at < rows {
+            let n = chunk.min(rows - at);
+            let hc = slice(&h, 0, n, chunk)?;
+            ops::linear_ex(bt, &slice(x, at, n, rows)?, &self.proj.w, self.proj.b.as_ref(), &hc, Epilogue { geglu: true, ..Default::default() })?;
+            let r = slice(residual, at, n, rows)?;
+            ops::linear_ex(bt, &hc, &self.out.w, self.out.b.as_ref(), &slice(&y, at, n, rows)?, Epilogue { residual: Some(&r), ..Default::default() })?;
+            at += n;
+        }
+        Ok(y)
     }
+}
+
+/// Tokens per chunk of a GEGLU feed-forward whose intermediate (`h_row_bytes` a token) must
+/// stay within `cap` bytes: a multiple of the token count that keeps `x_row_bytes`-wide row
+/// slices [`crate::gpu::TENSOR_ALIGN`]ed; `rows` (one piece) when `cap` is 0 or already met.
+/// The memory plan sizes the same chunks.
+pub fn ff_chunk_rows(rows: usize, x_row_bytes: u64, h_row_bytes: u64, cap: u64) -> usize {
+    if cap == 0 || rows as u64 * h_row_bytes <= cap {
+        return rows;
+    }
+    let a = crate::gpu::TENSOR_ALIGN;
+    let align = (a / crate::ops::util::gcd(x_row_bytes.max(1), a)) as usize;
+    let fit = (cap / h_row_bytes.max(1)) as usize;
+    (fit / align * align).max(align).min(rows)
 }
 
 /// Host-side layout helpers between PyTorch's channels-first tensors and the GPU's

@@ -321,20 +321,30 @@ pub fn packed_bytes(q: &QuantizedMatrix) -> (Vec<u8>, [usize; 2]) {
 /// policy says so; else dense in `l`'s storage type. `kmajor` reads the dense weight and
 /// converts it to kernel layout (called at most once).
 pub fn load_gemm_weight(l: &Loader<'_>, name: &str, kshape: &[usize], kmajor: impl FnOnce() -> Result<Vec<f32>>) -> Result<Weight> {
+    if let Some(r) = l.replay {
+        return r.gemm(l.gpu, kshape, l.dtype);
+    }
     let key = l.key(name);
     let n = kshape.last().copied().unwrap_or(0);
     let k = kshape.iter().product::<usize>().checked_div(n).unwrap_or(0);
-    if let Some(q) = read_packed(l.src, &key, k, n)? {
-        return Ok(Weight::Quant(QuantizedWeight::upload(l.gpu, &q, kshape.to_vec(), &key)?));
-    }
-    let data = kmajor()?;
-    match l.quant.and_then(|p| p.format_for(&key, k, n)) {
-        Some(format) => {
-            quant::check_values(&data).map_err(|e| corrupt(l.src.origin(), format!("`{key}.weight`: {e}")))?;
-            Ok(Weight::Quant(quantize_on_gpu(l, &data, kshape, format, &key)?))
+    let quantized = if let Some(q) = read_packed(l.src, &key, k, n)? {
+        QuantizedWeight::upload(l.gpu, &q, kshape.to_vec(), &key)?
+    } else {
+        let data = kmajor()?;
+        match l.quant.and_then(|p| p.format_for(&key, k, n)) {
+            Some(format) => {
+                quant::check_values(&data).map_err(|e| corrupt(l.src.origin(), format!("`{key}.weight`: {e}")))?;
+                quantize_on_gpu(l, &data, kshape, format, &key)?
+            }
+            // Recorded by the loader's upload.
+            None => return Ok(Weight::Dense(l.upload(&data, kshape, &key)?)),
         }
-        None => Ok(Weight::Dense(l.upload(&data, kshape, &key)?)),
+    };
+    let w = Weight::Quant(quantized);
+    if let Some(rec) = l.record {
+        rec.push_weight(&w);
     }
+    Ok(w)
 }
 
 /// Upload `data` (f32), quantize it on the GPU, drop the dense copy.

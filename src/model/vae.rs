@@ -71,6 +71,8 @@ struct UpDecoderBlock {
 
 pub struct Decoder {
     cfg: VaeConfig,
+    /// Storage type of weights and activations (f32; f16 as a memory lever).
+    dtype: DType,
     post_quant_conv: Linear,
     conv_in: Conv,
     mid: Mid,
@@ -80,9 +82,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// `post_quant_conv` + `decoder.*` of an AutoencoderKL (diffusers names), always f32.
+    /// `post_quant_conv` + `decoder.*` of an AutoencoderKL (diffusers names), in f32.
     pub fn load(gpu: &Gpu, src: &dyn WeightSource, cfg: &VaeConfig) -> Result<Decoder> {
-        let root = Loader::new(gpu, src, DType::F32);
+        Decoder::build(&Loader::new(gpu, src, DType::F32), cfg)
+    }
+
+    /// The decoder from `root` in its storage type: f32, or f16 (weights and activations, f32
+    /// accumulation; the f16 memory lever) — or a replay of an offloaded copy.
+    pub fn build(root: &Loader<'_>, cfg: &VaeConfig) -> Result<Decoder> {
         let dp = root.child("decoder");
         let l = root.at(&dp);
         let boc = &cfg.block_out_channels;
@@ -109,6 +116,7 @@ impl Decoder {
         }
         Ok(Decoder {
             cfg: cfg.clone(),
+            dtype: root.dtype,
             post_quant_conv: root.pointwise("post_quant_conv", cfg.latent_channels, cfg.latent_channels)?,
             conv_in: l.conv("conv_in", cfg.latent_channels, top, 3)?,
             mid: Mid::load(&l.at(&mp), top, g)?,
@@ -122,11 +130,15 @@ impl Decoder {
         &self.cfg
     }
 
-    /// `z [N, h, w, latent]` (already divided by the scaling factor) → `[N, 8h, 8w, 3]` in
-    /// about [−1, 1].
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// `z [N, h, w, latent]` (already divided by the scaling factor, in the decoder's storage
+    /// type) → `[N, 8h, 8w, 3]` in about [−1, 1].
     pub fn decode(&self, gpu: &Gpu, z: &Tensor) -> Result<Tensor> {
-        if z.dims().len() != 4 || z.dims()[3] != self.cfg.latent_channels || z.dtype() != DType::F32 {
-            return Err(Error::input("latents", format!("{z:?}: the VAE decoder takes [N, h, w, {}] f32", self.cfg.latent_channels)));
+        if z.dims().len() != 4 || z.dims()[3] != self.cfg.latent_channels || z.dtype() != self.dtype {
+            return Err(Error::input("latents", format!("{z:?}: the VAE decoder takes [N, h, w, {}] {}", self.cfg.latent_channels, self.dtype)));
         }
         let g = self.cfg.norm_num_groups;
         let mut bt = gpu.batch("vae.decoder");
@@ -173,9 +185,12 @@ impl Decoder {
             bt.copy_bytes(latents, i as u64 * in_bytes, &raw, 0, c as u64 * in_bytes)?;
             let z = alloc(gpu, raw.dims(), DType::F32, "vae.z")?;
             ops::unary(&mut bt, ops::Activation::Identity, 1.0 / self.cfg.scaling_factor, &raw, &z)?;
+            let z = to_dtype(&mut bt, z, self.dtype, "vae.z")?;
             bt.submit()?;
             let y = self.decode(gpu, &z)?;
             let mut bt = gpu.batch("vae.post");
+            // Frames are computed in f32 whatever the storage type.
+            let y = to_dtype(&mut bt, y, DType::F32, "vae.out")?;
             let f = alloc(gpu, y.dims(), DType::F32, "vae.frames.chunk")?;
             ops::clamp_affine(&mut bt, 0.5, 0.5, 0.0, 1.0, &y, &f)?;
             bt.copy_bytes(&f, 0, &out, i as u64 * out_bytes, c as u64 * out_bytes)?;
@@ -184,6 +199,16 @@ impl Decoder {
         }
         Ok(out)
     }
+}
+
+/// `x` in `dtype` (a converted copy when it differs).
+fn to_dtype(bt: &mut Batch<'_>, x: Tensor, dtype: DType, label: &str) -> Result<Tensor> {
+    if x.dtype() == dtype {
+        return Ok(x);
+    }
+    let y = alloc(bt.gpu(), x.dims(), dtype, label)?;
+    ops::convert(bt, &x, &y)?;
+    Ok(y)
 }
 
 struct DownEncoderBlock {

@@ -15,7 +15,7 @@ pub mod norm;
 pub mod pad;
 pub mod quantize;
 pub mod unary;
-mod util;
+pub(crate) mod util;
 pub mod weights;
 
 pub use attention::{attention, Attention, TokenLayout};

@@ -15,15 +15,29 @@ use super::scheduler::SchedulerConfig;
 use super::tokenizer::ClipTokenizer;
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::model::nn::{alloc, layout};
+use crate::model::offload::Offloadable;
 use crate::model::{ClipTextModel, Decoder, UNet, UNetOptions};
+use std::sync::Mutex;
 use crate::ops::{self, Broadcast};
 use crate::{Error, Result};
 
-/// The three networks of a pipeline.
+/// The three networks of a pipeline. The text encoder and the VAE decoder may leave the
+/// device between uses (memory levers: [`GenerateParams::offload_text_encoder`],
+/// [`GenerateParams::offload_vae`]).
 pub struct Models {
-    pub text_encoder: ClipTextModel,
+    pub text_encoder: Offloadable<ClipTextModel>,
     pub unet: UNet,
-    pub vae: Decoder,
+    pub vae: Offloadable<Decoder>,
+    /// The last prompts' embeddings (same prompts → no text encoder run, nor its upload when
+    /// it is offloaded).
+    prompt_cache: Mutex<Option<PromptCache>>,
+}
+
+/// Token ids and `clip_skip` → embeddings in the UNet's storage type.
+struct PromptCache {
+    ids: Vec<u32>,
+    clip_skip: usize,
+    context: Tensor,
 }
 
 /// Where the initial noise comes from.
@@ -78,6 +92,20 @@ pub struct GenerateParams {
     /// Decode the final latents with the VAE (false: `Output::frames` stays empty; for callers
     /// that only want the latents, e.g. `generate --no-decode --save-latents`).
     pub decode: bool,
+    /// Drop the text encoder's device weights after encoding; the next encode of other
+    /// prompts uploads them again from a host copy (same results).
+    pub offload_text_encoder: bool,
+    /// Keep the VAE decoder's weights on the device only while decoding (same results).
+    pub offload_vae: bool,
+    /// Decode in f16 (VAE weights and activations; f32 accumulation and frames). Needs
+    /// shader-f16; within f16 tolerances of the f32 decode.
+    pub vae_f16: bool,
+    /// Run GEGLU feed-forwards over chunks of tokens so their `[tokens, 4·C]` intermediate
+    /// stays within this many bytes (0: whole; same results).
+    pub ff_chunk_bytes: u64,
+    /// Dropped bytes a command batch may hold before it is submitted early (0: the device's
+    /// [`crate::gpu::MemoryStats::batch_flush_bytes`]).
+    pub batch_flush_bytes: u64,
 }
 
 impl GenerateParams {
@@ -105,6 +133,11 @@ impl GenerateParams {
             noise_type: NoiseType::ShuffleContext,
             cfg_split: false,
             decode: true,
+            offload_text_encoder: false,
+            offload_vae: false,
+            vae_f16: false,
+            ff_chunk_bytes: 0,
+            batch_flush_bytes: 0,
         }
     }
 }
@@ -132,6 +165,14 @@ pub struct Output {
 }
 
 impl Models {
+    pub fn new(text_encoder: Offloadable<ClipTextModel>, unet: UNet, vae: Offloadable<Decoder>) -> Models {
+        Models { text_encoder, unet, vae, prompt_cache: Mutex::new(None) }
+    }
+
+    fn cache(&self) -> Result<std::sync::MutexGuard<'_, Option<PromptCache>>> {
+        self.prompt_cache.lock().map_err(|_| Error::input("prompt cache", "a previous call panicked while using it"))
+    }
+
     /// Check the parameters against these models before any GPU work.
     pub fn validate(&self, p: &GenerateParams) -> Result<()> {
         let m = self.unet.size_multiple() * 8;
@@ -188,22 +229,35 @@ impl Models {
     }
 
     /// Text embeddings `[B, 77, D]`: `[negative, prompt]` with guidance, `[prompt]` without.
-    pub fn encode_prompts(&self, gpu: &Gpu, p: &GenerateParams) -> Result<Tensor> {
+    /// The last result is cached: the same prompts again cost nothing.
+    pub async fn encode_prompts(&self, gpu: &Gpu, p: &GenerateParams) -> Result<Tensor> {
         let tok = ClipTokenizer::new().map_err(|e| Error::input("tokenizer", e.to_string()))?;
         let mut ids = Vec::new();
         if uses_cfg(p.guidance_scale) {
             ids.extend(tok.encode_padded(&p.negative_prompt, 77));
         }
         ids.extend(tok.encode_padded(&p.prompt, 77));
-        let ctx = self.text_encoder.forward(gpu, &ids, 77, p.clip_skip)?;
-        if ctx.dtype() == self.unet.dtype() {
-            return Ok(ctx);
+        {
+            let mut cache = self.cache()?;
+            if let Some(c) = cache.as_ref().filter(|c| c.ids == ids && c.clip_skip == p.clip_skip) {
+                return Ok(c.context.clone());
+            }
+            // Free the previous embeddings before computing new ones.
+            *cache = None;
         }
-        let mut bt = gpu.batch("context.convert");
-        let c = alloc(gpu, ctx.dims(), self.unet.dtype(), "context")?;
-        ops::convert(&mut bt, &ctx, &c)?;
-        bt.submit()?;
-        Ok(c)
+        self.text_encoder.restore(gpu).await?;
+        let ctx = self.text_encoder.with(|m| m.forward(gpu, &ids, 77, p.clip_skip))?;
+        let ctx = if ctx.dtype() == self.unet.dtype() {
+            ctx
+        } else {
+            let mut bt = gpu.batch("context.convert");
+            let c = alloc(gpu, ctx.dims(), self.unet.dtype(), "context")?;
+            ops::convert(&mut bt, &ctx, &c)?;
+            bt.submit()?;
+            c
+        };
+        *self.cache()? = Some(PromptCache { ids, clip_skip: p.clip_skip, context: ctx.clone() });
+        Ok(ctx)
     }
 
     /// Per-frame text embeddings `[B·F, 77, D]` for prompt travel (`[negative; prompt]` rows,
@@ -220,7 +274,8 @@ impl Models {
         let mut d = 0;
         for keys in &sets {
             let ids: Vec<u32> = keys.iter().flat_map(|k| tok.encode_padded(&k.text, 77)).collect();
-            let emb = self.text_encoder.forward(gpu, &ids, 77, p.clip_skip)?;
+            self.text_encoder.restore(gpu).await?;
+            let emb = self.text_encoder.with(|m| m.forward(gpu, &ids, 77, p.clip_skip))?;
             d = emb.dims()[2];
             let host = gpu.read_f32(&emb).await?;
             let frames: Vec<usize> = keys.iter().map(|k| k.frame).collect();
@@ -267,7 +322,19 @@ impl Models {
         self.validate(p)?;
         let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
         let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
-        let context = if p.prompt_travel.is_empty() && p.negative_travel.is_empty() { self.encode_prompts(gpu, p)? } else { self.encode_travel(gpu, p).await? };
+        if p.vae_f16 && !gpu.info().shader_f16 {
+            return Err(Error::input("vae_f16", "an f16 VAE needs the shader-f16 GPU feature, which this adapter lacks"));
+        }
+        let _knobs = RunKnobs::set(gpu, p);
+        // Memory levers (crate::plan mirrors this order): the VAE leaves before the text
+        // encoder runs, the text encoder right after.
+        if p.offload_vae {
+            self.vae.offload(gpu).await?;
+        }
+        let context = if p.prompt_travel.is_empty() && p.negative_travel.is_empty() { self.encode_prompts(gpu, p).await? } else { self.encode_travel(gpu, p).await? };
+        if p.offload_text_encoder {
+            self.text_encoder.offload(gpu).await?;
+        }
         let cfg = uses_cfg(p.guidance_scale);
         let halves = if cfg && p.cfg_split { Some(context_halves(gpu, &context)?) } else { None };
         let videos = if cfg && halves.is_none() { 2 } else { 1 };
@@ -370,8 +437,14 @@ impl Models {
 
         let latents_nhwc = gpu.read_f32(&x).await?;
         let frames = if p.decode {
-            let frames_t = self.vae.decode_to_frames(gpu, &x, p.decode_chunk)?;
-            gpu.read_f32(&frames_t).await?
+            self.vae.ensure(gpu, if p.vae_f16 { DType::F16 } else { DType::F32 }).await?;
+            let frames_t = self.vae.with(|v| v.decode_to_frames(gpu, &x, p.decode_chunk))?;
+            let frames = gpu.read_f32(&frames_t).await?;
+            drop(frames_t);
+            if p.offload_vae {
+                self.vae.offload(gpu).await?;
+            }
+            frames
         } else {
             Vec::new()
         };
@@ -427,6 +500,34 @@ pub fn latent_preview_rgba(latents: &[f32], frames: usize, height: usize, width:
             img
         })
         .collect()
+}
+
+/// A run's execution levers on the device ([`GenerateParams::ff_chunk_bytes`],
+/// [`GenerateParams::batch_flush_bytes`]), restored when the run ends.
+struct RunKnobs<'g> {
+    gpu: &'g Gpu,
+    ff_chunk: u64,
+    flush: u64,
+}
+
+impl<'g> RunKnobs<'g> {
+    fn set(gpu: &'g Gpu, p: &GenerateParams) -> RunKnobs<'g> {
+        let m = gpu.memory_stats();
+        let knobs = RunKnobs { gpu, ff_chunk: m.ff_chunk_bytes(), flush: m.batch_flush_bytes() };
+        m.set_ff_chunk_bytes(p.ff_chunk_bytes);
+        if p.batch_flush_bytes != 0 {
+            m.set_batch_flush_bytes(p.batch_flush_bytes);
+        }
+        knobs
+    }
+}
+
+impl Drop for RunKnobs<'_> {
+    fn drop(&mut self) {
+        let m = self.gpu.memory_stats();
+        m.set_ff_chunk_bytes(self.ff_chunk);
+        m.set_batch_flush_bytes(self.flush);
+    }
 }
 
 /// diffusers: guidance applies when `guidance_scale > 1`.

@@ -13,6 +13,7 @@ use crate::load::LoadError;
 use crate::load::detect::MotionVersion;
 use crate::load::WeightSource;
 use crate::model::motion::MotionNorm;
+use crate::model::offload::Offloadable;
 use crate::model::quant_policy::{QuantPolicy, QuantScheme};
 use crate::model::{ClipConfig, ClipTextModel, Decoder, UNet, UNetConfig, UNetOptions, VaeConfig};
 use crate::{Error, Result};
@@ -83,11 +84,12 @@ pub fn build_models_with(gpu: &Gpu, c: &Components<'_>, precision: Precision, we
     let dtype = precision.dtype(gpu)?;
     let policy = weights.scheme().map(QuantPolicy::new);
     let policy = policy.as_ref();
-    Ok(Models {
-        text_encoder: ClipTextModel::load_quantized(gpu, c.text_encoder, c.clip_config, dtype, policy)?,
-        unet: UNet::load_quantized(gpu, c.unet, c.unet_config, Some((&c.motion.source, &c.motion.config)), dtype, policy)?,
-        vae: Decoder::load(gpu, c.vae, c.vae_config)?,
-    })
+    let clip_cfg = c.clip_config.clone();
+    let text_encoder = Offloadable::load(gpu, c.text_encoder, dtype, policy, "text encoder", Box::new(move |l| ClipTextModel::build(l, &clip_cfg)))?;
+    let unet = UNet::load_quantized(gpu, c.unet, c.unet_config, Some((&c.motion.source, &c.motion.config)), dtype, policy)?;
+    let vae_cfg = c.vae_config.clone();
+    let vae = Offloadable::load(gpu, c.vae, DType::F32, None, "VAE decoder", Box::new(move |l| Decoder::build(l, &vae_cfg)))?;
+    Ok(Models::new(text_encoder, unet, vae))
 }
 
 /// The forward semantics matching how a motion module was trained and distributed:

@@ -84,25 +84,65 @@ impl Request {
     }
 }
 
-/// Memory levers the runtime executes.
+/// Memory levers the runtime executes (`GenerateParams` fields of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Levers {
     /// Run the CFG halves as two UNet passes (B = F) instead of one batch (B = 2F).
     pub cfg_split: bool,
     /// Frames per VAE decode call.
     pub decode_chunk: usize,
+    /// Drop the text encoder's device weights after encoding (restored from a host copy
+    /// when the prompts change).
+    pub offload_text_encoder: bool,
+    /// VAE decoder weights on the device only while decoding.
+    pub offload_vae: bool,
+    /// VAE decoder in f16 (only for f16 runs).
+    pub vae_f16: bool,
+    /// GEGLU feed-forward intermediates of at most this many bytes (0: whole).
+    pub ff_chunk_bytes: u64,
+    /// Batch flush threshold (0: the device's, 64 MiB by default).
+    pub flush_bytes: u64,
 }
 
 impl Levers {
-    /// No lever pulled: CFG as one batch, the whole video decoded at once.
+    /// No lever pulled: CFG as one batch, the whole video decoded at once, every model
+    /// resident, nothing chunked.
     pub fn none(frames: usize) -> Levers {
-        Levers { cfg_split: false, decode_chunk: frames.max(1) }
+        Levers { cfg_split: false, decode_chunk: frames.max(1), offload_text_encoder: false, offload_vae: false, vae_f16: false, ff_chunk_bytes: 0, flush_bytes: 0 }
+    }
+
+    /// Write these levers into generation parameters.
+    pub fn apply_to(&self, p: &mut crate::pipeline::generate::GenerateParams) {
+        p.cfg_split = self.cfg_split;
+        p.decode_chunk = self.decode_chunk;
+        p.offload_text_encoder = self.offload_text_encoder;
+        p.offload_vae = self.offload_vae;
+        p.vae_f16 = self.vae_f16;
+        p.ff_chunk_bytes = self.ff_chunk_bytes;
+        p.batch_flush_bytes = self.flush_bytes;
     }
 }
 
 impl std::fmt::Display for Levers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cfg {}, VAE decode {} frame(s) per call", if self.cfg_split { "split (two UNet passes)" } else { "batched (one UNet pass)" }, self.decode_chunk)
+        let mib = |b: u64| b >> 20;
+        write!(f, "cfg {}, VAE decode {} frame(s) per call", if self.cfg_split { "split (two UNet passes)" } else { "batched (one UNet pass)" }, self.decode_chunk)?;
+        if self.offload_text_encoder {
+            write!(f, ", text encoder offloaded after encoding")?;
+        }
+        if self.offload_vae {
+            write!(f, ", VAE resident only while decoding")?;
+        }
+        if self.vae_f16 {
+            write!(f, ", VAE in f16")?;
+        }
+        if self.ff_chunk_bytes > 0 {
+            write!(f, ", feed-forwards in chunks of ≤ {} MiB", mib(self.ff_chunk_bytes))?;
+        }
+        if self.flush_bytes > 0 {
+            write!(f, ", batches flushed past {} MiB of dead buffers", mib(self.flush_bytes))?;
+        }
+        Ok(())
     }
 }
 
@@ -125,14 +165,18 @@ impl Default for DeviceLimits {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub levers: Levers,
-    /// Device bytes of all weights (UNet + motion modules, text encoder, VAE decoder).
+    /// Device bytes of all weights (UNet + motion modules, text encoder, VAE decoder) as
+    /// loaded.
     pub weight_bytes: u64,
-    /// Of which the text encoder's.
+    /// Of which the text encoder's, and the VAE decoder's (f32, as loaded).
     pub clip_bytes: u64,
+    pub vae_bytes: u64,
     /// Peak of live device bytes during generation, and its split.
     pub peak_bytes: u64,
-    /// The peak up to the end of denoising (text encoder + UNet); the rest is the VAE's.
+    /// Peaks of the generation's phases: prompts (text encoder), denoising, VAE decode.
+    pub encode_peak_bytes: u64,
     pub denoise_peak_bytes: u64,
+    pub decode_peak_bytes: u64,
     pub peak_weights: u64,
     /// Buffers carried across kernel batches at the peak (latents, text embeddings, time
     /// embedding, hidden state, skip connections).
@@ -180,6 +224,13 @@ pub fn plan(req: &Request, levers: Levers, max_binding: u64) -> Result<Plan, Pla
 
 /// [`plan`] for a device whose `MemoryStats::batch_flush_bytes` is `flush_bytes`.
 pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64) -> Result<Plan, PlanError> {
+    plan_after(req, levers, max_binding, flush_bytes, None)
+}
+
+/// [`plan_with`] for a run on models a previous run with `previous` levers left behind (text
+/// encoder / VAE offloaded, VAE in f16) instead of freshly loaded ones. A fresh load (every
+/// model resident) is what [`choose`] plans: no later run peaks higher.
+pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64, previous: Option<Levers>) -> Result<Plan, PlanError> {
     let levels = req.unet.block_out_channels.len();
     let m = 8 << levels.saturating_sub(1);
     if req.frames == 0 || req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m) {
@@ -188,8 +239,11 @@ pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u
     if !matches!(req.precision, DType::F32 | DType::F16) {
         return Err(PlanError::Input { what: "precision", detail: format!("{} (f32 or f16)", req.precision) });
     }
+    if levers.vae_f16 && req.precision != DType::F16 {
+        return Err(PlanError::Input { what: "levers", detail: "an f16 VAE needs an f16 run".into() });
+    }
     let sim = Sim::default();
-    sim.state.borrow_mut().flush_bytes = flush_bytes.max(1);
+    sim.state.borrow_mut().flush_bytes = if levers.flush_bytes != 0 { levers.flush_bytes } else { flush_bytes };
     // Gpu::new's 256-byte zero buffer.
     let _zeros = sim.weight(&[64], DType::F32, "zeros");
     let pol = policy(req.weights);
@@ -201,9 +255,14 @@ pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u
     vae_w.vae_decoder(&req.vae);
     let load_peak = sim.peak();
     let weight_bytes = sim.live();
+    let mut models = walk::Resident { clip: Some(std::mem::take(&mut clip_w.kept)), vae: Some((std::mem::take(&mut vae_w.kept), DType::F32)), context: None, clip_dtype: req.precision, policy: pol.as_ref() };
+    if let Some(prev) = previous {
+        let context = sim.alloc(&[if req.cfg { 2 } else { 1 }, 77usize.min(req.clip.max_position_embeddings), req.unet.cross_attention_dim], req.precision, "context");
+        models.settle(&sim, &req.vae, context, prev.offload_text_encoder, prev.offload_vae, prev.vae_f16);
+    }
     sim.reset_peak();
     let trace_from = sim.state.borrow().trace.len();
-    let env = Env { max_binding };
+    let env = Env { max_binding, ff_chunk_bytes: levers.ff_chunk_bytes };
     let g = GenerateWalk {
         unet: UNetWalk {
             cfg: &req.unet,
@@ -223,15 +282,22 @@ pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u
         decode_chunk: levers.decode_chunk,
         steps: req.steps.clone(),
         decode: req.decode,
+        offload_text_encoder: levers.offload_text_encoder,
+        offload_vae: levers.offload_vae,
+        vae_dtype: if levers.vae_f16 { DType::F16 } else { DType::F32 },
     };
-    let denoise_peak = walk::generate(&sim, &env, &g);
+    let phases = walk::generate(&sim, &env, &g, &mut models);
+    drop(models);
     let st = sim.state.borrow();
     Ok(Plan {
         levers,
         weight_bytes,
         clip_bytes: clip_w.bytes,
+        vae_bytes: vae_w.bytes,
         peak_bytes: st.peak,
-        denoise_peak_bytes: denoise_peak,
+        encode_peak_bytes: phases.encode,
+        denoise_peak_bytes: phases.denoise,
+        decode_peak_bytes: phases.decode,
         peak_weights: st.peak_split.0,
         peak_activations: st.peak_split.1,
         peak_temporaries: st.peak_split.2,
@@ -264,25 +330,83 @@ impl Plan {
     }
 }
 
-/// Lever sets from cheapest (fastest) to smallest.
+/// GEGLU intermediate caps and batch flush thresholds the ladder tries, largest first.
+const FF_CHUNKS: [u64; 3] = [64 << 20, 32 << 20, 16 << 20];
+const FLUSHES: [u64; 3] = [32 << 20, 16 << 20, 8 << 20];
+
+/// Cumulative lever sets from the cheapest (fastest) to the smallest: smaller VAE chunks, the
+/// text encoder then the VAE off the device between uses, split CFG, chunked feed-forwards,
+/// earlier batch flushes, and last the one lever that changes results (within f16
+/// tolerances): an f16 VAE for f16 runs.
 fn lever_ladder(req: &Request) -> Vec<Levers> {
     let f = req.frames.max(1);
-    let mut chunks = vec![f];
+    let mut l = Levers::none(f);
+    let mut out = vec![l];
     let mut c = f;
     while c > 1 {
         c = c.div_ceil(2);
-        chunks.push(c);
+        l.decode_chunk = c;
+        out.push(l);
     }
-    let mut out = Vec::new();
-    for split in [false, true] {
-        if split && !req.cfg {
-            continue;
-        }
-        for &d in &chunks {
-            out.push(Levers { cfg_split: split, decode_chunk: d });
-        }
+    l.offload_text_encoder = true;
+    out.push(l);
+    l.offload_vae = true;
+    out.push(l);
+    if req.cfg {
+        l.cfg_split = true;
+        out.push(l);
+    }
+    for cap in FF_CHUNKS {
+        l.ff_chunk_bytes = cap;
+        out.push(l);
+    }
+    for flush in FLUSHES {
+        l.flush_bytes = flush;
+        out.push(l);
+    }
+    if req.precision == DType::F16 {
+        l.vae_f16 = true;
+        out.push(l);
     }
     out
+}
+
+/// Every lever the request can use pulled: the smallest plan (the last rung of the ladder).
+pub fn smallest_levers(req: &Request) -> Levers {
+    lever_ladder(req).last().copied().unwrap_or(Levers::none(req.frames))
+}
+
+/// Undo the levers a fitting plan does not need: each lever in turn (costliest first) back
+/// to its cheapest setting that still fits.
+fn relax(req: &Request, limits: &DeviceLimits, mut best: Plan) -> Result<Plan, PlanError> {
+    let f = req.frames.max(1);
+    let mut chunks = vec![f];
+    while let Some(&c) = chunks.last().filter(|&&c| c > 1) {
+        chunks.push(c.div_ceil(2));
+    }
+    type Edit = Box<dyn Fn(&Levers) -> Vec<Levers>>;
+    let edits: Vec<Edit> = vec![
+        Box::new(|l| vec![Levers { vae_f16: false, ..*l }]),
+        Box::new(|l| std::iter::once(0).chain(FLUSHES).map(|b| Levers { flush_bytes: b, ..*l }).collect()),
+        Box::new(|l| std::iter::once(0).chain(FF_CHUNKS).map(|b| Levers { ff_chunk_bytes: b, ..*l }).collect()),
+        Box::new(|l| vec![Levers { cfg_split: false, ..*l }]),
+        Box::new(|l| vec![Levers { offload_vae: false, ..*l }]),
+        Box::new(|l| vec![Levers { offload_text_encoder: false, ..*l }]),
+        Box::new(move |l| chunks.iter().map(|&d| Levers { decode_chunk: d, ..*l }).collect()),
+    ];
+    for edit in &edits {
+        for cand in edit(&best.levers) {
+            if cand == best.levers {
+                break;
+            }
+            let p = plan(req, cand, limits.max_binding)?;
+            if p.fits(limits) {
+                best = p;
+                break;
+            }
+        }
+    }
+    Ok(best)
 }
 
 /// Pick the cheapest levers that fit `limits`; a request that fits with none of them is an
@@ -293,14 +417,15 @@ pub fn choose(req: &Request, limits: &DeviceLimits) -> Result<Plan, PlanError> {
     for levers in ladder {
         let p = plan(req, levers, limits.max_binding)?;
         if p.fits(limits) {
-            return Ok(p);
+            return relax(req, limits, p);
         }
         last = Some(p);
     }
     let Some(last) = last else {
         return Err(PlanError::Input { what: "request", detail: "no lever set".into() });
     };
-    let fits_with = |r: &Request| lever_ladder(r).into_iter().any(|l| plan(r, l, limits.max_binding).is_ok_and(|p| p.fits(limits)));
+    // The last rung (every lever pulled) is the smallest: a smaller request fits iff it does.
+    let fits_with = |r: &Request| plan(r, smallest_levers(r), limits.max_binding).is_ok_and(|p| p.fits(limits));
     let mut hints = Vec::new();
     if req.weights != WeightFormat::Q4 {
         let r = Request { weights: WeightFormat::Q4, ..req.clone() };
@@ -350,7 +475,7 @@ pub fn unet_flops(req: &Request, videos: usize) -> f64 {
     };
     let sample = sim.alloc(&[videos * req.frames, req.height / 8, req.width / 8, req.unet.in_channels], req.precision, "sample");
     let context = sim.alloc(&[videos, 77, req.unet.cross_attention_dim], req.precision, "context");
-    let env = Env { max_binding: u64::MAX };
+    let env = Env { max_binding: u64::MAX, ff_chunk_bytes: 0 };
     drop(walk::unet_forward(&sim, &env, &u, &sample, &context));
     let f = sim.state.borrow().flops;
     f
@@ -403,7 +528,6 @@ pub fn request_for(
 
 pub fn apply(req: &Request, limits: &DeviceLimits, params: &mut crate::pipeline::generate::GenerateParams) -> Result<Plan, PlanError> {
     let p = choose(req, limits)?;
-    params.cfg_split = p.levers.cfg_split;
-    params.decode_chunk = p.levers.decode_chunk;
+    p.levers.apply_to(params);
     Ok(p)
 }

@@ -37,6 +37,8 @@ pub struct Interval {
 pub struct State {
     pub live: u64,
     pub peak: u64,
+    /// Peak since the last [`Sim::take_phase_peak`].
+    pub phase_peak: u64,
     /// `(weights, activations, temporaries)` live at the peak.
     pub peak_split: (u64, u64, u64),
     /// Non-weight buffers live at the peak: label → (count, bytes), largest first.
@@ -68,6 +70,7 @@ impl State {
         self.live_ids.push(id);
         self.trace.push(bytes as i64);
         self.live += bytes;
+        self.phase_peak = self.phase_peak.max(self.live);
         if bytes > self.largest.0 {
             self.largest = (bytes, label);
         }
@@ -229,6 +232,15 @@ impl Sim {
     pub fn reset_peak(&self) {
         let mut s = self.state.borrow_mut();
         s.peak = s.live;
+        s.phase_peak = s.live;
+    }
+
+    /// The peak since the previous call (or [`Sim::reset_peak`]); starts the next phase.
+    pub fn take_phase_peak(&self) -> u64 {
+        let mut s = self.state.borrow_mut();
+        let p = s.phase_peak;
+        s.phase_peak = s.live;
+        p
     }
 }
 
@@ -242,14 +254,7 @@ impl SimBatch {
     /// Record a dispatch/copy binding `tensors` (first submitting what was recorded when the
     /// buffers only this batch holds exceed the flush threshold, as `Batch::flush_dead`).
     pub fn bind(&mut self, tensors: &[&T]) {
-        let dead: u64 = self.held.iter().filter(|b| Rc::strong_count(b) == 1).map(|b| self.sim.state.borrow().intervals[b.id].bytes).sum();
-        let limit = match self.sim.state.borrow().flush_bytes {
-            0 => crate::gpu::DEFAULT_BATCH_FLUSH_BYTES,
-            b => b,
-        };
-        if dead > limit {
-            self.held.clear();
-        }
+        self.release();
         for t in tensors {
             if !self.held.iter().any(|b| Rc::ptr_eq(b, &t.buf)) {
                 self.held.push(t.buf.clone());
@@ -259,6 +264,19 @@ impl SimBatch {
 
     pub fn alloc(&self, dims: &[usize], dtype: DType, label: &'static str) -> T {
         self.sim.alloc(dims, dtype, label)
+    }
+
+    /// `Batch::release` (also the start of every dispatch): submit what was recorded when the
+    /// buffers only this batch holds exceed the flush threshold.
+    pub fn release(&mut self) {
+        let dead: u64 = self.held.iter().filter(|b| Rc::strong_count(b) == 1).map(|b| self.sim.state.borrow().intervals[b.id].bytes).sum();
+        let limit = match self.sim.state.borrow().flush_bytes {
+            0 => crate::gpu::DEFAULT_BATCH_FLUSH_BYTES,
+            b => b,
+        };
+        if dead > limit {
+            self.held.clear();
+        }
     }
 
     pub fn submit(self) {
@@ -298,6 +316,4 @@ pub fn split_counts(limit: u64, units: u64, bytes: &[u64]) -> Vec<u64> {
     out
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
+use crate::ops::util::gcd;

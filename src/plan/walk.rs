@@ -5,13 +5,18 @@
 //! `tests/memory_plan.rs` fails (planned ≠ measured peak) until it is.
 
 use super::sim::{split_counts, Sim, SimBatch, T};
+use super::weights::Weights;
 use crate::gpu::DType;
+use crate::model::nn::ff_chunk_rows;
+use crate::model::quant_policy::QuantPolicy;
 use crate::model::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
 
-/// The storage-binding limit and the shapes a walk needs besides the configs.
+/// The device limits and execution levers a walk needs besides the configs.
 #[derive(Debug, Clone, Copy)]
 pub struct Env {
     pub max_binding: u64,
+    /// `MemoryStats::ff_chunk_bytes` (0: feed-forwards are not chunked).
+    pub ff_chunk_bytes: u64,
 }
 
 fn with_last(dims: &[usize], last: usize) -> Vec<usize> {
@@ -95,6 +100,7 @@ fn self_attention(bt: &mut SimBatch, x: &T, dim: usize, seq: usize, residual: Op
     let o = bt.alloc(&q.dims, q.dtype, "attention");
     bt.bind(&[&q, &k, &v, &o]);
     drop((q, k, v));
+    bt.release();
     linear(bt, &o, dim, residual)
 }
 
@@ -107,13 +113,28 @@ fn cross_attention(bt: &mut SimBatch, x: &T, context: &T, dim: usize, residual: 
     let o = bt.alloc(&q.dims, q.dtype, "attention");
     bt.bind(&[&q, &k, &v, &o]);
     drop((q, k, v));
+    bt.release();
     linear(bt, &o, dim, residual)
 }
 
-/// `GegluFeedForward::run`.
-fn feed_forward(bt: &mut SimBatch, x: &T, residual: &T, dim: usize) -> T {
-    let h = geglu(bt, x, dim * 8);
-    linear(bt, &h, dim, Some(residual))
+/// `GegluFeedForward::run` (over chunks of tokens through one intermediate when it exceeds
+/// `env.ff_chunk_bytes`).
+fn feed_forward(bt: &mut SimBatch, env: &Env, x: &T, residual: &T, dim: usize) -> T {
+    let inner = dim * 4;
+    let rows = (x.numel() / dim.max(1) as u64) as usize;
+    let chunk = ff_chunk_rows(rows, x.dtype.storage_bytes(dim as u64), x.dtype.storage_bytes(inner as u64), env.ff_chunk_bytes);
+    if chunk >= rows {
+        let h = geglu(bt, x, dim * 8);
+        return linear(bt, &h, dim, Some(residual));
+    }
+    bt.sim.add_flops(2.0 * rows as f64 * dim as f64 * (inner * 3) as f64);
+    let h = bt.alloc(&[chunk, inner], x.dtype, "geglu");
+    let y = bt.alloc(&with_last(&x.dims, dim), x.dtype, "linear");
+    for _ in 0..rows.div_ceil(chunk) {
+        bt.bind(&[x, &h]);
+        bt.bind(&[&h, &y, residual]);
+    }
+    y
 }
 
 /// `ResnetBlock2D::forward`.
@@ -157,7 +178,7 @@ fn transformer(bt: &mut SimBatch, env: &Env, groups: usize, layers: usize, x: &T
         };
         drop(x1);
         let n = layer_norm(bt, &x2);
-        h = feed_forward(bt, &n, &x2, c);
+        h = feed_forward(bt, env, &n, &x2, c);
     }
     let residual = x.reshape(tokens);
     let out = linear(bt, &h, c, Some(&residual));
@@ -167,20 +188,25 @@ fn transformer(bt: &mut SimBatch, env: &Env, groups: usize, layers: usize, x: &T
 /// `MotionModule::forward_scaled`.
 fn motion(bt: &mut SimBatch, env: &Env, groups: usize, norm_frames: usize, frames: usize, x: &T) -> T {
     let c = x.dims[3];
-    let h = group_norm(bt, env, groups, norm_frames, x);
-    let mut h = linear(bt, &h, c, None);
+    let mut h = {
+        let n = group_norm(bt, env, groups, norm_frames, x);
+        linear(bt, &n, c, None)
+    };
     // MotionModule::attentions (its own function: the position encoding dies with it).
     {
         let pe = bt.alloc(&[frames, c], x.dtype, "motion.pe");
         for _ in 0..2 {
-            let n = layer_norm(bt, &h);
-            let npe = bt.alloc(&n.dims, n.dtype, "motion.pe_add");
-            bt.bind(&[&n, &pe, &npe]);
+            let npe = {
+                let n = layer_norm(bt, &h);
+                let npe = bt.alloc(&n.dims, n.dtype, "motion.pe_add");
+                bt.bind(&[&n, &pe, &npe]);
+                npe
+            };
             h = self_attention(bt, &npe, c, frames, Some(&h));
         }
     }
     let n = layer_norm(bt, &h);
-    let h = feed_forward(bt, &n, &h, c);
+    let h = feed_forward(bt, env, &n, &h, c);
     linear(bt, &h, c, Some(x))
 }
 
@@ -312,7 +338,7 @@ pub fn clip_forward(sim: &Sim, cfg: &ClipConfig, dtype: DType, sequences: usize,
     y
 }
 
-/// `Decoder::decode` of `z [N, h, w, latent]` (f32).
+/// `Decoder::decode` of `z [N, h, w, latent]` (in the decoder's storage type).
 fn vae_decode(sim: &Sim, env: &Env, cfg: &VaeConfig, z: &T) -> T {
     let g = cfg.norm_num_groups;
     let boc = &cfg.block_out_channels;
@@ -353,8 +379,19 @@ fn vae_decode(sim: &Sim, env: &Env, cfg: &VaeConfig, z: &T) -> T {
     y
 }
 
-/// `Decoder::decode_to_frames`: `latents [N, h, w, C]` in chunks of `chunk` frames.
-pub fn vae_decode_to_frames(sim: &Sim, env: &Env, cfg: &VaeConfig, latents: &T, chunk: usize) -> T {
+/// `vae::to_dtype`: `x` converted to `dtype` when it differs.
+fn to_dtype(bt: &mut SimBatch, x: T, dtype: DType, label: &'static str) -> T {
+    if x.dtype == dtype {
+        return x;
+    }
+    let y = bt.alloc(&x.dims, dtype, label);
+    bt.bind(&[&x, &y]);
+    y
+}
+
+/// `Decoder::decode_to_frames`: `latents [N, h, w, C]` in chunks of `chunk` frames, decoded
+/// in `dtype`.
+pub fn vae_decode_to_frames(sim: &Sim, env: &Env, cfg: &VaeConfig, latents: &T, chunk: usize, dtype: DType) -> T {
     let d = latents.dims.clone();
     let n = d[0];
     let chunk = chunk.max(1);
@@ -369,9 +406,11 @@ pub fn vae_decode_to_frames(sim: &Sim, env: &Env, cfg: &VaeConfig, latents: &T, 
         bt.bind(&[latents, &raw]);
         let z = bt.alloc(&raw.dims, DType::F32, "vae.z");
         bt.bind(&[&raw, &z]);
+        let z = to_dtype(&mut bt, z, dtype, "vae.z");
         bt.submit();
         let y = vae_decode(sim, env, cfg, &z);
         let mut bt = sim.batch();
+        let y = to_dtype(&mut bt, y, DType::F32, "vae.out");
         let f = bt.alloc(&y.dims, DType::F32, "vae.frames.chunk");
         bt.bind(&[&y, &f, &out]);
         bt.submit();
@@ -404,16 +443,87 @@ pub struct GenerateWalk<'a> {
     pub decode_chunk: usize,
     pub steps: Vec<StepShape>,
     pub decode: bool,
+    /// Drop the text encoder's weights after encoding.
+    pub offload_text_encoder: bool,
+    /// VAE weights on the device only while decoding.
+    pub offload_vae: bool,
+    /// The VAE decoder's storage type.
+    pub vae_dtype: DType,
 }
 
-/// `Models::generate_with` (after validation); returns the peak up to the end of the denoising
-/// loop (text encoder + UNet steps); the whole run is in the simulator's state.
-pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>) -> u64 {
+/// The offloadable models' device weights during a walk (`model::offload::Offloadable`):
+/// `None` while offloaded.
+pub struct Resident<'p> {
+    pub clip: Option<Vec<T>>,
+    pub vae: Option<(Vec<T>, DType)>,
+    /// The prompt embeddings `Models` caches from the previous run.
+    pub context: Option<T>,
+    /// The text encoder's storage type and quantization policy (for restoring it).
+    pub clip_dtype: DType,
+    pub policy: Option<&'p QuantPolicy>,
+}
+
+impl Resident<'_> {
+    /// `Offloadable::restore` of the text encoder: its host copy replayed (packed layers).
+    fn restore_clip(&mut self, sim: &Sim, cfg: &ClipConfig) {
+        if self.clip.is_none() {
+            let mut w = Weights::new(sim, self.clip_dtype, self.policy).packed();
+            w.clip(cfg);
+            self.clip = Some(w.kept);
+        }
+    }
+
+    /// The state a generation with these levers leaves the models in (`context`: its cached
+    /// prompt embeddings).
+    pub fn settle(&mut self, sim: &Sim, vae: &VaeConfig, context: T, offload_text_encoder: bool, offload_vae: bool, vae_f16: bool) {
+        self.context = Some(context);
+        if offload_text_encoder {
+            self.clip = None;
+        }
+        if offload_vae {
+            self.vae = None;
+        } else if vae_f16 {
+            self.ensure_vae(sim, vae, DType::F16);
+        }
+    }
+
+    /// `Offloadable::ensure` of the VAE decoder in `dtype`.
+    fn ensure_vae(&mut self, sim: &Sim, cfg: &VaeConfig, dtype: DType) {
+        if self.vae.as_ref().is_some_and(|v| v.1 == dtype) {
+            return;
+        }
+        self.vae = None;
+        let mut w = Weights::new(sim, dtype, None).packed();
+        w.vae_decoder(cfg);
+        self.vae = Some((w.kept, dtype));
+    }
+}
+
+/// Peaks of the three phases of a generation (each from its start to its end).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhasePeaks {
+    /// VAE offload, text encoder (restored, run, offloaded), context copies.
+    pub encode: u64,
+    /// The denoising steps.
+    pub denoise: u64,
+    /// VAE (restored) decode.
+    pub decode: u64,
+}
+
+/// `Models::generate_with` (after validation) with the models' weights in `models`; the
+/// whole run is in the simulator's state.
+pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>, models: &mut Resident<'_>) -> PhasePeaks {
     let u = &g.unet;
     let (f, h, w) = (u.frames, g.latent_h, g.latent_w);
     let dtype = u.dtype;
-    // encode_prompts: [negative, prompt] with guidance.
+    sim.take_phase_peak();
+    if g.offload_vae {
+        models.vae = None;
+    }
+    // encode_prompts (other prompts than the cached ones): [negative, prompt] with guidance.
+    models.context = None;
     let context = {
+        models.restore_clip(sim, g.clip);
         let ctx = clip_forward(sim, g.clip, dtype, if g.cfg { 2 } else { 1 }, g.clip_skip);
         if ctx.dtype == dtype {
             ctx
@@ -425,6 +535,10 @@ pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>) -> u64 {
             c
         }
     };
+    models.context = Some(context.clone());
+    if g.offload_text_encoder {
+        models.clip = None;
+    }
     // Split guidance: one text embedding per pass.
     let halves = if g.cfg && g.cfg_split {
         let mut bt = sim.batch();
@@ -442,6 +556,7 @@ pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>) -> u64 {
         None
     };
     let videos = if g.cfg && !g.cfg_split { 2 } else { 1 };
+    let encode = sim.take_phase_peak();
     let mut x = sim.alloc(&[f, h, w, 4], DType::F32, "latents");
     for s in &g.steps {
         let mut bt = sim.batch();
@@ -505,9 +620,13 @@ pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>) -> u64 {
         bt.submit();
         x = next;
     }
-    let denoise_peak = sim.peak();
+    let denoise = sim.take_phase_peak();
     if g.decode {
-        drop(vae_decode_to_frames(sim, env, g.vae, &x, g.decode_chunk));
+        models.ensure_vae(sim, g.vae, g.vae_dtype);
+        drop(vae_decode_to_frames(sim, env, g.vae, &x, g.decode_chunk, g.vae_dtype));
+        if g.offload_vae {
+            models.vae = None;
+        }
     }
-    denoise_peak
+    PhasePeaks { encode, denoise, decode: sim.take_phase_peak() }
 }

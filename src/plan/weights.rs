@@ -19,16 +19,29 @@ pub struct Weights<'a> {
     /// Every tensor the loader reads: diffusers name and PyTorch shape (what a source must
     /// hold; `bench unet --random-weights` builds one from it).
     pub names: Vec<(String, Vec<usize>)>,
+    /// Quantized layers arrive packed (a replayed host copy, `model::offload`): no dense
+    /// upload before quantizing.
+    pub packed: bool,
 }
 
 impl<'a> Weights<'a> {
     pub fn new(sim: &'a Sim, dtype: DType, policy: Option<&'a QuantPolicy>) -> Weights<'a> {
-        Weights { sim, dtype, policy, kept: Vec::new(), bytes: 0, names: Vec::new() }
+        Weights { sim, dtype, policy, kept: Vec::new(), bytes: 0, names: Vec::new(), packed: false }
+    }
+
+    /// The same loader for packed quantized layers.
+    pub fn packed(self) -> Weights<'a> {
+        Weights { packed: true, ..self }
     }
 
     fn keep(&mut self, t: T) {
         self.bytes += t.size_bytes().max(4).next_multiple_of(4);
         self.kept.push(t);
+    }
+
+    fn keep_new(&mut self, dims: &[usize], dtype: DType) {
+        let t = self.sim.weight(dims, dtype, "weight");
+        self.keep(t);
     }
 
     pub fn tensor(&mut self, key: &str, dims: &[usize], dtype: DType) {
@@ -47,6 +60,14 @@ impl<'a> Weights<'a> {
         let n = kshape.last().copied().unwrap_or(0);
         let k = kshape.iter().product::<usize>().checked_div(n).unwrap_or(0);
         match self.policy.and_then(|p| p.format_for(key, k, n)) {
+            Some(f) if self.packed => {
+                let g = f.group as usize;
+                self.keep_new(&[k * n / f.per_word()], DType::U32);
+                self.keep_new(&[k / g * n], DType::F16);
+                if f.asymmetric {
+                    self.keep_new(&[k / g * n], DType::F16);
+                }
+            }
             Some(f) => {
                 let dense = self.sim.weight(kshape, DType::F32, "weight.dense");
                 let mut bt = self.sim.batch();

@@ -111,7 +111,7 @@ fn auto_weights(host: &HostPipeline, gpu: &Gpu, precision: Precision, budget: Op
     for w in [Weights::Dense, Weights::Q8, Weights::Q4] {
         let plan_err = |e: crate::plan::PlanError| WebError::input("plan", e);
         let req = crate::plan::request_for(&host.components(), &p, dtype, w).map_err(plan_err)?.ok_or_else(|| WebError::input("plan", "no plan for this request"))?;
-        let smallest = crate::plan::Levers { cfg_split: req.cfg, decode_chunk: 1 };
+        let smallest = crate::plan::smallest_levers(&req);
         let pl = crate::plan::plan(&req, smallest, limits.max_binding).map_err(plan_err)?;
         peaks.push((w, pl.peak_bytes));
         if chosen.is_some() {

@@ -57,12 +57,13 @@ pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
     let p = plan::choose(&req, &limits)?;
     println!("SD1.5 + AnimateDiff v2 motion module, {} frames {}×{}, {} weights, {} activations, CFG {}", a.frames, a.width, a.height, a.weights, precision, if req.cfg { "on" } else { "off" });
     println!("levers:            {}", p.levers);
-    println!("weights:           {:>14} bytes ({}; text encoder {})", p.weight_bytes, mib(p.weight_bytes), mib(p.clip_bytes));
-    println!("peak:              {:>14} bytes ({})", p.peak_bytes, mib(p.peak_bytes));
+    let unet = p.weight_bytes - p.clip_bytes - p.vae_bytes;
+    println!("weights:           {:>14} bytes ({}: UNet + motion {}, text encoder {}, VAE decoder {})", p.weight_bytes, mib(p.weight_bytes), mib(unet), mib(p.clip_bytes), mib(p.vae_bytes));
+    println!("peak:              {:>14} bytes ({}, {:.3} GB)", p.peak_bytes, mib(p.peak_bytes), p.peak_bytes as f64 / 1e9);
     println!("  weights          {:>14} bytes ({})", p.peak_weights, mib(p.peak_weights));
     println!("  activations      {:>14} bytes ({})", p.peak_activations, mib(p.peak_activations));
     println!("  temporaries      {:>14} bytes ({})", p.peak_temporaries, mib(p.peak_temporaries));
-    println!("  of which denoising peak {:>9} bytes ({}; the rest of the run is the VAE decode)", p.denoise_peak_bytes, mib(p.denoise_peak_bytes));
+    println!("phase peaks:       prompts {} · denoising {} · VAE decode {}", mib(p.encode_peak_bytes), mib(p.denoise_peak_bytes), mib(p.decode_peak_bytes));
     println!("peak while loading {:>14} bytes ({})", p.load_peak_bytes, mib(p.load_peak_bytes));
     println!("largest buffer:    {:>14} bytes ({}, `{}`; limit {})", p.largest_buffer, mib(p.largest_buffer), p.largest_buffer_label, mib(a.max_buffer));
     println!("largest binding:   {:>14} bytes ({}; limit {})", p.largest_binding, mib(p.largest_binding), mib(a.max_binding));
