@@ -148,8 +148,15 @@ impl GpuBuffer {
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        // No `destroy()`: a command encoder that is not submitted yet may still use this
-        // buffer; wgpu frees the memory once its last internal reference is gone.
+        // `destroy()` rather than only dropping the handle: browsers free a GPUBuffer's memory
+        // when the JS object is garbage-collected (wgpu's WebGPU backend does nothing on
+        // drop), which may be long after thousands of newer buffers were created — the memory
+        // plan would then not be what the device holds. Destroying here is safe: a `Batch`
+        // holds every buffer it records until it is submitted (so the last handle drops only
+        // after submission; readback copies are submitted while their tensors are borrowed),
+        // and WebGPU and wgpu free a destroyed buffer only once the submitted work using it
+        // has completed.
+        self.buffer.destroy();
         self.stats.on_free(self.size);
     }
 }
