@@ -40,7 +40,11 @@ export interface AnimateDiffGenerator {
      * and `memoryBudget`; q4 when none does. LoadInfo.weightsReason says why, plannedPeakBytes gives each peak.
      */
     weights?: 'dense' | 'q8' | 'q4' | 'auto';
-    /** For weights 'auto': GPU memory to plan within, in bytes (a positive number; else an InputError). */
+    /**
+     * GPU memory to plan within, in bytes (a positive number; else an InputError): weights 'auto' picks the format
+     * for it, and every generate() pulls the memory levers that fit it (split CFG, text encoder / VAE off the GPU
+     * between uses, f16 VAE, chunked feed-forwards…) or fails with an OutOfMemoryError saying what would fit.
+     */
     memoryBudget?: number;
     /** For weights 'auto': the request to plan for. */
     plan?: { frames?: number; width?: number; height?: number };

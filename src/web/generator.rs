@@ -30,6 +30,8 @@ struct Inner {
     models: RefCell<Option<(Rc<Models>, Precision)>>,
     /// GEMM weight storage chosen at load (re-uploads keep it).
     weights: Cell<Weights>,
+    /// `load({ memoryBudget })`: every generate() pulls the memory levers that fit it.
+    budget: Cell<Option<u64>>,
     busy: Cell<bool>,
     disposed: Cell<bool>,
 }
@@ -438,7 +440,7 @@ impl Generator {
         };
         future_to_promise(async move {
             let gpu = Gpu::new(opts).await.map_err(|e| WebError::from(e).to_js())?;
-            let inner = Rc::new(Inner { gpu, host: RefCell::new(None), models: RefCell::new(None), weights: Cell::new(Weights::Dense), busy: Cell::new(false), disposed: Cell::new(false) });
+            let inner = Rc::new(Inner { gpu, host: RefCell::new(None), models: RefCell::new(None), weights: Cell::new(Weights::Dense), budget: Cell::new(None), busy: Cell::new(false), disposed: Cell::new(false) });
             Ok(Generator { inner }.into())
         })
     }
@@ -458,7 +460,8 @@ impl Generator {
     /// Load models (replacing any loaded ones). Sources are URL strings, Blobs/Files, arrays of
     /// them (shards) or, for diffusers folders, objects mapping relative paths to them.
     /// Options: `{ precision?: "f32" | "f16" | "auto", weights?: "dense" | "q8" | "q4" | "auto",
-    /// memoryBudget? (bytes, for "auto"), plan? ({ frames, width, height } "auto" plans for),
+    /// memoryBudget? (bytes: "auto" picks the weights for it, every generate pulls the memory
+    /// levers that fit it), plan? ({ frames, width, height } "auto" plans for),
     /// onProgress?, signal? }`.
     #[wasm_bindgen(unchecked_return_type = "Promise<LoadInfo>")]
     pub fn load(
@@ -507,6 +510,7 @@ impl Generator {
         }
         inner.unload();
         inner.weights.set(weights);
+        inner.budget.set(budget);
         let f = Fetcher::new(signal.clone(), on_progress.clone()).with_downloader(o.function("download")?);
         let host = Rc::new(open_pipeline(&f, &sources).await?);
         let mut auto_info = None;
@@ -605,15 +609,17 @@ impl Generator {
             }
         };
         models.validate(&req.params)?;
-        // Levers from the memory plan (CFG halves, VAE decode chunk) that fit this adapter's
-        // buffer limits, as `animatediff generate` does; a run that cannot fit says what would.
+        // Levers from the memory plan (split CFG, VAE decode chunk, text encoder / VAE offload,
+        // f16 VAE, chunked feed-forwards, early flushes) that fit this adapter's buffer limits
+        // and the load's memoryBudget, as `animatediff generate` does; a run that cannot fit
+        // says what would.
         let plan_error = |e: crate::plan::PlanError| match e {
             crate::plan::PlanError::DoesNotFit { .. } => WebError::new("OutOfMemoryError", e.to_string()),
             crate::plan::PlanError::Input { what, .. } => WebError::input(what, e),
         };
         if let Some(pr) = crate::plan::request_for(&host.components(), &req.params, models.unet.dtype(), inner.weights.get()).map_err(plan_error)? {
             let info = inner.gpu.info();
-            let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget: None };
+            let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget: inner.budget.get() };
             crate::plan::apply(&pr, &limits, &mut req.params).map_err(plan_error)?;
         }
         report(req.on_progress.as_ref(), &object(&[("phase", "encode".into())]));

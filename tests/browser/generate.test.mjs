@@ -262,8 +262,8 @@ test('int8 / int4 weights quantized on load: less GPU memory, a valid video', as
   assert.ok(r.q4.gpuBytes <= r.q8.gpuBytes);
 });
 
-test('weights "auto": dense → q8 → q4 as the memory budget shrinks; a bad budget is an InputError', async () => {
-  const r = await b.page.evaluate(async () => {
+test('weights "auto": dense → q8 → q4 as the memory budget shrinks; generate() plans within it; a bad budget is an InputError', async () => {
+  const r = await b.page.evaluate(async (small) => {
     const { createGenerator } = await import('./animatediff.js');
     const ga = await createGenerator();
     const load = (opts) => ga.load({ model: tiny.model, motion: tiny.motion }, { weights: 'auto', ...opts });
@@ -273,12 +273,17 @@ test('weights "auto": dense → q8 → q4 as the memory budget shrinks; a bad bu
     out.q8 = pick(await load({ memoryBudget: p.q8 }));
     out.mid = pick(await load({ memoryBudget: Math.floor((p.q4 + p.dense) / 2) }));
     out.tiny = pick(await load({ memoryBudget: p.q4 - 1 }));
+    // generate() plans within the load's budget too: a small run fits (levers as needed);
+    // under a budget below the weights nothing fits and it says what would.
+    out.smallFrames = (await ga.generate({ ...small, seed: 1 })).frames.length;
+    await load({ memoryBudget: 1000 });
+    out.tinyGenerate = await catchErr(ga.generate(small));
     out.negative = await catchErr(load({ memoryBudget: -1 }));
     out.nan = await catchErr(load({ memoryBudget: NaN }));
     out.plain = pick(loadInfo);
     await ga.dispose();
     return out;
-  });
+  }, SMALL);
   console.log(JSON.stringify(r, null, 1));
   const p = r.huge.plannedPeakBytes;
   assert.ok(p.q4 < p.q8 && p.q8 < p.dense, JSON.stringify(p));
@@ -289,6 +294,9 @@ test('weights "auto": dense → q8 → q4 as the memory budget shrinks; a bad bu
   assert.notEqual(r.mid.weights, 'dense');
   assert.equal(r.tiny.weights, 'q4');
   assert.match(r.tiny.weightsReason, /none fits, using q4/);
+  assert.equal(r.smallFrames, 2 * 64 * 64 * 3);
+  assert.equal(r.tinyGenerate?.name, 'OutOfMemoryError', JSON.stringify(r.tinyGenerate));
+  assert.match(r.tinyGenerate.message, /> budget/);
   for (const e of [r.negative, r.nan]) {
     assert.equal(e?.name, 'InputError');
     assert.match(e.message, /memoryBudget/);
