@@ -18,7 +18,8 @@ use crate::model::quant_policy::{QuantPolicy, QuantScheme};
 use crate::model::{ClipConfig, ClipTextModel, Decoder, UNet, UNetConfig, UNetOptions, VaeConfig};
 use crate::{Error, Result};
 
-/// Storage type of the UNet, motion modules and text encoder (the VAE always runs in f32).
+/// Storage type of the UNet, motion modules and text encoder (the VAE loads in f32; the memory
+/// plan may rebuild it in f16 for f16 runs, `GenerateParams::vae_f16`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]

@@ -243,7 +243,8 @@ impl<'a> Weights<'a> {
         self.norm("text_model.final_layer_norm", d);
     }
 
-    /// `Decoder::load` (always f32, never quantized).
+    /// `Decoder::build` (f32 as loaded, f16 when rebuilt for the f16-VAE lever; never
+    /// quantized).
     pub fn vae_decoder(&mut self, cfg: &VaeConfig) {
         let boc = &cfg.block_out_channels;
         let levels = boc.len();

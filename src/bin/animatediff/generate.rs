@@ -188,7 +188,8 @@ pub struct GenerateArgs {
     /// Motion scale: multiplies K in the temporal attentions (> 1 sharper, < 1 smoother motion).
     #[arg(long, default_value_t = 1.0)]
     pub motion_scale: f32,
-    /// Weights/activations of the UNet and text encoder (the VAE always runs in f32).
+    /// Weights/activations of the UNet and text encoder (the VAE runs in f32 unless the memory
+    /// plan needs it in f16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
     /// GEMM weights of the UNet, motion modules and text encoder: dense (in --precision) or
@@ -196,7 +197,9 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value = "dense")]
     pub weights: WeightsArg,
     /// GPU memory this run may use, in bytes: the memory plan (`animatediff plan`) then picks
-    /// levers (CFG halves as two passes, VAE decode chunk) that fit it, or says what would fit.
+    /// the cheapest levers that fit it (VAE decode chunk, text encoder / VAE off the GPU
+    /// between uses, CFG halves as two passes, chunked feed-forwards, earlier batch flushes,
+    /// f16 VAE for f16 runs), or says what would fit.
     /// Default: only the adapter's buffer limits.
     #[arg(long, value_name = "BYTES")]
     pub memory_budget: Option<u64>,

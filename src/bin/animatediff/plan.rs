@@ -1,5 +1,7 @@
 //! `animatediff plan`: the memory plan of a request (no GPU needed): peak bytes split into
-//! weights / activations / temporaries, the largest buffer and binding, the chosen levers.
+//! weights / activations / temporaries and by phase, the largest buffer and binding, the
+//! chosen levers (the cheapest that fit the limits and `--budget`), and the peak with every
+//! lever pulled.
 
 use animatediff_wgpu::gpu::DType;
 use animatediff_wgpu::pipeline::load::Weights;
@@ -64,6 +66,11 @@ pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("  activations      {:>14} bytes ({})", p.peak_activations, mib(p.peak_activations));
     println!("  temporaries      {:>14} bytes ({})", p.peak_temporaries, mib(p.peak_temporaries));
     println!("phase peaks:       prompts {} · denoising {} · VAE decode {}", mib(p.encode_peak_bytes), mib(p.denoise_peak_bytes), mib(p.decode_peak_bytes));
+    let all = plan::smallest_levers(&req);
+    if all != p.levers {
+        let s = plan::plan(&req, all, a.max_binding)?;
+        println!("every lever:       {:>14} bytes ({}, {:.3} GB; {all})", s.peak_bytes, mib(s.peak_bytes), s.peak_bytes as f64 / 1e9);
+    }
     println!("peak while loading {:>14} bytes ({})", p.load_peak_bytes, mib(p.load_peak_bytes));
     println!("largest buffer:    {:>14} bytes ({}, `{}`; limit {})", p.largest_buffer, mib(p.largest_buffer), p.largest_buffer_label, mib(a.max_buffer));
     println!("largest binding:   {:>14} bytes ({}; limit {})", p.largest_binding, mib(p.largest_binding), mib(a.max_binding));
