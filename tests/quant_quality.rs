@@ -5,8 +5,12 @@
 //!   cannot reach on these *random-init* weights (N(0, 1/fan_in), no structure): every
 //!   quantized layer adds ≈ 8 % relative output noise (asymmetric, 32 values per group) and
 //!   the ~100 layers on the path add up in quadrature (q8: ≈ 0.5 % per layer → rel L2 4e-2;
-//!   q4: → rel L2 0.41, cosine 0.91). The test guards the measured level (≥ 0.90); see
-//!   `format_and_class_sweep` for what each layer class costs;
+//!   every class int4: → rel L2 0.41, cosine 0.9135). The table keeps the classes with the
+//!   most error per byte saved int8 (shortcuts, samplers, transformer projections,
+//!   attention: +79 MB on SD1.5's q4 plan) → cosine 0.951. The test guards the measured level
+//!   (≥ 0.945); `format_and_class_sweep` measures what each layer class costs and
+//!   `q4_fit_and_policy_variants` the policy variants and an MSE-optimal scale search (which
+//!   lowers the weights' error 7 % but *worsens* ε: cosine 0.905 instead of 0.9135);
 //! - the text encoder's prompt embeddings (cosine, printed);
 //! - a whole tiny generation (4 frames 128×64, 3 DDIM steps, CFG 7.5): frames PSNR, printed.
 //!
@@ -22,7 +26,7 @@ use animatediff_wgpu::model::quant_policy::{Choice, QuantPolicy, QuantScheme, PO
 use animatediff_wgpu::model::{UNet, UNetOptions};
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents};
 use animatediff_wgpu::pipeline::load::{build_models_with, open_pipeline, ModelPaths, Precision, Weights};
-use animatediff_wgpu::quant::QuantFormat;
+use animatediff_wgpu::quant::{code_max, nearest_code, quantize, scale_factor, QuantFormat, QuantizedMatrix};
 use common::*;
 use pollster::block_on;
 
@@ -107,7 +111,7 @@ fn epsilon_cosine_similarity_of_quantized_unet_motion() {
     let s = step_zero();
     let reference = epsilon(&gpu, &s, None);
     // (scheme, asserted, the issue's target)
-    for (scheme, min, target) in [(QuantScheme::Q8, 0.999, 0.999), (QuantScheme::Q4, 0.90, 0.99)] {
+    for (scheme, min, target) in [(QuantScheme::Q8, 0.999, 0.999), (QuantScheme::Q4, 0.945, 0.99)] {
         let policy = QuantPolicy::new(scheme);
         let eps = epsilon(&gpu, &s, Some(&policy));
         let cos = cosine(&eps, &reference);
@@ -208,3 +212,120 @@ fn format_and_class_sweep() {
     }
 }
 
+
+/// How the q4 experiment fits a group's scale and minimum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fit {
+    /// The group's `[min, max]` (the quantizer's, CPU = GPU).
+    MinMax,
+    /// The range shrunk at either end by 0…5/32 of it, whichever of the 36 candidates gives the
+    /// least squared reconstruction error (the MSE-optimal fit the issue suggested trying).
+    MseSearch,
+}
+
+/// [`quantize`] with `fit`: the min-max result, each asymmetric group's scale/minimum then
+/// replaced by the searched ones and its codes recomputed.
+fn quantize_with(w: &[f32], k: usize, n: usize, f: QuantFormat, fit: Fit) -> QuantizedMatrix {
+    let mut q = quantize(w, k, n, f).unwrap();
+    if fit == Fit::MinMax || !f.asymmetric {
+        return q;
+    }
+    let (g, top, rcp, bits, pw) = (f.group as usize, code_max(f), scale_factor(f), f.bits, f.per_word());
+    let code = |v: f32, s: f32, m: f32| if s > 0.0 && v - m > 0.0 { nearest_code(v - m, s, top) } else { 0 };
+    for gi in 0..k / g {
+        for col in 0..n {
+            let column: Vec<f32> = (0..g).map(|j| w[(gi * g + j) * n + col]).collect();
+            let lo = column.iter().cloned().fold(f32::INFINITY, f32::min);
+            let hi = column.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut best = (f64::INFINITY, q.scales[gi * n + col], q.mins[gi * n + col]);
+            for a in 0..6 {
+                for b in 0..6 {
+                    let r = hi - lo;
+                    let (l, h) = (lo + a as f32 * r / 32.0, hi - b as f32 * r / 32.0);
+                    let (s16, m16) = (half::f16::from_f32((h - l) * rcp), half::f16::from_f32(l));
+                    let (s, m) = (s16.to_f32(), m16.to_f32());
+                    let err: f64 = column.iter().map(|&v| f64::from(code(v, s, m) as f32 * s + m - v).powi(2)).sum();
+                    if err < best.0 {
+                        best = (err, s16, m16);
+                    }
+                }
+            }
+            (q.scales[gi * n + col], q.mins[gi * n + col]) = (best.1, best.2);
+            let (s, m) = (best.1.to_f32(), best.2.to_f32());
+            for (j, &v) in column.iter().enumerate() {
+                let e = (gi * g + j) * n + col;
+                let shift = (e % pw) as u32 * bits;
+                q.words[e / pw] = (q.words[e / pw] & !(((1u32 << bits) - 1) << shift)) | (code(v, s, m) << shift);
+            }
+        }
+    }
+    q
+}
+
+thread_local! {
+    static WEIGHT_ERR: std::cell::RefCell<(f64, f64)> = const { std::cell::RefCell::new((0.0, 0.0)) };
+}
+
+/// `src` with every layer `policy` quantizes replaced by its packed form (as a quantized
+/// file holds it), fitted per `fit` on the CPU.
+fn packed(src: &MapSource, policy: &QuantPolicy, fit: Fit) -> MapSource {
+    use animatediff_wgpu::load::HostTensor;
+    use animatediff_wgpu::model::quant_policy::packed_bytes;
+    use animatediff_wgpu::ops::{conv_weight_from_torch, linear_weight_from_torch};
+    let mut out = src.clone();
+    for (name, t) in &src.tensors {
+        let Some(key) = name.strip_suffix(".weight") else { continue };
+        let (k, n, kmajor) = match t.shape[..] {
+            [o, i] => (i, o, linear_weight_from_torch(&t.data, o, i)),
+            [o, i, kh, kw] => (i * kh * kw, o, conv_weight_from_torch(&t.data, o, i, kh, kw)),
+            _ => continue,
+        };
+        let Some(f) = policy.format_for(key, k, n) else { continue };
+        let kmajor = kmajor.unwrap();
+        let q = quantize_with(&kmajor, k, n, f, fit);
+        let d = q.dequantize();
+        let mse: f64 = kmajor.iter().zip(&d).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>();
+        let ms: f64 = kmajor.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>();
+        WEIGHT_ERR.with(|e| { let mut e = e.borrow_mut(); e.0 += mse; e.1 += ms; });
+        let (bytes, shape) = packed_bytes(&q);
+        let g = k / f.group as usize;
+        out.tensors.insert(format!("{key}.qweight"), HostTensor::new(shape, bytes.iter().map(|&b| f32::from(b)).collect()));
+        out.tensors.insert(format!("{key}.qscales"), HostTensor::new([g, n], q.scales.iter().map(|v| v.to_f32()).collect()));
+        if f.asymmetric {
+            out.tensors.insert(format!("{key}.qmins"), HostTensor::new([g, n], q.mins.iter().map(|v| v.to_f32()).collect()));
+        }
+    }
+    out
+}
+
+/// The q4 quality levers measured (numbers in the policy table and the issue): the scale fit
+/// (min-max vs an MSE-optimal search) and which layer classes stay int8, with the SD1.5 weight
+/// bytes each adds to the q4 plan.
+#[test]
+#[ignore]
+fn q4_fit_and_policy_variants() {
+    let gpu = gpu();
+    let s = step_zero();
+    let reference = epsilon(&gpu, &s, None);
+    let eps_packed = |policy: &QuantPolicy, fit: Fit| {
+        let w = StepZero { weights: packed(&s.weights, policy, fit), motion: packed(&s.motion, policy, fit), x: s.x.clone(), ctx: s.ctx.clone(), ..s };
+        epsilon(&gpu, &w, None)
+    };
+    // The classes the table keeps int8 under q4 because of their cost per byte saved
+    // (format_and_class_sweep): shortcuts, samplers, transformer projections, attention.
+    let int8 = ["resnet_shortcut", "attention_proj", "attention", "sampler"];
+    let table = QuantPolicy::new(QuantScheme::Q4);
+    let variants: Vec<(&str, QuantPolicy)> = vec![
+        ("every class int4 (−79 MB)", int8.iter().fold(table.clone(), |p, c| p.with(c, Choice::Q4))),
+        ("the q4 table", table.clone()),
+        ("the q4 table + feed_forward int8 (+60 MB)", table.with("feed_forward", Choice::Q8)),
+    ];
+    for (what, policy) in &variants {
+        for fit in [Fit::MinMax, Fit::MseSearch] {
+            WEIGHT_ERR.with(|e| *e.borrow_mut() = (0.0, 0.0));
+            let eps = eps_packed(policy, fit);
+            WEIGHT_ERR.with(|e| { let e = e.borrow(); eprintln!("  weights rel L2 {:.4e}", (e.0 / e.1).sqrt()) });
+            eprintln!("variant: {what:<32} {fit:?}: ε cosine {:.6} rel L2 {:.3e}", cosine(&eps, &reference), rel_l2(&eps, &reference));
+        }
+    }
+}
