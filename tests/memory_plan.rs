@@ -172,15 +172,15 @@ fn planned_peak_equals_measured_peak() {
         Case { frames: 4, width: 128, height: 64, max_binding: Some(512 << 10), ..BASE },
         // Memory levers: models offloaded (read back into host copies), chunked feed-forwards,
         // early flushes; f16: the VAE rebuilt in f16.
-        Case { weights: Weights::Q8, levers: all_levers(false), steps: 1, ..BASE },
-        Case { precision: Precision::F16, weights: Weights::Q4, levers: all_levers(true), steps: 1, ..BASE },
+        Case { weights: Weights::Q8, levers: all_levers(false), frames: 2, steps: 1, ..BASE },
+        Case { precision: Precision::F16, weights: Weights::Q4, levers: all_levers(true), frames: 2, steps: 1, ..BASE },
         // The VAE converted to f16 in place (not offloaded), the text encoder offloaded alone.
-        Case { precision: Precision::F16, levers: Levers { vae_f16: true, offload_text_encoder: true, ..levers(false, 2) }, steps: 1, ..BASE },
+        Case { precision: Precision::F16, levers: Levers { vae_f16: true, offload_text_encoder: true, ..levers(false, 2) }, frames: 2, steps: 1, ..BASE },
         // Second runs: models restored from their host copies (text encoder packed int8).
-        Case { weights: Weights::Q8, levers: levers(true, 4), previous: Some(all_levers(false)), steps: 1, ..BASE },
+        Case { weights: Weights::Q8, levers: levers(true, 4), previous: Some(all_levers(false)), frames: 2, steps: 1, ..BASE },
+        Case { precision: Precision::F16, levers: all_levers(true), previous: Some(Levers { vae_f16: true, ..levers(false, 4) }), frames: 2, steps: 1, ..BASE },
         // Latents only with the levers: the offloaded VAE is never restored.
-        Case { decode: false, levers: all_levers(false), steps: 1, ..BASE },
-        Case { precision: Precision::F16, levers: all_levers(true), previous: Some(Levers { vae_f16: true, ..levers(false, 4) }), steps: 1, ..BASE },
+        Case { decode: false, levers: all_levers(false), frames: 2, steps: 1, ..BASE },
     ];
     let mut ran = 0;
     for c in &cases {
