@@ -28,16 +28,17 @@ pub struct Models {
     pub text_encoder: Offloadable<ClipTextModel>,
     pub unet: UNet,
     pub vae: Offloadable<Decoder>,
-    /// The last prompts' embeddings (same prompts → no text encoder run, nor its upload when
-    /// it is offloaded).
+    /// The last prompts' embeddings, on the host (same prompts → no text encoder run, nor its
+    /// upload when it is offloaded; nothing stays on the device between runs).
     prompt_cache: Mutex<Option<PromptCache>>,
 }
 
-/// Token ids and `clip_skip` → embeddings in the UNet's storage type.
+/// Token ids and `clip_skip` → embeddings (values of the UNet's storage type, as f32).
 struct PromptCache {
     ids: Vec<u32>,
     clip_skip: usize,
-    context: Tensor,
+    dims: Vec<usize>,
+    context: Vec<f32>,
 }
 
 /// Where the initial noise comes from.
@@ -237,13 +238,8 @@ impl Models {
             ids.extend(tok.encode_padded(&p.negative_prompt, 77));
         }
         ids.extend(tok.encode_padded(&p.prompt, 77));
-        {
-            let mut cache = self.cache()?;
-            if let Some(c) = cache.as_ref().filter(|c| c.ids == ids && c.clip_skip == p.clip_skip) {
-                return Ok(c.context.clone());
-            }
-            // Free the previous embeddings before computing new ones.
-            *cache = None;
+        if let Some(c) = self.cache()?.as_ref().filter(|c| c.ids == ids && c.clip_skip == p.clip_skip) {
+            return Ok(gpu.upload_f32_as(&c.context, c.dims.clone(), self.unet.dtype(), "context")?);
         }
         self.text_encoder.restore(gpu).await?;
         let ctx = self.text_encoder.with(|m| m.forward(gpu, &ids, 77, p.clip_skip))?;
@@ -256,7 +252,8 @@ impl Models {
             bt.submit()?;
             c
         };
-        *self.cache()? = Some(PromptCache { ids, clip_skip: p.clip_skip, context: ctx.clone() });
+        let context = gpu.read_f32(&ctx).await?;
+        *self.cache()? = Some(PromptCache { ids, clip_skip: p.clip_skip, dims: ctx.dims().to_vec(), context });
         Ok(ctx)
     }
 

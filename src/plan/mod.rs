@@ -255,10 +255,9 @@ pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: 
     vae_w.vae_decoder(&req.vae);
     let load_peak = sim.peak();
     let weight_bytes = sim.live();
-    let mut models = walk::Resident { clip: Some(std::mem::take(&mut clip_w.kept)), vae: Some((std::mem::take(&mut vae_w.kept), DType::F32)), context: None, clip_dtype: req.precision, policy: pol.as_ref() };
+    let mut models = walk::Resident { clip: Some(std::mem::take(&mut clip_w.kept)), vae: Some((std::mem::take(&mut vae_w.kept), DType::F32)), clip_dtype: req.precision, policy: pol.as_ref() };
     if let Some(prev) = previous {
-        let context = sim.alloc(&[if req.cfg { 2 } else { 1 }, 77usize.min(req.clip.max_position_embeddings), req.unet.cross_attention_dim], req.precision, "context");
-        models.settle(&sim, &req.vae, context, prev.offload_text_encoder, prev.offload_vae, prev.vae_f16);
+        models.settle(&sim, &req.vae, prev.offload_text_encoder, prev.offload_vae, prev.vae_f16);
     }
     sim.reset_peak();
     let trace_from = sim.state.borrow().trace.len();

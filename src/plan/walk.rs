@@ -456,8 +456,6 @@ pub struct GenerateWalk<'a> {
 pub struct Resident<'p> {
     pub clip: Option<Vec<T>>,
     pub vae: Option<(Vec<T>, DType)>,
-    /// The prompt embeddings `Models` caches from the previous run.
-    pub context: Option<T>,
     /// The text encoder's storage type and quantization policy (for restoring it).
     pub clip_dtype: DType,
     pub policy: Option<&'p QuantPolicy>,
@@ -473,10 +471,8 @@ impl Resident<'_> {
         }
     }
 
-    /// The state a generation with these levers leaves the models in (`context`: its cached
-    /// prompt embeddings).
-    pub fn settle(&mut self, sim: &Sim, vae: &VaeConfig, context: T, offload_text_encoder: bool, offload_vae: bool, vae_f16: bool) {
-        self.context = Some(context);
+    /// The state a generation with these levers leaves the models in.
+    pub fn settle(&mut self, sim: &Sim, vae: &VaeConfig, offload_text_encoder: bool, offload_vae: bool, vae_f16: bool) {
         if offload_text_encoder {
             self.clip = None;
         }
@@ -521,7 +517,6 @@ pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>, models: &mut Residen
         models.vae = None;
     }
     // encode_prompts (other prompts than the cached ones): [negative, prompt] with guidance.
-    models.context = None;
     let context = {
         models.restore_clip(sim, g.clip);
         let ctx = clip_forward(sim, g.clip, dtype, if g.cfg { 2 } else { 1 }, g.clip_skip);
@@ -535,7 +530,6 @@ pub fn generate(sim: &Sim, env: &Env, g: &GenerateWalk<'_>, models: &mut Residen
             c
         }
     };
-    models.context = Some(context.clone());
     if g.offload_text_encoder {
         models.clip = None;
     }
