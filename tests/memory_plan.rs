@@ -267,6 +267,30 @@ fn levers_give_the_same_video_and_free_the_models() {
     assert_eq!(again.frame_count, 2);
 }
 
+/// The f16 VAE (rebuilt in place from the f32 one's host copy) decodes the same latents to
+/// frames within f16 tolerance of the f32 VAE.
+#[test]
+fn f16_vae_frames_are_within_f16_tolerance() {
+    let host = host();
+    let gpu = gpu();
+    if !gpu.info().shader_f16 {
+        eprintln!("skipping: no shader-f16");
+        return;
+    }
+    let models = build_models_with(&gpu, &host.components(), Precision::F16, Weights::Dense).unwrap();
+    let base = Case { frames: 2, steps: 1, precision: Precision::F16, ..BASE };
+    let run = |vae_f16: bool| {
+        let p = params(&host, &Case { levers: Levers { vae_f16, ..levers(false, 2) }, ..base });
+        block_on(models.generate(&gpu, &p, &mut |_| {})).unwrap()
+    };
+    let (f32_vae, f16_vae) = (run(false), run(true));
+    assert_eq!(models.vae.resident().unwrap(), Some(DType::F16));
+    assert_eq!(f16_vae.latents, f32_vae.latents, "the VAE lever changed the latents");
+    let e = max_abs(&f16_vae.frames, &f32_vae.frames);
+    eprintln!("f16 VAE vs f32 VAE: frames max abs diff {e:.2e}, rel L2 {:.2e}", rel_l2(&f16_vae.frames, &f32_vae.frames));
+    assert!(e <= 1e-2, "f16 VAE frames differ by {e:.2e}");
+}
+
 #[test]
 fn choose_pulls_levers_to_fit_and_refuses_with_a_suggestion() {
     let req = Request::sd15(16, 512, 512, DType::F16, Weights::Q4);

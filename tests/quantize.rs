@@ -242,21 +242,21 @@ fn policy_skips_what_the_kernels_cannot_take_and_packed_weights_win() {
     let mut src = MapSource { origin: "mem".into(), ..Default::default() };
     let mut rng = Rng::new(4);
     // A q4-able linear, one whose N = 37 is not a multiple of 8, and a policy-dense layer.
-    for (name, o, i) in [("a.attn1.to_q", 16, 32), ("b.attn1.to_q", 37, 32), ("time_embedding.linear_1", 16, 32)] {
+    for (name, o, i) in [("a.ff.net.2", 16, 32), ("b.ff.net.2", 37, 32), ("time_embedding.linear_1", 16, 32)] {
         src.tensors.insert(format!("{name}.weight"), HostTensor::new(vec![o, i], rng.uniform_vec(o * i)));
     }
     let l = Loader::new(&gpu, &src, DType::F32).with_quant(Some(&policy));
-    assert!(matches!(l.linear("a.attn1.to_q", 32, 16, false).unwrap().w, Weight::Quant(ref q) if q.format.bits == 4 && q.format.group == 32));
-    assert!(matches!(l.linear("b.attn1.to_q", 32, 37, false).unwrap().w, Weight::Dense(_)));
+    assert!(matches!(l.linear("a.ff.net.2", 32, 16, false).unwrap().w, Weight::Quant(ref q) if q.format.bits == 4 && q.format.group == 32));
+    assert!(matches!(l.linear("b.ff.net.2", 32, 37, false).unwrap().w, Weight::Dense(_)));
     assert!(matches!(l.linear("time_embedding.linear_1", 32, 16, false).unwrap().w, Weight::Dense(_)));
     // Without a policy everything is dense.
     let plain = Loader::new(&gpu, &src, DType::F32);
-    assert!(matches!(plain.linear("a.attn1.to_q", 32, 16, false).unwrap().w, Weight::Dense(_)));
+    assert!(matches!(plain.linear("a.ff.net.2", 32, 16, false).unwrap().w, Weight::Dense(_)));
     // Non-finite weights: a typed error naming the tensor.
-    src.tensors.get_mut("a.attn1.to_q.weight").unwrap().data[3] = f32::INFINITY;
+    src.tensors.get_mut("a.ff.net.2.weight").unwrap().data[3] = f32::INFINITY;
     let l = Loader::new(&gpu, &src, DType::F32).with_quant(Some(&policy));
-    let e = l.linear("a.attn1.to_q", 32, 16, false).err().unwrap().to_string();
-    assert!(e.contains("a.attn1.to_q.weight") && e.contains("non-finite"), "{e}");
+    let e = l.linear("a.ff.net.2", 32, 16, false).err().unwrap().to_string();
+    assert!(e.contains("a.ff.net.2.weight") && e.contains("non-finite"), "{e}");
 }
 
 /// A source with one packed q4 layer `p` ([K = 32, N = 16]) built by the CPU quantizer.

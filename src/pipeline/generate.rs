@@ -5,6 +5,8 @@
 //! The latents stay on the GPU in f32 (`[F, h, w, 4]` channels-last); guidance and the
 //! scheduler update are single elementwise kernels per step.
 
+use std::sync::Mutex;
+
 use web_time::{Duration, Instant};
 
 use super::context::{free_noise_latents, windowed_eps, ContextWindows, NoiseType};
@@ -17,7 +19,6 @@ use crate::gpu::{DType, Gpu, Tensor};
 use crate::model::nn::{alloc, layout};
 use crate::model::offload::Offloadable;
 use crate::model::{ClipTextModel, Decoder, UNet, UNetOptions};
-use std::sync::Mutex;
 use crate::ops::{self, Broadcast};
 use crate::{Error, Result};
 
