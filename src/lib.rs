@@ -4,6 +4,7 @@
 //! Layout: [`gpu`] is the runtime (device, tensors, pipelines, readback); [`ops`] holds one
 //! Rust wrapper per WGSL kernel in `shaders/`; `web` is the wasm-bindgen API.
 
+pub mod cancel;
 pub mod error;
 pub mod gpu;
 pub mod load;

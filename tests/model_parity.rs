@@ -9,6 +9,7 @@ use animatediff_wgpu::model::nn::layout;
 use animatediff_wgpu::model::nn::Loader;
 use animatediff_wgpu::model::{ClipTextModel, Decoder, MotionModule, MotionNorm, UNet, UNetOptions};
 use common::*;
+use pollster::block_on;
 
 const F32_TOL: f64 = 1e-4;
 const F16_TOL: f64 = 1e-2;
@@ -137,7 +138,7 @@ fn vae_decode_matches_diffusers() {
     for (dtype, tol) in dtypes(&gpu) {
         let vae = Decoder::build(&Loader::new(&gpu, &w, dtype), &tiny_vae_config()).unwrap();
         let zt = gpu.upload_f32_as(&layout::nchw_to_nhwc(&z.data, n, c, h, wd), [n, h, wd, c], dtype, "z").unwrap();
-        let y = vae.decode(&gpu, &zt).unwrap();
+        let y = block_on(vae.decode(&gpu, &zt, None)).unwrap();
         let got = layout::nhwc_to_nchw(&read(&gpu, &y), n, 3, h * 8, wd * 8);
         assert_close(&format!("vae decode {dtype}"), &got, &get(&comp, "vae_decode.out").data, tol);
     }

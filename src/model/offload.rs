@@ -271,4 +271,14 @@ impl<M> Offloadable<M> {
             None => Err(Error::input(self.name, "the model is offloaded (Offloadable::ensure restores it)")),
         }
     }
+
+    /// [`Offloadable::with`] for async work on the model (the VAE decode with cancel points):
+    /// the model stays borrowed, so neither `offload` nor `ensure` may run meanwhile.
+    pub async fn with_async<R>(&self, f: impl AsyncFnOnce(&M) -> Result<R>) -> Result<R> {
+        let slot = self.lock()?;
+        match &slot.resident {
+            Some(r) => f(&r.model).await,
+            None => Err(Error::input(self.name, "the model is offloaded (Offloadable::ensure restores it)")),
+        }
+    }
 }

@@ -5,6 +5,7 @@
 use super::config::VaeConfig;
 use super::nn::{alloc, Conv, Linear, Loader, MultiHeadAttention, Norm, Tokens};
 use super::resnet::ResnetBlock2D;
+use crate::cancel::{self, CancelCheck};
 use crate::gpu::{Batch, DType, Gpu, Tensor};
 use crate::load::WeightSource;
 use crate::ops::{self, Conv2d, NormDomain};
@@ -135,8 +136,9 @@ impl Decoder {
     }
 
     /// `z [N, h, w, latent]` (already divided by the scaling factor, in the decoder's storage
-    /// type) → `[N, 8h, 8w, 3]` in about [−1, 1].
-    pub fn decode(&self, gpu: &Gpu, z: &Tensor) -> Result<Tensor> {
+    /// type) → `[N, 8h, 8w, 3]` in about [−1, 1]. With `cancel`, a cancel point after each of
+    /// its batches (mid block, every up block).
+    pub async fn decode(&self, gpu: &Gpu, z: &Tensor, cancel: Option<CancelCheck<'_>>) -> Result<Tensor> {
         if z.dims().len() != 4 || z.dims()[3] != self.cfg.latent_channels || z.dtype() != self.dtype {
             return Err(Error::input("latents", format!("{z:?}: the VAE decoder takes [N, h, w, {}] {}", self.cfg.latent_channels, self.dtype)));
         }
@@ -146,7 +148,8 @@ impl Decoder {
         let x = self.conv_in.run(&mut bt, Conv2d::SAME_3X3, &x, None)?;
         let mut x = self.mid.forward(&mut bt, &x, g)?;
         bt.submit()?;
-        for blk in &self.up {
+        cancel::point(gpu, cancel, || "the VAE decode (mid block)".into()).await?;
+        for (i, blk) in self.up.iter().enumerate() {
             let mut bt = gpu.batch("vae.up");
             for r in &blk.resnets {
                 x = r.forward(&mut bt, &x, None, NormDomain::PerImage)?;
@@ -155,6 +158,7 @@ impl Decoder {
                 x = u.run(&mut bt, Conv2d::UP_3X3, &x, None)?;
             }
             bt.submit()?;
+            cancel::point(gpu, cancel, || format!("the VAE decode (up block {i})")).await?;
         }
         let mut bt = gpu.batch("vae.out");
         let h = self.conv_norm_out.group(&mut bt, g, EPS, NormDomain::PerImage, true, &x)?;
@@ -165,7 +169,8 @@ impl Decoder {
 
     /// Decode `latents [N, h, w, C]` (model scale) in chunks of `chunk` images, returning
     /// frames `[N, 8h, 8w, 3]` in `[0, 1]` (`clamp(x/2 + 0.5)`), as diffusers' pipeline.
-    pub fn decode_to_frames(&self, gpu: &Gpu, latents: &Tensor, chunk: usize) -> Result<Tensor> {
+    /// With `cancel`, cancel points inside every chunk's decode and between chunks.
+    pub async fn decode_to_frames(&self, gpu: &Gpu, latents: &Tensor, chunk: usize, cancel: Option<CancelCheck<'_>>) -> Result<Tensor> {
         let d = latents.dims().to_vec();
         if d.len() != 4 || latents.dtype() != DType::F32 {
             return Err(Error::input("latents", format!("{latents:?}: expected [N, h, w, C] f32")));
@@ -187,7 +192,7 @@ impl Decoder {
             ops::unary(&mut bt, ops::Activation::Identity, 1.0 / self.cfg.scaling_factor, &raw, &z)?;
             let z = to_dtype(&mut bt, z, self.dtype, "vae.z")?;
             bt.submit()?;
-            let y = self.decode(gpu, &z)?;
+            let y = self.decode(gpu, &z, cancel).await?;
             let mut bt = gpu.batch("vae.post");
             // Frames are computed in f32 whatever the storage type.
             let y = to_dtype(&mut bt, y, DType::F32, "vae.out")?;
@@ -196,6 +201,9 @@ impl Decoder {
             bt.copy_bytes(&f, 0, &out, i as u64 * out_bytes, c as u64 * out_bytes)?;
             bt.submit()?;
             i += c;
+            if i < n {
+                cancel::point(gpu, cancel, || format!("the VAE decode (after frame {i} of {n})")).await?;
+            }
         }
         Ok(out)
     }

@@ -142,7 +142,70 @@ impl GenerateParams {
             batch_flush_bytes: 0,
         }
     }
+
+    /// Check the parameters against a UNet (and motion module) config, before any GPU work:
+    /// a typed error naming the parameter, never a panic later.
+    pub fn validate(&self, unet: &crate::model::UNetConfig, motion: Option<&crate::model::MotionConfig>) -> Result<()> {
+        let levels = unet.block_out_channels.len();
+        let m = (1usize << levels.saturating_sub(1).min(16)) * 8;
+        for (name, v) in [("width", self.width), ("height", self.height)] {
+            if v == 0 || v % 8 != 0 || v > MAX_SIDE {
+                return Err(Error::input(name, format!("{v} is not a positive multiple of 8 up to {MAX_SIDE}")));
+            }
+            if v % m != 0 {
+                return Err(Error::input(name, format!("{v} must be a multiple of {m} for this UNet's {levels} levels")));
+            }
+        }
+        if self.frames == 0 || self.frames > MAX_FRAMES {
+            return Err(Error::input("frames", format!("{} is not from 1 to {MAX_FRAMES}", self.frames)));
+        }
+        if let Some(c) = &self.context {
+            c.validate()?;
+        }
+        if let Some(mc) = motion {
+            let max = mc.motion_max_seq_length;
+            if let Some(w) = &self.unet.free_noise {
+                w.validate(max)?;
+            }
+            // Frames one UNet call sees, then what its motion modules attend over at once.
+            let seen = match &self.context {
+                Some(c) if c.active(self.frames) => c.length,
+                _ => self.frames,
+            };
+            let attended = match &self.unet.free_noise {
+                Some(w) if seen > w.length => w.length,
+                _ => seen,
+            };
+            if attended > max {
+                return Err(Error::input("frames", format!("{} frames exceed the motion module's {max} positions (use context windows or FreeNoise with a length ≤ {max})", self.frames)));
+            }
+        }
+        for (name, keys) in [("prompt", &self.prompt_travel), ("negative prompt", &self.negative_travel)] {
+            if !keys.is_empty() {
+                prompt_travel::check_keyframes(name, keys, self.frames)?;
+            }
+        }
+        if self.steps == 0 || self.steps > self.scheduler.num_train_timesteps {
+            return Err(Error::input("steps", format!("{} must be in 1..={}", self.steps, self.scheduler.num_train_timesteps)));
+        }
+        if !self.guidance_scale.is_finite() {
+            return Err(Error::input("guidance", "must be finite"));
+        }
+        if let InitLatents::Tensor(t) = &self.init {
+            let want = [self.frames, self.height / 8, self.width / 8].iter().fold(4usize, |n, &d| n.saturating_mul(d));
+            if t.len() != want {
+                return Err(Error::input("latents", format!("{} values, expected [1, 4, {}, {}, {}] = {want}", t.len(), self.frames, self.height / 8, self.width / 8)));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Limits far beyond any SD1.5 video (a 16384² frame is 1 GiB of f32 pixels), so that the
+/// sizes derived from a request never overflow and a typo is an error, not an allocation
+/// failure minutes later (context windows and FreeNoise allow any number of frames).
+pub const MAX_FRAMES: usize = 10_000;
+pub const MAX_SIDE: usize = 16_384;
 
 /// Progress report after each denoising step.
 #[derive(Debug, Clone, Copy)]
@@ -177,57 +240,7 @@ impl Models {
 
     /// Check the parameters against these models before any GPU work.
     pub fn validate(&self, p: &GenerateParams) -> Result<()> {
-        let m = self.unet.size_multiple() * 8;
-        for (name, v) in [("width", p.width), ("height", p.height)] {
-            if v == 0 || v % 8 != 0 {
-                return Err(Error::input(name, format!("{v} is not a positive multiple of 8")));
-            }
-            if v % m != 0 {
-                return Err(Error::input(name, format!("{v} must be a multiple of {m} for this UNet's {} levels", self.unet.config().block_out_channels.len())));
-            }
-        }
-        if p.frames == 0 {
-            return Err(Error::input("frames", "must be at least 1"));
-        }
-        if let Some(c) = &p.context {
-            c.validate()?;
-        }
-        if let Some(mc) = self.unet.motion_config() {
-            let max = mc.motion_max_seq_length;
-            if let Some(w) = &p.unet.free_noise {
-                w.validate(max)?;
-            }
-            // Frames one UNet call sees, then what its motion modules attend over at once.
-            let seen = match &p.context {
-                Some(c) if c.active(p.frames) => c.length,
-                _ => p.frames,
-            };
-            let attended = match &p.unet.free_noise {
-                Some(w) if seen > w.length => w.length,
-                _ => seen,
-            };
-            if attended > max {
-                return Err(Error::input("frames", format!("{} frames exceed the motion module's {max} positions (use context windows or FreeNoise with a length ≤ {max})", p.frames)));
-            }
-        }
-        for (name, keys) in [("prompt", &p.prompt_travel), ("negative prompt", &p.negative_travel)] {
-            if !keys.is_empty() {
-                prompt_travel::check_keyframes(name, keys, p.frames)?;
-            }
-        }
-        if p.steps == 0 || p.steps > p.scheduler.num_train_timesteps {
-            return Err(Error::input("steps", format!("{} must be in 1..={}", p.steps, p.scheduler.num_train_timesteps)));
-        }
-        if !p.guidance_scale.is_finite() {
-            return Err(Error::input("guidance", "must be finite"));
-        }
-        if let InitLatents::Tensor(t) = &p.init {
-            let want = 4 * p.frames * (p.height / 8) * (p.width / 8);
-            if t.len() != want {
-                return Err(Error::input("latents", format!("{} values, expected [1, 4, {}, {}, {}] = {want}", t.len(), p.frames, p.height / 8, p.width / 8)));
-            }
-        }
-        Ok(())
+        p.validate(self.unet.config(), self.unet.motion_config())
     }
 
     /// Text embeddings `[B, 77, D]`: `[negative, prompt]` with guidance, `[prompt]` without.
@@ -310,13 +323,20 @@ impl Models {
     /// [`Models::generate_with`] plus an opt-in live preview: after each step (before
     /// `after_step`) `preview` gets that step's predicted clean latents, read back from the GPU
     /// (`[F, H/8, W/8, 4]`, small). Without it nothing is read back during the loop.
-    pub async fn generate_with_preview(
+    pub async fn generate_with_preview<'a>(
         &self,
         gpu: &Gpu,
         p: &GenerateParams,
-        after_step: &mut dyn FnMut(Progress) -> Result<()>,
-        mut preview: Option<&mut dyn FnMut(Progress, PreviewLatents)>,
+        after_step: &'a mut dyn FnMut(Progress) -> Result<()>,
+        preview: Option<&'a mut dyn FnMut(Progress, PreviewLatents)>,
     ) -> Result<Output> {
+        self.generate_hooked(gpu, p, &mut Hooks { after_step, preview, cancel: None }).await
+    }
+
+    /// Run the whole pipeline with [`Hooks`]: progress, preview, and cancellation at every
+    /// cancel point ([`crate::cancel`]: text encoding, each step, inside the VAE decode).
+    pub async fn generate_hooked(&self, gpu: &Gpu, p: &GenerateParams, hooks: &mut Hooks<'_>) -> Result<Output> {
+        let (after_step, preview, cancel) = (&mut *hooks.after_step, &mut hooks.preview, hooks.cancel);
         self.validate(p)?;
         let (f, h, w) = (p.frames, p.height / 8, p.width / 8);
         let sched = make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| Error::input("scheduler", e.to_string()))?;
@@ -324,6 +344,7 @@ impl Models {
             return Err(Error::input("vae_f16", "an f16 VAE needs the shader-f16 GPU feature, which this adapter lacks"));
         }
         let _knobs = RunKnobs::set(gpu, p);
+        crate::cancel::check(cancel, "start (before text encoding)")?;
         // Memory levers (crate::plan mirrors this order): the VAE leaves before the text
         // encoder runs, the text encoder right after.
         if p.offload_vae {
@@ -333,6 +354,7 @@ impl Models {
         if p.offload_text_encoder {
             self.text_encoder.offload(gpu).await?;
         }
+        crate::cancel::point(gpu, cancel, || "text encoding".into()).await?;
         let cfg = uses_cfg(p.guidance_scale);
         let halves = if cfg && p.cfg_split { Some(context_halves(gpu, &context)?) } else { None };
         let videos = if cfg && halves.is_none() { 2 } else { 1 };
@@ -431,12 +453,13 @@ impl Models {
                 cb(progress, PreviewLatents { latents, frames: f, height: h, width: w });
             }
             after_step(progress)?;
+            crate::cancel::check(cancel, &format!("step {} of {}", i + 1, timesteps.len()))?;
         }
 
         let latents_nhwc = gpu.read_f32(&x).await?;
         let frames = if p.decode {
             self.vae.ensure(gpu, if p.vae_f16 { DType::F16 } else { DType::F32 }).await?;
-            let frames_t = self.vae.with(|v| v.decode_to_frames(gpu, &x, p.decode_chunk))?;
+            let frames_t = self.vae.with_async(async |v| v.decode_to_frames(gpu, &x, p.decode_chunk, cancel).await).await?;
             let frames = gpu.read_f32(&frames_t).await?;
             drop(frames_t);
             if p.offload_vae {
@@ -455,6 +478,16 @@ impl Models {
             timesteps,
         })
     }
+}
+
+/// What a caller hooks into a running generation.
+pub struct Hooks<'a> {
+    /// After each denoising step: progress; an error it returns ends the run unchanged.
+    pub after_step: &'a mut dyn FnMut(Progress) -> Result<()>,
+    /// Opt-in live preview (see [`Models::generate_with_preview`]).
+    pub preview: Option<&'a mut dyn FnMut(Progress, PreviewLatents)>,
+    /// Asked at every cancel point; `true` stops the run with [`Error::Cancelled`].
+    pub cancel: Option<crate::cancel::CancelCheck<'a>>,
 }
 
 /// One step's predicted clean latents for the live preview, channels-last `[F, h, w, 4]`.
