@@ -1,5 +1,6 @@
-//! Fault injection natively (lavapipe): the device destroyed in the middle of a generation, and
-//! cancellation at every point (an interrupted load, after any step, right before the decode).
+//! Fault injection natively (lavapipe): the device destroyed in the middle of a generation,
+//! cancellation at every point (an interrupted load, text encoding, after any step, inside the
+//! VAE decode), and the device running out of memory at an allocation (a memory cap).
 //! Each fault must come back as a typed error — never a panic or a hang — free every GPU
 //! buffer it allocated, and leave the process able to generate the diffusers reference video
 //! again (a new `Gpu` after a device loss; the same one after a cancel).
@@ -10,9 +11,12 @@ use std::cell::Cell;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use animatediff_wgpu::gpu::GpuError;
 use animatediff_wgpu::load::{HostTensor, LoadError, LoadResult, WeightSource};
-use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
-use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, Components, HostPipeline, Precision};
+use animatediff_wgpu::pipeline::fit;
+use animatediff_wgpu::pipeline::generate::{GenerateParams, Hooks, InitLatents, Output};
+use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, Components, HostPipeline, Precision, Weights};
+use animatediff_wgpu::plan::{self, DeviceLimits, PlanError};
 use animatediff_wgpu::Error;
 use common::*;
 use pollster::block_on;
@@ -191,4 +195,144 @@ fn cancel_at_any_point_frees_everything_and_the_next_run_matches() {
         out
     });
     check_reference("after cancels", &out);
+}
+
+/// A small seeded video (2 frames 64², 1 DDIM step, CFG, VAE 1 frame per call: two chunks).
+fn small_params(host: &HostPipeline) -> GenerateParams {
+    let mut p = reference_params(host);
+    (p.frames, p.height, p.width, p.steps) = (2, 64, 64, 1);
+    p.init = InitLatents::Seed(7);
+    p.decode_chunk = 1;
+    p
+}
+
+#[test]
+fn cancel_at_every_cancel_point_incl_text_encoding_and_inside_the_vae_decode() {
+    with_deadline("cancel points", 900, || {
+        let t0 = Instant::now();
+        let host = open_pipeline(&tiny_diffusers_paths()).unwrap();
+        let p = small_params(&host);
+        let gpu = gpu();
+        let models = build_models(&gpu, &host.components(), Precision::F32).unwrap();
+        block_on(gpu.sync()).unwrap();
+        let loaded = gpu.memory();
+        let run = |cancel_at: Option<usize>| {
+            let asked = Cell::new(0usize);
+            let cancel = || {
+                asked.set(asked.get() + 1);
+                Some(asked.get()) == cancel_at
+            };
+            let before = gpu.memory().total_allocated_bytes;
+            let r = block_on(models.generate_hooked(&gpu, &p, &mut Hooks { after_step: &mut |_| Ok(()), preview: None, cancel: Some(&cancel) }));
+            (r, asked.get(), gpu.memory().total_allocated_bytes - before)
+        };
+        let (full, checks, full_bytes) = run(None);
+        let full = full.unwrap();
+        eprintln!("uncancelled run: {checks} cancel checks, {full_bytes} bytes allocated");
+        // Cancel at the n-th check, for every n: every cancel point of the run.
+        let mut wheres = Vec::new();
+        for n in 1..=checks {
+            let (r, asked, bytes) = run(Some(n));
+            let during = match r {
+                Err(Error::Cancelled { during }) => during,
+                Err(e) => panic!("cancel at check {n} came back as {e:?}"),
+                Ok(_) => panic!("cancel at check {n} of {checks} was ignored"),
+            };
+            assert_eq!(asked, n, "the run went on asking after cancel point {n} ({during})");
+            // Prompt: the work after the cancel point was never queued.
+            assert!(bytes < full_bytes, "cancel at {during}: allocated {bytes} bytes, as much as a whole run ({full_bytes})");
+            block_on(gpu.sync()).unwrap();
+            let m = gpu.memory();
+            assert_eq!((m.live_bytes, m.live_buffers), (loaded.live_bytes, loaded.live_buffers), "cancel during {during} leaked GPU memory");
+            if wheres.last() != Some(&during) {
+                wheres.push(during);
+            }
+        }
+        eprintln!("cancel points: {wheres:?}");
+        for want in ["start (before text encoding)", "text encoding", "step 1 of 1", "the VAE decode (mid block)", "the VAE decode (up block 0)", "the VAE decode (after frame 1 of 2)"] {
+            assert!(wheres.iter().any(|w| w == want), "no cancel point {want:?} in {wheres:?}");
+        }
+        // The next run after all those cancels is the same video, bit for bit.
+        let (again, _, _) = run(None);
+        let again = again.unwrap();
+        assert!(again.frames == full.frames && again.latents == full.latents, "the run after the cancels differs from the one before");
+        eprintln!("{} cancelled runs + 2 full runs in {:.1} s", checks, t0.elapsed().as_secs_f64());
+    });
+}
+
+#[test]
+fn out_of_memory_at_allocation_falls_back_to_a_smaller_plan_or_says_what_fits() {
+    with_deadline("out of memory", 900, || {
+        let t0 = Instant::now();
+        let host = open_pipeline(&tiny_single_file_paths()).unwrap();
+        let gpu = gpu();
+        let models = build_models(&gpu, &host.components(), Precision::F32).unwrap();
+        block_on(gpu.sync()).unwrap();
+        let loaded = gpu.memory();
+        let p = small_params(&host);
+        let req = plan::request_for(&host.components(), &p, models.unet.dtype(), Weights::Dense).unwrap().expect("a plain run is planned");
+        // The cheapest plan (no budget) and the smallest peak on the planner's ladder (lower
+        // the budget below each chosen plan until none fits).
+        let limits = fit::device_limits(&gpu, None);
+        let first = plan::choose(&req, &limits).unwrap();
+        let mut smallest = first.peak_bytes;
+        loop {
+            match plan::choose(&req, &DeviceLimits { budget: Some(smallest - 1), ..limits }) {
+                Ok(pl) => smallest = pl.peak_bytes,
+                Err(PlanError::DoesNotFit { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        eprintln!("plans: cheapest peak {} B ({}), smallest peak {smallest} B", first.peak_bytes, first.levers);
+        assert!(smallest < first.peak_bytes, "the ladder has no smaller plan");
+        // The cheapest plan's levers, run without the planner.
+        let mut cheapest = p.clone();
+        plan::apply(&req, &limits, &mut cheapest).unwrap();
+        let reference = block_on(models.generate(&gpu, &cheapest, &mut |_| {})).unwrap();
+        let generate = |cap: u64| {
+            gpu.memory_stats().set_memory_cap(Some(cap));
+            let mut q = p.clone();
+            let mut lines = Vec::new();
+            let r = block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights: Weights::Dense }, &gpu, fit::device_limits(&gpu, None), &mut q, &mut Hooks { after_step: &mut |_| Ok(()), preview: None, cancel: None }, &mut |l, fallback| lines.push((l.to_string(), fallback))));
+            gpu.memory_stats().set_memory_cap(None);
+            block_on(gpu.sync()).unwrap();
+            let m = gpu.memory();
+            assert_eq!((m.live_bytes, m.live_buffers), (loaded.live_bytes, loaded.live_buffers), "cap {cap}: GPU memory not back to the loaded baseline");
+            (r, lines, q)
+        };
+
+        // Without the planner the capped device fails typed, as a full GPU does.
+        let cap = first.peak_bytes - 1;
+        gpu.memory_stats().set_memory_cap(Some(cap));
+        let e = block_on(models.generate(&gpu, &cheapest, &mut |_| {})).err().expect("a run over the cap succeeded");
+        gpu.memory_stats().set_memory_cap(None);
+        assert!(matches!(&e, Error::Gpu(GpuError::OutOfMemory { .. })), "expected OutOfMemory, got {e:?}");
+        eprintln!("capped at {cap} B: {e}");
+
+        // A device one byte short of the cheapest plan: fall back, same video.
+        let (r, lines, q) = generate(cap);
+        let out = r.unwrap_or_else(|e| panic!("cap {cap}: {e}"));
+        eprintln!("{lines:#?}");
+        assert!(lines.iter().any(|(l, fallback)| *fallback && l.contains("out of memory")), "no fallback reported: {lines:?}");
+        assert!(gpu.memory().peak_bytes <= cap, "the run that succeeded went past the cap");
+        assert!((q.cfg_split, q.decode_chunk) != (first.levers.cfg_split, first.levers.decode_chunk), "the fallback kept the failed levers");
+        assert!(out.frames == reference.frames && out.latents == reference.latents, "the smaller plan changed the video");
+
+        // A device below the smallest plan: the planner's error saying what would fit.
+        let (r, lines, _) = generate(smallest - 1);
+        let e = r.err().expect("a run below the smallest plan succeeded");
+        eprintln!("below the smallest plan: {e}");
+        match &e {
+            Error::Plan(PlanError::DoesNotFit { why, suggestion, .. }) => {
+                assert!(why.contains("ran out of memory"), "{why}");
+                assert!(!suggestion.is_empty());
+            }
+            other => panic!("expected DoesNotFit, got {other:?}"),
+        }
+        assert!(lines.iter().filter(|(_, f)| *f).count() >= 1, "{lines:?}");
+        // And the uncapped device generates the same video again.
+        let again = block_on(models.generate(&gpu, &p, &mut |_| {})).unwrap();
+        assert!(again.frames == reference.frames, "the run after the out-of-memory errors differs");
+        eprintln!("out-of-memory test in {:.1} s", t0.elapsed().as_secs_f64());
+    });
 }

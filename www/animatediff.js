@@ -40,6 +40,25 @@ function abortError(what) {
   return namedError('AbortError', `${what} was cancelled`);
 }
 
+// An options argument: undefined/null mean none; anything else must be an object.
+function optionsOf(v, what) {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw namedError('InputError', `invalid ${what}: must be an object, got ${Array.isArray(v) ? 'an array' : typeof v}`);
+  return v;
+}
+
+// API methods return promises and reject with typed errors: never throw synchronously, and
+// an option object whose getters throw is an InputError, not an exception at the caller.
+function promising(fn) {
+  return (...args) => {
+    try {
+      return Promise.resolve(fn(...args));
+    } catch (e) {
+      return Promise.reject(e?.name === 'InputError' ? e : namedError('InputError', `invalid options: reading them failed (${e?.message ?? e})`));
+    }
+  };
+}
+
 // Resolve relative URLs against the page (the worker would resolve them against itself).
 function resolveSources(v, base) {
   if (typeof v === 'string') return new URL(v, base).href;
@@ -52,7 +71,7 @@ const baseURL = () => (typeof document !== 'undefined' ? document.baseURI : self
 
 /**
  * Start the engine worker and a WebGPU device.
- * @param {{ allowF16?: boolean, maxBindingBytes?: number, kernels?: 'auto'|'registers'|'tiled', workerURL?: string|URL }} [opts]
+ * @param {{ allowF16?: boolean, maxBindingBytes?: number, kernels?: 'auto'|'registers'|'tiled', memoryCapBytes?: number, workerURL?: string|URL }} [opts]
  */
 export async function createGenerator(opts = {}) {
   if (typeof navigator === 'undefined' || !('gpu' in navigator)) {
@@ -112,7 +131,13 @@ export async function createGenerator(opts = {}) {
         f(v);
       };
       pending.set(id, { resolve: done(resolve), reject: done(reject), onProgress });
-      worker.postMessage({ id, type, args }, transfer);
+      try {
+        worker.postMessage({ id, type, args }, transfer);
+      } catch (e) {
+        // Not structured-cloneable (a function, a symbol, a DOM object…): say which call.
+        pending.delete(id);
+        done(reject)(namedError('InputError', `invalid ${type} options: ${e?.message ?? e} (options are plain data: numbers, strings, arrays, typed arrays, Blobs)`));
+      }
     });
   }
 
@@ -135,33 +160,40 @@ export async function createGenerator(opts = {}) {
      * Load models (replaces loaded ones). Sources: URL strings, Blobs/Files, arrays of them
      * (shards), or objects mapping a diffusers folder's relative paths to them.
      */
-    load(sources, { onProgress, signal, precision, weights, memoryBudget, plan, cache: useCache = true, chunkBytes } = {}) {
+    load: promising((sources, options) => {
+      const { onProgress, signal, precision, weights, memoryBudget, plan, cache: useCache = true, chunkBytes } = optionsOf(options, 'load options');
       // persist() only exists on the main thread; without it the browser may evict the cache
       // under storage pressure. Best effort: the load goes on either way.
       if (useCache && hasURL(sources)) cachePersist();
       return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights, memoryBudget, plan, cache: useCache, chunkBytes } }, { onProgress, signal }));
-    },
+    }),
     /**
      * The initial latents generate({ seed, frames, width, height }) starts from: torch.randn
      * with that seed (Float32Array [1, 4, frames, height/8, width/8]), bit for bit as torch.
      */
-    initialLatents({ seed, frames = 16, width = 512, height = 512 } = {}) {
+    initialLatents: promising((options) => {
+      const { seed, frames = 16, width = 512, height = 512 } = optionsOf(options, 'initialLatents options');
       return call('initialLatents', { seed, frames, height, width });
-    },
+    }),
     /** Generate a video; options are the CLI flags in camelCase (see GenerateOptions). */
-    generate(options = {}) {
-      const { onProgress, onPreview, signal, ...rest } = options;
+    generate: promising((options) => {
+      const { onProgress, onPreview, signal, ...rest } = optionsOf(options, 'generate options');
+      for (const [k, f] of [['onProgress', onProgress], ['onPreview', onPreview]]) {
+        if (f != null && typeof f !== 'function') throw namedError('InputError', `invalid ${k}: must be a function`);
+      }
+      if (signal != null && !(signal instanceof AbortSignal)) throw namedError('InputError', 'invalid signal: must be an AbortSignal');
       // The live preview travels as progress messages (phase "preview"); only asked for when
       // wanted, since it reads the latents back every step.
       const route = onPreview ? (p) => (p?.phase === 'preview' ? onPreview(p) : onProgress?.(p)) : onProgress;
       return serial(() => call('generate', { ...rest, preview: !!onPreview }, { onProgress: route, signal }));
-    },
+    }),
     /** A looping GIF of a result (or of frames given as { frames, frameCount, height, width }). */
-    async encodeGif(result, { fps = 8 } = {}) {
-      const { frames, frameCount, height, width } = result;
+    encodeGif: promising(async (result, options) => {
+      const { frames, frameCount, height, width } = optionsOf(result, 'encodeGif result');
+      const { fps = 8 } = optionsOf(options, 'encodeGif options');
       const bytes = await call('gif', { frames, frameCount, height, width, fps });
       return new Blob([bytes], { type: 'image/gif' });
-    },
+    }),
     /** GPU memory held by the generator's buffers: { liveBytes, peakBytes, liveBuffers }. */
     memory() {
       return call('memory');

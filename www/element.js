@@ -291,7 +291,7 @@ export class AnimateDiffGeneratorElement extends HTMLElement {
     }
   }
 
-  /** Cancel a running load or generation (it stops at the next step). */
+  /** Cancel a running load or generation (it stops at the next cancel point: a step, or a block of the VAE decode). */
   cancel() {
     this.#abort?.abort();
   }

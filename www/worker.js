@@ -1,7 +1,8 @@
 // The engine's Web Worker: hosts the wasm module and one Generator, so model loading and GPU
 // work never block the page. Spoken to by animatediff.js with messages
 //   { id, type, args }  →  { id, progress } … then { id, result } | { id, error: { name, message } }
-// and { type: 'cancel', args: { id } } to abort a running job (between denoising steps).
+// and { type: 'cancel', args: { id } } to abort a running job (at its next cancel point: text
+// encoding, a denoising step, a block of the VAE decode).
 import init, { Generator, encodeGif, initialLatents } from './pkg/animatediff_wgpu.js';
 import { cachedDownload } from './cache.js';
 
@@ -87,19 +88,25 @@ const handlers = {
     return [latents, [latents.buffer]];
   },
   async generate(args, progress, signal) {
-    const { preview, testLoseDeviceAtStep, ...rest } = args;
+    const { preview, testLoseDeviceAtStep, testCancelAt, ...rest } = args;
     // Small (1/8 size) images: copied with the progress message.
     const onPreview = preview ? (p) => progress({ phase: 'preview', ...p }) : undefined;
     const g = need();
-    // Test hook: destroy the device after step N, as a driver reset would.
-    const onProgress = testLoseDeviceAtStep
+    // Test hooks: destroy the device after step N, as a driver reset would; cancel once the
+    // progress phase `testCancelAt` ("encode", "decode") has been reported, at the engine's
+    // next wait (a macrotask: inside text encoding / the VAE decode), without the round trip
+    // through the page.
+    const local = new AbortController();
+    signal.addEventListener('abort', () => local.abort(), { once: true });
+    const onProgress = testLoseDeviceAtStep || testCancelAt
       ? (p) => {
         progress(p);
         if (p.phase === 'step' && p.step === testLoseDeviceAtStep) g.loseDeviceForTest();
+        if (p.phase === testCancelAt) setTimeout(() => local.abort(), 0);
       }
       : progress;
     try {
-      const r = await g.generate({ ...rest, onProgress, onPreview, signal });
+      const r = await g.generate({ ...rest, onProgress, onPreview, signal: local.signal });
       return [r, [r.frames.buffer, r.latents.buffer, ...r.rgba.map((f) => f.buffer)]];
     } catch (e) {
       if (g === generator && g.deviceLost) throw await recoverDevice(e, progress);
@@ -107,6 +114,13 @@ const handlers = {
     }
   },
   async gif({ frames, frameCount, height, width, fps }) {
+    // Checked here: the wasm glue would read any array-like (a forged `length` of 10^10).
+    const bad = (what) => Object.assign(new Error(`invalid ${what}`), { name: 'InputError' });
+    if (!(frames instanceof Float32Array)) throw bad('frames: must be a Float32Array [frames, height, width, 3] (a generate() result)');
+    for (const [k, v] of [['frameCount', frameCount], ['height', height], ['width', width]]) {
+      if (!Number.isInteger(v) || v < 1 || v > 65535) throw bad(`${k}: must be a whole number from 1 to 65535, got ${String(v).slice(0, 40)}`);
+    }
+    if (typeof fps !== 'number' || !Number.isFinite(fps) || fps <= 0) throw bad(`fps: must be a positive number, got ${String(fps).slice(0, 40)}`);
     const bytes = encodeGif(frames, frameCount, height, width, fps);
     return [bytes, [bytes.buffer]];
   },

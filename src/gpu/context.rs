@@ -38,6 +38,9 @@ pub struct GpuOptions {
     /// Round adapter limits down to the tiers browsers expose (wgpu's `apply_limit_buckets`).
     pub browser_limit_buckets: bool,
     pub kernels: KernelPreference,
+    /// Refuse allocations past this many live bytes with [`GpuError::OutOfMemory`]: a GPU
+    /// with that much memory (emulates a smaller device; tests run out of memory with it).
+    pub memory_cap: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -50,6 +53,7 @@ impl Default for GpuOptions {
             max_buffer_size: None,
             browser_limit_buckets: false,
             kernels: KernelPreference::Auto,
+            memory_cap: None,
         }
     }
 }
@@ -233,6 +237,7 @@ impl Gpu {
         };
 
         let memory = Arc::new(MemoryStats::default());
+        memory.set_memory_cap(opts.memory_cap);
         let zeros_buf = create_raw_buffer(&device, &memory, TENSOR_ALIGN, storage_usage(), "zeros");
         let zeros = Tensor::view(Arc::new(zeros_buf), 0, [64], DType::F32)
             .ok_or_else(|| GpuError::shape("Gpu::new", "zeros buffer too small"))?;
@@ -311,6 +316,9 @@ impl Gpu {
                 limit: self.limits.max_buffer_size,
                 limit_name: "max_buffer_size",
             });
+        }
+        if let Err((live, cap)) = self.memory.admit(size) {
+            return Err(GpuError::OutOfMemory { context: Some(format!("buffer {label:?} of {size} bytes ({live} bytes live, memory cap {cap})")) });
         }
         Ok(Arc::new(create_raw_buffer(&self.device, &self.memory, size, storage_usage(), label)))
     }

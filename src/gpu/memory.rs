@@ -16,6 +16,8 @@ pub struct MemoryStats {
     flush_bytes: AtomicU64,
     /// 0 = feed-forwards are not chunked.
     ff_chunk_bytes: AtomicU64,
+    /// Live bytes past which allocations are refused as out of memory; 0 = no cap.
+    cap: AtomicU64,
     live: AtomicU64,
     peak: AtomicU64,
     buffers: AtomicU64,
@@ -31,6 +33,8 @@ pub struct MemorySnapshot {
     /// Bytes in buffers that are alive now.
     pub live_bytes: u64,
     /// Largest `live_bytes` seen since creation or the last [`MemoryStats::reset_peak`].
+    /// An allocation that failed for lack of memory counts too (it was asked for): a real
+    /// one is created invalid and counted until dropped, one refused by the cap is added here.
     pub peak_bytes: u64,
     /// Number of live buffers.
     pub live_buffers: u64,
@@ -103,6 +107,29 @@ impl MemoryStats {
     /// Set [`MemoryStats::ff_chunk_bytes`] (0: off).
     pub fn set_ff_chunk_bytes(&self, bytes: u64) {
         self.ff_chunk_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Refuse allocations that would take the live bytes past `cap` (`None`: no cap): a
+    /// device with that much memory, for emulating a smaller GPU and for testing what happens
+    /// when one runs out ([`super::GpuError::OutOfMemory`], as a real failed allocation).
+    pub fn set_memory_cap(&self, cap: Option<u64>) {
+        self.cap.store(cap.map_or(0, |c| c.max(1)), Ordering::Relaxed);
+    }
+
+    pub fn memory_cap(&self) -> Option<u64> {
+        Some(self.cap.load(Ordering::Relaxed)).filter(|&c| c > 0)
+    }
+
+    /// May `bytes` more be allocated under the cap? `Err((live, cap))` when not; the refused
+    /// demand (`live + bytes`) is counted in the peak.
+    pub(crate) fn admit(&self, bytes: u64) -> Result<(), (u64, u64)> {
+        let Some(cap) = self.memory_cap() else { return Ok(()) };
+        let live = self.live.load(Ordering::Relaxed);
+        if live.saturating_add(bytes) <= cap {
+            return Ok(());
+        }
+        self.peak.fetch_max(live.saturating_add(bytes), Ordering::Relaxed);
+        Err((live, cap))
     }
 
     /// Start a new peak measurement from the current live size.

@@ -1,6 +1,7 @@
 //! Text → video: tokenizer, seeds (torch-compatible `randn`), schedulers and generation.
 
 pub mod context;
+pub mod fit;
 pub mod generate;
 pub mod gif;
 pub mod load;

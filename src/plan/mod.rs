@@ -233,8 +233,10 @@ pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u
 pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64, previous: Option<Levers>) -> Result<Plan, PlanError> {
     let levels = req.unet.block_out_channels.len();
     let m = 8 << levels.saturating_sub(1);
-    if req.frames == 0 || req.width == 0 || req.height == 0 || !req.width.is_multiple_of(m) || !req.height.is_multiple_of(m) {
-        return Err(PlanError::Input { what: "size", detail: format!("{} frames of {}×{}: frames ≥ 1, width and height multiples of {m}", req.frames, req.width, req.height) });
+    use crate::pipeline::generate::{MAX_FRAMES, MAX_SIDE};
+    let side_ok = |v: usize| v > 0 && v <= MAX_SIDE && v.is_multiple_of(m);
+    if req.frames == 0 || req.frames > MAX_FRAMES || !side_ok(req.width) || !side_ok(req.height) {
+        return Err(PlanError::Input { what: "size", detail: format!("{} frames of {}×{}: frames 1 to {MAX_FRAMES}, width and height multiples of {m} up to {MAX_SIDE}", req.frames, req.width, req.height) });
     }
     if !matches!(req.precision, DType::F32 | DType::F16) {
         return Err(PlanError::Input { what: "precision", detail: format!("{} (f32 or f16)", req.precision) });

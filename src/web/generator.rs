@@ -1,5 +1,5 @@
 //! `Generator`: the wasm API for text → video. Create it on a WebGPU device, `load` models
-//! from URLs / Blobs / folder maps, `generate` (progress callback, AbortSignal between steps),
+//! from URLs / Blobs / folder maps, `generate` (progress callback, AbortSignal at every cancel point),
 //! `dispose` to free the GPU. Meant to run inside a Web Worker (`www/worker.js`); the page
 //! talks to it through `www/animatediff.js`.
 
@@ -17,12 +17,12 @@ use super::{gpu_options, info_object, memory_object};
 use crate::gpu::Gpu;
 use crate::load::{HostTensor, LoadResult, WeightSource};
 use crate::model::motion::MotionNorm;
-use crate::pipeline::generate::{latent_preview_rgba, GenerateParams, InitLatents, Models, PreviewLatents};
+use crate::pipeline::fit;
+use crate::pipeline::generate::{latent_preview_rgba, GenerateParams, Hooks, InitLatents, Models, PreviewLatents};
 use crate::pipeline::{context, gif, prompt_travel};
 use crate::pipeline::load::{build_models_with, default_unet_options, Components, Precision, Weights};
 use crate::pipeline::sampler::{recipe_config, SchedulerKind};
 use crate::pipeline::scheduler::TimestepSpacing;
-use crate::Error;
 
 struct Inner {
     gpu: Gpu,
@@ -431,7 +431,7 @@ fn result_object(out: crate::pipeline::generate::Output, seed: Option<u64>, tota
 #[wasm_bindgen]
 impl Generator {
     /// Start WebGPU (the adapter's maximum limits, shader-f16 when offered). Options:
-    /// `{ allowF16?, maxBindingBytes?, kernels?: "auto" | "registers" | "tiled" }`.
+    /// `{ allowF16?, maxBindingBytes?, kernels?: "auto" | "registers" | "tiled", memoryCapBytes? }`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Generator>")]
     pub fn create(#[wasm_bindgen(unchecked_param_type = "GeneratorOptions | undefined")] options: JsValue) -> Promise {
         let opts = match gpu_options(&options) {
@@ -564,7 +564,7 @@ impl Generator {
     /// `precision`, `clipSkip`; long videos: `promptInterpolation`, `freeNoiseLength`,
     /// `freeNoiseStride`, `freeNoiseWeights`, `noiseType`, `contextLength`, `contextStride`,
     /// `contextOverlap`, `closedLoop`, `contextFuse`, `motionEffect`) plus
-    /// `onProgress` and `signal` (checked between steps).
+    /// `onProgress` and `signal` (checked at every cancel point, also inside the VAE decode).
     #[wasm_bindgen(unchecked_return_type = "Promise<GenerateResult>")]
     pub fn generate(
         &self,
@@ -609,21 +609,7 @@ impl Generator {
             }
         };
         models.validate(&req.params)?;
-        // Levers from the memory plan (split CFG, VAE decode chunk, text encoder / VAE offload,
-        // f16 VAE, chunked feed-forwards, early flushes) that fit this adapter's buffer limits
-        // and the load's memoryBudget, as `animatediff generate` does; a run that cannot fit
-        // says what would.
-        let plan_error = |e: crate::plan::PlanError| match e {
-            crate::plan::PlanError::DoesNotFit { .. } => WebError::new("OutOfMemoryError", e.to_string()),
-            crate::plan::PlanError::Input { what, .. } => WebError::input(what, e),
-        };
-        if let Some(pr) = crate::plan::request_for(&host.components(), &req.params, models.unet.dtype(), inner.weights.get()).map_err(plan_error)? {
-            let info = inner.gpu.info();
-            let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget: inner.budget.get() };
-            crate::plan::apply(&pr, &limits, &mut req.params).map_err(plan_error)?;
-        }
         report(req.on_progress.as_ref(), &object(&[("phase", "encode".into())]));
-        let cancelled = Cell::new(false);
         let steps_ms = Cell::new(0.0);
         let mut hook = |s: crate::pipeline::generate::Progress| -> crate::Result<()> {
             let elapsed = s.elapsed.as_secs_f64();
@@ -641,10 +627,6 @@ impl Generator {
                     ("etaSeconds", (per * (s.steps - s.step) as f64).into()),
                 ]),
             );
-            if aborted(signal.as_ref()) {
-                cancelled.set(true);
-                return Err(Error::input("signal", "aborted"));
-            }
             if s.step == s.steps {
                 report(req.on_progress.as_ref(), &object(&[("phase", "decode".into())]));
             }
@@ -668,12 +650,21 @@ impl Generator {
             );
         };
         let preview_hook: Option<&mut dyn FnMut(crate::pipeline::generate::Progress, PreviewLatents)> = if req.on_preview.is_some() { Some(&mut preview) } else { None };
-        let out = models.generate_with_preview(&inner.gpu, &req.params, &mut hook, preview_hook).await;
-        let out = match out {
-            Ok(o) => o,
-            Err(_) if cancelled.get() => return Err(WebError::aborted("generation")),
-            Err(e) => return Err(e.into()),
+        // Checked at every cancel point (text encoding, each step, inside the VAE decode).
+        let cancel = || aborted(signal.as_ref());
+        let mut hooks = Hooks { after_step: &mut hook, preview: preview_hook, cancel: Some(&cancel) };
+        // Levers from the memory plan (split CFG, VAE decode chunk, text encoder / VAE offload,
+        // f16 VAE, chunked feed-forwards, early flushes) that fit this adapter's buffer limits
+        // and the load's memoryBudget, as `animatediff generate` does; out of memory anyway →
+        // the next smaller plan; a run that cannot fit is an OutOfMemoryError saying what would.
+        let on_plan = req.on_progress.clone();
+        let mut replan = |line: &str, fallback: bool| {
+            if fallback {
+                report(on_plan.as_ref(), &object(&[("phase", "replan".into()), ("message", line.into())]));
+            }
         };
+        let limits = fit::device_limits(&inner.gpu, inner.budget.get());
+        let out = fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights: inner.weights.get() }, &inner.gpu, limits, &mut req.params, &mut hooks, &mut replan).await?;
         Ok(result_object(out, req.seed, now_ms() - t0, steps_ms.get(), req.params.steps))
     }
 
@@ -731,6 +722,10 @@ pub fn initial_latents(#[wasm_bindgen(unchecked_param_type = "number | bigint | 
     if frames == 0 || frames > 1024 || !height.is_multiple_of(8) || !width.is_multiple_of(8) || height == 0 || width == 0 || height > 2048 || width > 2048 {
         return Err(WebError::input("frames/width/height", format!("{frames} frames of {width}×{height}: frames 1–1024, sizes multiples of 8 up to 2048")).to_js());
     }
+    // As generate(): 1024 frames of 2048² would be 1 GiB of latents in the wasm heap.
+    if u64::from(frames) * u64::from(height) * u64::from(width) > MAX_VIDEO_PIXELS {
+        return Err(WebError::input("frames/width/height", format!("{frames} frames of {width}×{height} are more than the {:.1} megapixels a browser video can hold here", MAX_VIDEO_PIXELS as f64 / 1e6)).to_js());
+    }
     let v = crate::pipeline::rng::torch_randn(seed, &[1, 4, frames as usize, height as usize / 8, width as usize / 8]);
     Ok(Float32Array::from(&v[..]))
 }
@@ -743,6 +738,9 @@ export interface GeneratorOptions {
   /** Cap the storage-binding size in bytes (emulate smaller GPUs). */
   maxBindingBytes?: number;
   kernels?: "auto" | "registers" | "tiled";
+  /** Refuse GPU allocations past this many live bytes, as a GPU with that much memory would
+   * (emulate a smaller device: generate() then falls back to a smaller memory plan). */
+  memoryCapBytes?: number;
 }
 /** One file: a URL (absolute or relative to the worker) or a Blob/File. */
 export type FileSource = string | Blob;
@@ -797,6 +795,8 @@ export type GenerateProgress =
   | { phase: "encode" }
   | { phase: "step"; step: number; steps: number; timestep: number; elapsedMs: number; secondsPerStep: number; etaSeconds: number }
   | { phase: "decode" }
+  /** The GPU ran out of memory: the run starts again with a smaller memory plan (message says which). */
+  | { phase: "replan"; message: string }
   | { phase: "upload"; tensors: number; totalTensors: number };
 export interface GenerateOptions {
   /** A prompt, or prompt travel: ["0:a cat sitting", "8:a cat running"] or { 0: "a cat sitting", 8: "a cat running" }
@@ -840,7 +840,7 @@ export interface GenerateOptions {
   onProgress?: (p: GenerateProgress) => void;
   /** Opt-in live preview: after each step, that step's predicted video as cheap latent→RGB images at 1/8 size (reads the small latents back each step; off by default). */
   onPreview?: (p: GeneratePreview) => void;
-  /** Checked between denoising steps. */
+  /** Checked at every cancel point: before and after text encoding, after each step, inside the VAE decode. */
   signal?: AbortSignal;
 }
 export interface GeneratePreview {

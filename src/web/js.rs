@@ -67,6 +67,9 @@ impl From<Error> for WebError {
             Error::Input { .. } => WebError::new("InputError", e.to_string()),
             Error::Load(l) => l.into(),
             Error::Gpu(g) => g.into(),
+            Error::Cancelled { during } => WebError::new("AbortError", format!("the generation was cancelled during {during}")),
+            Error::Plan(crate::plan::PlanError::DoesNotFit { .. }) => WebError::new("OutOfMemoryError", e.to_string()),
+            Error::Plan(crate::plan::PlanError::Input { what, .. }) => WebError::input(what, e),
         }
     }
 }

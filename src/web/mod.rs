@@ -5,6 +5,7 @@
 //! `Error` whose message names what failed.
 
 mod generator;
+mod heap;
 mod js;
 mod source;
 mod sources;
@@ -41,7 +42,7 @@ fn kernel_preference(kernels: Option<&str>) -> WebResult<KernelPreference> {
     }
 }
 
-/// `{ allowF16?, maxBindingBytes?, kernels? }` → device options.
+/// `{ allowF16?, maxBindingBytes?, kernels?, memoryCapBytes? }` → device options.
 fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
     let o = Opts(options);
     o.check_object("options")?;
@@ -49,6 +50,11 @@ fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
         allow_f16: o.boolean("allowF16")?.unwrap_or(true),
         max_storage_binding_size: o.number("maxBindingBytes")?.filter(|b| *b > 0.0).map(|b| b as u64),
         kernels: kernel_preference(o.string("kernels")?.as_deref())?,
+        memory_cap: match o.number("memoryCapBytes")? {
+            None => None,
+            Some(b) if b >= 1.0 => Some(b as u64),
+            Some(b) => return Err(WebError::input("memoryCapBytes", format!("must be a positive number of bytes, got {b}"))),
+        },
         ..GpuOptions::default()
     })
 }
@@ -77,6 +83,8 @@ fn memory_object(gpu: &Gpu) -> JsValue {
         ("liveBytes", (m.live_bytes as f64).into()),
         ("peakBytes", (m.peak_bytes as f64).into()),
         ("liveBuffers", (m.live_buffers as f64).into()),
+        ("pipelines", (gpu.pipeline_count() as f64).into()),
+        ("wasmHeapBytes", (heap::live_bytes() as f64).into()),
     ])
 }
 
@@ -206,7 +214,13 @@ export interface GpuInfo {
   maxComputeWorkgroupStorageSize: number; maxComputeInvocationsPerWorkgroup: number;
   maxComputeWorkgroupsPerDimension: number; maxStorageBuffersPerShaderStage: number;
 }
-export interface GpuMemory { liveBytes: number; peakBytes: number; liveBuffers: number; }
+export interface GpuMemory {
+  liveBytes: number; peakBytes: number; liveBuffers: number;
+  /** Compute pipelines compiled so far (cached: one per kernel variant). */
+  pipelines: number;
+  /** Bytes live on the engine's wasm (Rust) heap. */
+  wasmHeapBytes: number;
+}
 export interface KernelCheck {
   name: string; dtype: "f32" | "f16"; relL2Error: number; tolerance: number; passed: boolean;
 }

@@ -1,9 +1,14 @@
 //! Command-line interface (native only).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use animatediff_wgpu::gpu::{Gpu, GpuOptions, KernelPreference};
+use animatediff_wgpu::model::{MotionConfig, UNetConfig, UNetOptions};
+use animatediff_wgpu::pipeline::sampler::make_sampler;
+use animatediff_wgpu::pipeline::scheduler::SchedulerConfig;
+use animatediff_wgpu::plan;
 use animatediff_wgpu::selftest::{kernel_suite, linear_selftest};
 use clap::{Args, Parser, Subcommand};
 
@@ -138,6 +143,10 @@ pub struct DeviceArgs {
     /// GEMM kernel family: auto (tiled on GPUs, register-blocked on CPU adapters), registers, tiled.
     #[arg(long, value_enum, default_value = "auto")]
     kernels: Kernels,
+    /// Refuse GPU allocations past this many live bytes, as a GPU with that much memory would
+    /// (emulate a smaller device; `generate` then falls back to a smaller memory plan).
+    #[arg(long, value_name = "BYTES")]
+    memory_cap: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -153,6 +162,7 @@ impl DeviceArgs {
             force_fallback_adapter: self.fallback_adapter,
             allow_f16: !self.no_f16,
             max_storage_binding_size: self.max_binding,
+            memory_cap: self.memory_cap,
             kernels: match self.kernels {
                 Kernels::Auto => KernelPreference::Auto,
                 Kernels::Registers => KernelPreference::Registers,
@@ -161,6 +171,45 @@ impl DeviceArgs {
             ..GpuOptions::default()
         }
     }
+}
+
+/// Arguments from raw bytes, NUL-separated (non-UTF-8 allowed, as on Unix): the input format
+/// of the `cli` fuzz target and of `tests/fuzz_corpus/cli/`.
+#[allow(dead_code)] // used by the fuzz target and the tests, not by `main`
+pub fn argv_from_bytes(data: &[u8]) -> Vec<OsString> {
+    #[cfg(unix)]
+    let arg = |b: &[u8]| -> OsString { <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b).to_owned() };
+    #[cfg(not(unix))]
+    let arg = |b: &[u8]| -> OsString { String::from_utf8_lossy(b).into_owned().into() };
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|&b| b == 0).map(arg).collect()
+}
+
+/// Parse `args` (without the program name) as `main` does and, for `generate` and `plan`,
+/// build and check everything the run would start from — generation parameters validated
+/// against SD1.5 + a v2 motion module, the sampler, the memory plan — without reading a file
+/// or touching a GPU. `Ok` or an error message, never a panic (the `cli` fuzz target and
+/// `tests::fuzz_corpus_replays` call it on arbitrary arguments).
+#[allow(dead_code)] // used by the fuzz target and the tests, not by `main`
+pub fn check_args(args: &[OsString]) -> Result<(), String> {
+    let argv = std::iter::once(OsString::from("animatediff")).chain(args.iter().cloned());
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Generate(a) => {
+            let p = crate::generate::params(&a, &SchedulerConfig::animatediff_default(), UNetOptions::default()).map_err(|e| e.to_string())?;
+            p.validate(&UNetConfig::sd15(), Some(&MotionConfig::sd15_v2())).map_err(|e| e.to_string())?;
+            make_sampler(&p.scheduler, p.scheduler_kind, p.steps).map_err(|e| e.to_string())?;
+            let _ = a.device.options();
+        }
+        Command::Plan(a) => {
+            let (req, limits) = crate::plan::request(&a).map_err(|e| e.to_string())?;
+            plan::plan(&req, plan::Levers::none(req.frames), limits.max_binding).map_err(|e| e.to_string())?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
@@ -261,6 +310,48 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let mem = gpu.memory();
             println!("GPU memory: {} bytes live, peak {} bytes", mem.live_bytes, mem.peak_bytes);
             Ok(if r.passed && failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays `tests/fuzz_corpus/cli/` (findings of the `cli` fuzz target and hand-made
+    /// hostile argument lists): each must come back `Ok` or as an error, never a panic.
+    #[test]
+    fn fuzz_corpus_replays() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus/cli");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = e.unwrap().path();
+            let r = check_args(&argv_from_bytes(&std::fs::read(&path).unwrap()));
+            eprintln!("{}: {}", path.display(), r.as_ref().err().map(|e| e.lines().next().unwrap_or("").to_string()).unwrap_or_else(|| "ok".into()));
+            n += 1;
+        }
+        assert!(n >= 10, "only {n} corpus files in {}", dir.display());
+    }
+
+    #[test]
+    fn valid_and_invalid_generate_arguments() {
+        let args = |s: &str| argv_from_bytes(s.replace(' ', "\0").as_bytes());
+        check_args(&args("generate --model m --prompt a --frames 16 --width 512 --height 512")).unwrap();
+        check_args(&args("plan --frames 16 --width 512 --height 512 --weights q4")).unwrap();
+        for (bad, says) in [
+            ("generate --model m --prompt a --width 500", "width"),
+            ("generate --model m --prompt a --frames 0", "frames"),
+            ("generate --model m --prompt a --frames 40", "positions"),
+            ("generate --model m --prompt a --steps 0", "steps"),
+            ("generate --model m --prompt a --guidance NaN", "guidance"),
+            ("generate --model m --prompt 99:a", "frame"),
+            ("generate --model m --prompt a --frames 99999999999999 --context-length 16", "frames"),
+            ("generate --model m --prompt a --width 18446744073709551615", "width"),
+            ("plan --width 100", "size"),
+            ("generate --prompt a", "--model"),
+        ] {
+            let e = check_args(&args(bad)).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 }

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use animatediff_wgpu::gpu::Gpu;
 use animatediff_wgpu::model::motion::MotionNorm;
-use animatediff_wgpu::model::quant_policy::QuantScheme;
-use animatediff_wgpu::plan;
-use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Progress};
+use animatediff_wgpu::pipeline::fit;
+use animatediff_wgpu::pipeline::generate::{GenerateParams, Hooks, InitLatents, Progress};
 use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, Weights, open_pipeline, ModelPaths, Precision};
 use animatediff_wgpu::pipeline::sampler::{recipe_config, SchedulerKind};
-use animatediff_wgpu::pipeline::scheduler::TimestepSpacing;
+use animatediff_wgpu::model::UNetOptions;
+use animatediff_wgpu::pipeline::scheduler::{SchedulerConfig, TimestepSpacing};
 use animatediff_wgpu::pipeline::{context, gif, prompt_travel, rng};
 use clap::{Args, ValueEnum};
 
@@ -260,16 +260,14 @@ fn progress_bar(p: Progress) {
     let _ = std::io::stderr().flush();
 }
 
-pub fn run(a: GenerateArgs) -> BoxResult<()> {
-    let t0 = Instant::now();
-    let paths = a.models.paths();
-    let host = open_pipeline(&paths)?;
-    for line in &host.description {
-        eprintln!("{line}");
-    }
+/// The generation parameters the arguments describe (all but the initial latents, which
+/// `run` reads from `--latents` or draws from `--seed`), for a model whose scheduler config
+/// is `scheduler` and whose motion module asks for `unet` options. Pure: no file, no GPU
+/// (the CLI fuzz target calls it on arbitrary arguments).
+pub fn params(a: &GenerateArgs, scheduler: &SchedulerConfig, unet: UNetOptions) -> BoxResult<GenerateParams> {
     let mut sched = match a.scheduler {
-        Some(k) => recipe_config(&host.scheduler, k),
-        None => host.scheduler.clone(),
+        Some(k) => recipe_config(scheduler, k),
+        None => scheduler.clone(),
     };
     if let Some(s) = a.timestep_spacing {
         sched.timestep_spacing = match s {
@@ -296,7 +294,7 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     }
     (p.frames, p.width, p.height, p.steps, p.guidance_scale, p.clip_skip) = (a.frames, a.width, a.height, a.steps, a.guidance, a.clip_skip);
     p.decode = !a.no_decode;
-    p.unet = default_unet_options(&host.motion);
+    p.unet = unet;
     p.unet.motion_scale = a.motion_scale;
     p.unet.motion_effect = context::parse_motion_effect(&a.motion_effect)?;
     if let Some(length) = a.free_noise_length {
@@ -315,6 +313,17 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     if a.width == 0 || a.height == 0 || !a.width.is_multiple_of(8) || !a.height.is_multiple_of(8) {
         return Err(format!("--width {} / --height {} must be positive multiples of 8", a.width, a.height).into());
     }
+    Ok(p)
+}
+
+pub fn run(a: GenerateArgs) -> BoxResult<()> {
+    let t0 = Instant::now();
+    let paths = a.models.paths();
+    let host = open_pipeline(&paths)?;
+    for line in &host.description {
+        eprintln!("{line}");
+    }
+    let mut p = params(&a, &host.scheduler, default_unet_options(&host.motion))?;
     p.init = match (&a.latents, a.seed) {
         (Some(path), _) => InitLatents::Tensor(read_latents(path, &[1, 4, a.frames, a.height / 8, a.width / 8])?),
         (None, Some(seed)) => InitLatents::Seed(seed),
@@ -340,20 +349,16 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
     };
     let models = build_models_with(&gpu, &host.components(), precision, weights)?;
     models.validate(&p)?;
-    // Levers from the memory plan: what fits this adapter's limits (and --memory-budget).
-    let planned_weights = match host.quantized {
-        Some(QuantScheme::Q8) => Weights::Q8,
-        Some(QuantScheme::Q4) => Weights::Q4,
-        None => weights,
-    };
-    if let Some(req) = plan::request_for(&host.components(), &p, precision.dtype(&gpu)?, planned_weights)? {
-        let info = gpu.info();
-        let limits = plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget: a.memory_budget };
-        let pl = plan::apply(&req, &limits, &mut p)?;
-        eprintln!("memory plan: peak {:.1} MiB; {}", pl.peak_bytes as f64 / (1 << 20) as f64, pl.levers);
-    }
     eprintln!("loaded in {:.1} s; GPU memory {:.1} MiB", t0.elapsed().as_secs_f64(), gpu.memory().live_bytes as f64 / (1 << 20) as f64);
-    let out = pollster::block_on(models.generate(&gpu, &p, &mut progress_bar))?;
+    // Levers from the memory plan: what fits this adapter's limits (and --memory-budget);
+    // out of memory anyway → the next smaller plan, or what would fit.
+    let limits = fit::device_limits(&gpu, a.memory_budget);
+    let mut after_step = |s: Progress| {
+        progress_bar(s);
+        Ok(())
+    };
+    let mut hooks = Hooks { after_step: &mut after_step, preview: None, cancel: None };
+    let out = pollster::block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights }, &gpu, limits, &mut p, &mut hooks, &mut |line, _| eprintln!("{line}")))?;
     let (f, h, w) = (out.frame_count, out.height, out.width);
 
     if p.decode {

@@ -39,7 +39,8 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
-pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// The request and limits the arguments describe.
+pub fn request(a: &PlanArgs) -> Result<(Request, DeviceLimits), Box<dyn std::error::Error>> {
     let (precision, weights) = match a.weights.as_str() {
         "f16" => (DType::F16, Weights::Dense),
         "f32" => (DType::F32, Weights::Dense),
@@ -55,7 +56,12 @@ pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut req = Request::sd15(a.frames, a.width, a.height, precision, weights);
     req.cfg = !a.no_cfg;
-    let limits = DeviceLimits { max_binding: a.max_binding, max_buffer: a.max_buffer, budget: a.budget };
+    Ok((req, DeviceLimits { max_binding: a.max_binding, max_buffer: a.max_buffer, budget: a.budget }))
+}
+
+pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let (req, limits) = request(a)?;
+    let precision = req.precision;
     let p = plan::choose(&req, &limits)?;
     println!("SD1.5 + AnimateDiff v2 motion module, {} frames {}×{}, {} weights, {} activations, CFG {}", a.frames, a.width, a.height, a.weights, precision, if req.cfg { "on" } else { "off" });
     println!("levers:            {}", p.levers);
