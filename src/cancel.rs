@@ -15,16 +15,15 @@ use crate::{Error, Result};
 /// another thread, in browsers an `AbortSignal`.
 pub type CancelCheck<'a> = &'a dyn Fn() -> bool;
 
-/// A cancel point after GPU work: wait for the submitted work, then ask `cancel`.
+/// A cancel point after GPU work: wait for the submitted work (it runs either way), then ask
+/// `cancel` once.
 pub async fn point(gpu: &Gpu, cancel: Option<CancelCheck<'_>>, during: impl FnOnce() -> String) -> Result<()> {
     let Some(cancel) = cancel else { return Ok(()) };
-    if !cancel() {
-        gpu.sync().await?;
-        if !cancel() {
-            return Ok(());
-        }
+    gpu.sync().await?;
+    match cancel() {
+        true => Err(Error::Cancelled { during: during() }),
+        false => Ok(()),
     }
-    Err(Error::Cancelled { during: during() })
 }
 
 /// A cancel point with no GPU work to wait for.

@@ -244,12 +244,11 @@ fn cancel_at_every_cancel_point_incl_text_encoding_and_inside_the_vae_decode() {
             block_on(gpu.sync()).unwrap();
             let m = gpu.memory();
             assert_eq!((m.live_bytes, m.live_buffers), (loaded.live_bytes, loaded.live_buffers), "cancel during {during} leaked GPU memory");
-            if wheres.last() != Some(&during) {
-                wheres.push(during);
-            }
+            assert!(!wheres.contains(&during), "two cancel points are both called {during:?}");
+            wheres.push(during);
         }
         eprintln!("cancel points: {wheres:?}");
-        for want in ["start (before text encoding)", "text encoding", "step 1 of 1", "the VAE decode (mid block)", "the VAE decode (up block 0)", "the VAE decode (after frame 1 of 2)"] {
+        for want in ["start (before text encoding)", "text encoding", "step 1 of 1", "the VAE decode (mid block), frames 1–1 of 2", "the VAE decode (up block 0), frames 2–2 of 2", "the VAE decode (after frame 1 of 2)"] {
             assert!(wheres.iter().any(|w| w == want), "no cancel point {want:?} in {wheres:?}");
         }
         // The next run after all those cancels is the same video, bit for bit.
@@ -293,7 +292,7 @@ fn out_of_memory_at_allocation_falls_back_to_a_smaller_plan_or_says_what_fits() 
             gpu.memory_stats().set_memory_cap(Some(cap));
             let mut q = p.clone();
             let mut lines = Vec::new();
-            let r = block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights: Weights::Dense }, &gpu, fit::device_limits(&gpu, None), &mut q, &mut Hooks { after_step: &mut |_| Ok(()), preview: None, cancel: None }, &mut |l, fallback| lines.push((l.to_string(), fallback))));
+            let r = block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights: Weights::Dense }, &gpu, fit::device_limits(&gpu, None), &mut q, &mut Hooks { after_step: &mut |_| Ok(()), preview: None, cancel: None }, &mut |pl, why| lines.push((fit::describe(pl, why), why.is_some()))));
             gpu.memory_stats().set_memory_cap(None);
             block_on(gpu.sync()).unwrap();
             let m = gpu.memory();

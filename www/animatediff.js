@@ -164,8 +164,10 @@ export async function createGenerator(opts = {}) {
       const { onProgress, signal, precision, weights, memoryBudget, plan, cache: useCache = true, chunkBytes } = optionsOf(options, 'load options');
       // persist() only exists on the main thread; without it the browser may evict the cache
       // under storage pressure. Best effort: the load goes on either way.
-      if (useCache && hasURL(sources)) cachePersist();
-      return serial(() => call('load', { sources: resolveSources(sources, baseURL()), options: { precision, weights, memoryBudget, plan, cache: useCache, chunkBytes } }, { onProgress, signal }));
+      // Read the sources now: a throwing getter is this call's InputError, not a later one.
+      const resolved = resolveSources(sources, baseURL());
+      if (useCache && hasURL(resolved)) cachePersist();
+      return serial(() => call('load', { sources: resolved, options: { precision, weights, memoryBudget, plan, cache: useCache, chunkBytes } }, { onProgress, signal }));
     }),
     /**
      * The initial latents generate({ seed, frames, width, height }) starts from: torch.randn
@@ -188,11 +190,10 @@ export async function createGenerator(opts = {}) {
       return serial(() => call('generate', { ...rest, preview: !!onPreview }, { onProgress: route, signal }));
     }),
     /** A looping GIF of a result (or of frames given as { frames, frameCount, height, width }). */
-    encodeGif: promising(async (result, options) => {
+    encodeGif: promising((result, options) => {
       const { frames, frameCount, height, width } = optionsOf(result, 'encodeGif result');
       const { fps = 8 } = optionsOf(options, 'encodeGif options');
-      const bytes = await call('gif', { frames, frameCount, height, width, fps });
-      return new Blob([bytes], { type: 'image/gif' });
+      return call('gif', { frames, frameCount, height, width, fps }).then((bytes) => new Blob([bytes], { type: 'image/gif' }));
     }),
     /** GPU memory held by the generator's buffers: { liveBytes, peakBytes, liveBuffers }. */
     memory() {

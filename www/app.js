@@ -337,6 +337,7 @@ async function generate() {
       onProgress: (p) => {
         if (p.phase === 'encode') status.textContent = 'Encoding the prompt…';
         if (p.phase === 'decode') status.textContent = 'Decoding frames…';
+        if (p.phase === 'plan' && p.fallback) status.textContent = `Out of GPU memory: starting again with a smaller plan (${p.levers})…`;
         if (p.phase === 'step') {
           bar.max = p.steps;
           bar.value = p.step;

@@ -84,6 +84,10 @@ const handlers = {
     return info;
   },
   async initialLatents({ seed, frames, height, width }) {
+    for (const [k, v] of [['frames', frames], ['height', height], ['width', width]]) {
+      // The wasm glue would wrap any number into a u32 and throw a TypeError on a BigInt.
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw Object.assign(new Error(`invalid ${k}: must be a whole number, got ${String(v).slice(0, 40)}`), { name: 'InputError' });
+    }
     const latents = initialLatents(seed, frames, height, width);
     return [latents, [latents.buffer]];
   },

@@ -192,7 +192,10 @@ impl Decoder {
             ops::unary(&mut bt, ops::Activation::Identity, 1.0 / self.cfg.scaling_factor, &raw, &z)?;
             let z = to_dtype(&mut bt, z, self.dtype, "vae.z")?;
             bt.submit()?;
-            let y = self.decode(gpu, &z, cancel).await?;
+            let y = self.decode(gpu, &z, cancel).await.map_err(|e| match e {
+                Error::Cancelled { during } => Error::Cancelled { during: format!("{during}, frames {}–{} of {n}", i + 1, i + c) },
+                e => e,
+            })?;
             let mut bt = gpu.batch("vae.post");
             // Frames are computed in f32 whatever the storage type.
             let y = to_dtype(&mut bt, y, DType::F32, "vae.out")?;

@@ -9,7 +9,7 @@ use super::generate::{GenerateParams, Hooks, Models, Output};
 use super::load::{HostPipeline, Weights};
 use crate::gpu::Gpu;
 use crate::model::quant_policy::QuantScheme;
-use crate::plan::{self, DeviceLimits, PlanError};
+use crate::plan::{self, DeviceLimits, Plan, PlanError};
 use crate::{Error, Result};
 
 /// The GEMM weight format the planner must assume: a quantized file's own scheme, else what
@@ -32,6 +32,14 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
+/// One line for a chosen plan (`fallback`: why the previous one failed).
+pub fn describe(plan: &Plan, fallback: Option<&str>) -> String {
+    match fallback {
+        None => format!("memory plan: peak {}; {}", mib(plan.peak_bytes), plan.levers),
+        Some(why) => format!("{why}: retrying with a smaller plan: peak {}; {}", mib(plan.peak_bytes), plan.levers),
+    }
+}
+
 /// Models on the GPU and what they were loaded from.
 pub struct Loaded<'a> {
     pub models: &'a Models,
@@ -40,8 +48,8 @@ pub struct Loaded<'a> {
     pub weights: Weights,
 }
 
-/// Generate with the loaded models, planned for `limits`; `report`
-/// gets one line per plan: the first (`false`), and each fallback with why (`true`). `p`'s levers are
+/// Generate with the loaded models, planned for `limits`; `report` gets each plan chosen:
+/// the first (`None`), then each fallback with why (`Some`: the out-of-memory error). `p`'s levers are
 /// overwritten by the plan's. Runs the planner does not model (FreeNoise, context windows,
 /// prompt travel, per-module motion effect) keep `p`'s levers, and an out-of-memory error is
 /// returned as it is.
@@ -51,14 +59,14 @@ pub async fn generate_fitted(
     mut limits: DeviceLimits,
     p: &mut GenerateParams,
     hooks: &mut Hooks<'_>,
-    report: &mut dyn FnMut(&str, bool),
+    report: &mut dyn FnMut(&Plan, Option<&str>),
 ) -> Result<Output> {
     let Loaded { models, host, weights } = loaded;
     let Some(req) = plan::request_for(&host.components(), p, models.unet.dtype(), planned_weights(host, weights))? else {
         return models.generate_hooked(gpu, p, hooks).await;
     };
     let mut pl = plan::apply(&req, &limits, p)?;
-    report(&format!("memory plan: peak {}; {}", mib(pl.peak_bytes), pl.levers), false);
+    report(&pl, None);
     loop {
         gpu.reset_peak_memory();
         let err = match models.generate_hooked(gpu, p, hooks).await {
@@ -73,7 +81,7 @@ pub async fn generate_fitted(
         limits.budget = Some(limits.budget.map_or(below, |b| b.min(below)));
         match plan::apply(&req, &limits, p) {
             Ok(next) => {
-                report(&format!("{err} at {}: retrying with a smaller plan: peak {}; {}", mib(demand), mib(next.peak_bytes), next.levers), true);
+                report(&next, Some(&format!("{err} at {}", mib(demand))));
                 pl = next;
             }
             Err(PlanError::DoesNotFit { request, need, levers, suggestion, .. }) => {

@@ -658,13 +658,13 @@ impl Generator {
         // and the load's memoryBudget, as `animatediff generate` does; out of memory anyway →
         // the next smaller plan; a run that cannot fit is an OutOfMemoryError saying what would.
         let on_plan = req.on_progress.clone();
-        let mut replan = |line: &str, fallback: bool| {
-            if fallback {
-                report(on_plan.as_ref(), &object(&[("phase", "replan".into()), ("message", line.into())]));
-            }
+        let mut planned = |pl: &crate::plan::Plan, why: Option<&str>| {
+            let fields = [("phase", "plan".into()), ("peakBytes", (pl.peak_bytes as f64).into()), ("levers", pl.levers.to_string().into()), ("message", fit::describe(pl, why).into())];
+            let fallback = why.map(|w| ("fallback", JsValue::from(w)));
+            report(on_plan.as_ref(), &object(&fields.into_iter().chain(fallback).collect::<Vec<_>>()));
         };
         let limits = fit::device_limits(&inner.gpu, inner.budget.get());
-        let out = fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights: inner.weights.get() }, &inner.gpu, limits, &mut req.params, &mut hooks, &mut replan).await?;
+        let out = fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights: inner.weights.get() }, &inner.gpu, limits, &mut req.params, &mut hooks, &mut planned).await?;
         Ok(result_object(out, req.seed, now_ms() - t0, steps_ms.get(), req.params.steps))
     }
 
@@ -795,8 +795,9 @@ export type GenerateProgress =
   | { phase: "encode" }
   | { phase: "step"; step: number; steps: number; timestep: number; elapsedMs: number; secondsPerStep: number; etaSeconds: number }
   | { phase: "decode" }
-  /** The GPU ran out of memory: the run starts again with a smaller memory plan (message says which). */
-  | { phase: "replan"; message: string }
+  /** The memory plan chosen for the run (planned peak GPU bytes, levers); with `fallback` (why) when the GPU
+   * ran out of memory and the run starts again with this smaller plan. */
+  | { phase: "plan"; peakBytes: number; levers: string; message: string; fallback?: string }
   | { phase: "upload"; tensors: number; totalTensors: number };
 export interface GenerateOptions {
   /** A prompt, or prompt travel: ["0:a cat sitting", "8:a cat running"] or { 0: "a cat sitting", 8: "a cat running" }

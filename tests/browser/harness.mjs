@@ -101,6 +101,13 @@ export function installTinySources() {
     model: Object.fromEntries(diffusers.map((f) => [f, `${base}diffusers/${f}`])),
     motion: { 'config.json': `${base}motion_adapter/config.json`, 'diffusion_pytorch_model.safetensors': `${base}motion_adapter/diffusion_pytorch_model.safetensors` },
   };
+  // The same pipeline as an LDM fp16 single file + original .ckpt motion module (+ configs).
+  window.tiny.single = {
+    model: `${base}original/sd15_tiny_ldm_fp16.safetensors`,
+    motion: `${base}original/mm_tiny_v2_fp16.ckpt`,
+    config: Object.fromEntries(Object.entries(window.tiny.model).filter(([k]) => k.endsWith('.json'))),
+    motionConfig: `${base}motion_adapter/config.json`,
+  };
   window.catchErr = async (p) => {
     try {
       await p;

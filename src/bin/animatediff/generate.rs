@@ -358,7 +358,7 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
         Ok(())
     };
     let mut hooks = Hooks { after_step: &mut after_step, preview: None, cancel: None };
-    let out = pollster::block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights }, &gpu, limits, &mut p, &mut hooks, &mut |line, _| eprintln!("{line}")))?;
+    let out = pollster::block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights }, &gpu, limits, &mut p, &mut hooks, &mut |plan, why| eprintln!("{}", fit::describe(plan, why))))?;
     let (f, h, w) = (out.frame_count, out.height, out.width);
 
     if p.decode {
