@@ -137,6 +137,7 @@ fn bad_requests_fail_with_clear_errors() {
 
 /// `--memory-budget`: the memory plan picks levers that fit (the measured peak is the planned
 /// one, the video is unchanged); a budget below the weights is an error saying so.
+/// `--memory-cap`: running out of memory at an allocation falls back to a smaller plan.
 #[test]
 fn memory_budget_picks_levers_that_fit() {
     let dir = tmp("budget");
@@ -160,4 +161,12 @@ fn memory_budget_picks_levers_that_fit() {
     assert!(measured < planned_free, "the budget must lower the peak: {measured} vs {planned_free}");
     assert_eq!(std::fs::read(dir.join("out.gif")).unwrap(), gif_free, "levers must not change the video");
     assert_fails(&run_with(&dir, &[&small[..], &["--memory-budget", "3000000"]].concat()), "the weights alone exceed");
+    // `--memory-cap`: a device that small runs out of memory at an allocation; generate falls
+    // back to a smaller plan by itself, same video.
+    let capped = run_with(&dir, &[&small[..], &["--memory-cap", &budget.to_string()]].concat());
+    let stderr = String::from_utf8_lossy(&capped.stderr);
+    assert!(capped.status.success(), "{stderr}");
+    assert!(stderr.contains("GPU out of memory") && stderr.contains("retrying with a smaller plan"), "{stderr}");
+    assert_eq!(std::fs::read(dir.join("out.gif")).unwrap(), gif_free, "the fallback must not change the video");
+    assert_fails(&run_with(&dir, &[&small[..], &["--memory-cap", "3000000"]].concat()), "GPU out of memory");
 }
