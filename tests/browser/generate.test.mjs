@@ -131,7 +131,9 @@ test('frames match diffusers (tiny model from local URLs, fixture latents, 8 fra
   assert.ok(r.frameErr <= 5e-3, `frames differ by ${r.frameErr} > 5e-3`);
   assert.ok(r.latentsRelL2 <= 1e-3, `final latents rel L2 ${r.latentsRelL2}`);
   assert.equal(r.rgbaBad, 0);
-  assert.deepEqual(r.events.map((e) => e.phase), ['encode', 'step', 'step', 'step', 'step', 'decode']);
+  assert.deepEqual(r.events.map((e) => e.phase), ['encode', 'plan', 'step', 'step', 'step', 'step', 'decode']);
+  const plan = r.events.find((e) => e.phase === 'plan');
+  assert.ok(plan.peakBytes > 0 && plan.levers && !plan.fallback, JSON.stringify(plan));
   assert.deepEqual(steps.map((s) => [s.step, s.steps]), [[1, 4], [2, 4], [3, 4], [4, 4]]);
   assert.deepEqual(steps.map((s) => s.timestep), [999, 666, 333, 0]);
   assert.ok(steps.every((s) => s.secondsPerStep > 0 && s.etaSeconds >= 0));
