@@ -274,6 +274,9 @@ impl<M> Offloadable<M> {
 
     /// [`Offloadable::with`] for async work on the model (the VAE decode with cancel points):
     /// the model stays borrowed, so neither `offload` nor `ensure` may run meanwhile.
+    // The lock is held across the awaits on purpose: the awaited work is this model's own GPU
+    // work on the caller's task; another thread using the same model waits for it.
+    #[allow(clippy::await_holding_lock)]
     pub async fn with_async<R>(&self, f: impl AsyncFnOnce(&M) -> Result<R>) -> Result<R> {
         let slot = self.lock()?;
         match &slot.resident {
