@@ -491,6 +491,14 @@ pub fn unet_tensors(cfg: &UNetConfig, motion: Option<&MotionConfig>) -> Vec<(Str
     std::mem::take(&mut w.names)
 }
 
+/// Every tensor `Decoder::load` reads for `cfg`: diffusers name and PyTorch shape.
+pub fn vae_decoder_tensors(cfg: &VaeConfig) -> Vec<(String, Vec<usize>)> {
+    let sim = Sim::default();
+    let mut w = weights::Weights::new(&sim, DType::F32, None);
+    w.vae_decoder(cfg);
+    std::mem::take(&mut w.names)
+}
+
 /// [`choose`] for `req` and write the chosen levers into the generation parameters
 /// (`cfg_split`, `decode_chunk`), so `Models::generate` executes the plan.
 /// The plan request of a generation with these models, or `None` when it uses what the
