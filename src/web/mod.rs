@@ -42,7 +42,8 @@ fn kernel_preference(kernels: Option<&str>) -> WebResult<KernelPreference> {
     }
 }
 
-/// `{ allowF16?, maxBindingBytes?, kernels?, memoryCapBytes? }` → device options.
+/// `{ allowF16?, maxBindingBytes?, kernels?, memoryCapBytes?, arena? }` → device options
+/// (`arena: false`: one buffer per activation, for debugging).
 fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
     let o = Opts(options);
     o.check_object("options")?;
@@ -55,6 +56,7 @@ fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
             Some(b) if b >= 1.0 => Some(b as u64),
             Some(b) => return Err(WebError::input("memoryCapBytes", format!("must be a positive number of bytes, got {b}"))),
         },
+        arena: if o.boolean("arena")?.unwrap_or(true) { crate::gpu::ArenaConfig::DEFAULT } else { crate::gpu::ArenaConfig::OFF },
         ..GpuOptions::default()
     })
 }

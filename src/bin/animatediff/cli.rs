@@ -205,7 +205,7 @@ pub fn check_args(args: &[OsString]) -> Result<(), String> {
         }
         Command::Plan(a) => {
             let (req, limits) = crate::plan::request(&a).map_err(|e| e.to_string())?;
-            plan::plan(&req, plan::Levers::none(req.frames), limits.max_binding).map_err(|e| e.to_string())?;
+            plan::plan_for(&req, plan::Levers::none(req.frames), &limits).map_err(|e| e.to_string())?;
         }
         _ => {}
     }
