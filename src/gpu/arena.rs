@@ -232,7 +232,7 @@ impl Arena {
         let chunk = match p.created {
             Some(size) => match create(size) {
                 Ok((buffer, stats)) => {
-                    stats.on_alloc(size);
+                    stats.on_buffer(size);
                     let c = Arc::new(ArenaChunk { buffer, size, stats });
                     if st.chunks.len() <= p.chunk {
                         st.chunks.resize_with(p.chunk + 1, || None);

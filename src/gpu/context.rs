@@ -357,7 +357,10 @@ impl Gpu {
             Ok((buffer, self.memory.clone()))
         })?;
         match slot {
-            Some(slot) => Ok(Arc::new(GpuBuffer::sub(slot, size, label.to_string()))),
+            Some(slot) => {
+                self.memory.on_sub_alloc(size);
+                Ok(Arc::new(GpuBuffer::sub(slot, size, label.to_string())))
+            }
             None => Err(GpuError::LimitExceeded { what: format!("buffer {label:?}"), requested: size, limit: self.limits.max_buffer_size, limit_name: "max_buffer_size" }),
         }
     }
