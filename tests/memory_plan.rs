@@ -233,6 +233,9 @@ fn arena_shares_buffers_and_gives_the_same_video_as_without() {
             // An output overlapping an input is refused (range-based).
             let mut bt = gpu.batch("overlap");
             assert!(ops::add(&mut bt, &a, &b, Broadcast::Same, &a).is_err(), "output = input accepted");
+            // So is one tensor bound twice: every binding is writable, and WebGPU (Dawn)
+            // rejects overlapping writable bindings.
+            assert!(ops::add(&mut bt, &a, &a, Broadcast::Same, &y).is_err(), "overlapping bindings accepted");
             bt.submit().unwrap();
         } else {
             assert!(a.buffer().arena_placement().is_none());
@@ -268,7 +271,9 @@ fn arena_shares_buffers_and_gives_the_same_video_as_without() {
 #[test]
 fn cfg_split_gives_the_same_video_and_less_memory() {
     let host = host();
-    let gpu = gpu();
+    // Arena chunks of 256 KiB (a 16 MiB one holds every tiny activation: both peaks would be
+    // the weights plus that chunk).
+    let gpu = block_on(Gpu::new(GpuOptions { arena: ArenaConfig { chunk_bytes: 256 << 10 }, ..GpuOptions::default() })).unwrap();
     let models = build_models_with(&gpu, &host.components(), Precision::F32, Weights::Dense).unwrap();
     let mut p = GenerateParams::new("a corgi running on the beach, golden hour, highly detailed", host.scheduler.clone());
     p.negative_prompt = "blurry, low quality".into();
