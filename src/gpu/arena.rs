@@ -76,7 +76,7 @@ pub struct Placement {
     pub created: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ChunkLayout {
     size: u64,
     /// Free `[start, end)` ranges, sorted and coalesced.
@@ -87,7 +87,7 @@ struct ChunkLayout {
 
 /// The arena's placement state: chunks (by index; a destroyed chunk's index is reused first)
 /// and their free ranges.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArenaLayout {
     chunk_bytes: u64,
     max_buffer: u64,

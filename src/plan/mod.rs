@@ -322,11 +322,11 @@ pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: 
         load_peak_bytes: load_peak,
         largest_buffer: st.largest.0,
         largest_buffer_label: st.largest.1,
-        largest_binding: st.largest_tensor.min(max_binding),
+        largest_binding: if st.unsplittable > 0 { st.unsplittable } else { st.largest_tensor.min(max_binding) },
         arena_chunk_bytes,
         peak_arena: st.peak_arena.clone(),
         max_arena_chunks: st.max_arena_chunks,
-        buffers: st.intervals.len(),
+        buffers: st.buffer_count(),
         trace: st.trace[trace_from..].to_vec(),
         peak_buffers: st.peak_buffers.clone(),
     })
@@ -335,13 +335,16 @@ pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: 
 impl Plan {
     /// Does this plan fit `limits`?
     pub fn fits(&self, limits: &DeviceLimits) -> bool {
-        self.largest_buffer <= limits.max_buffer && limits.budget.is_none_or(|b| self.peak_bytes <= b)
+        self.largest_buffer <= limits.max_buffer && self.largest_binding <= limits.max_binding && limits.budget.is_none_or(|b| self.peak_bytes <= b)
     }
 
     fn why_not(&self, limits: &DeviceLimits) -> String {
         let mut why = Vec::new();
         if self.largest_buffer > limits.max_buffer {
             why.push(format!("buffer `{}` of {} bytes > max_buffer_size {}", self.largest_buffer_label, self.largest_buffer, limits.max_buffer));
+        }
+        if self.largest_binding > limits.max_binding {
+            why.push(format!("a binding of {} bytes that cannot be split > max_storage_buffer_binding_size {}", self.largest_binding, limits.max_binding));
         }
         if let Some(b) = limits.budget.filter(|&b| self.peak_bytes > b) {
             why.push(format!("peak {} bytes > budget {b}", self.peak_bytes));

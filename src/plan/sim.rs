@@ -8,6 +8,7 @@
 //! [`ArenaLayout`], so the arena chunks (the device buffers) are planned exactly.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use crate::gpu::{ArenaLayout, DType, TENSOR_ALIGN};
@@ -59,6 +60,9 @@ pub struct State {
     pub largest: (u64, &'static str),
     /// Size of the largest tensor (its binding, unless an op splits it).
     pub largest_tensor: u64,
+    /// The largest binding an op could not split below the binding limit (the runtime
+    /// refuses that op; 0: none).
+    pub unsplittable: u64,
     pub intervals: Vec<Interval>,
     /// Floating-point operations of the GEMMs, convolutions and attentions walked (2 per
     /// multiply-add; elementwise ops and norms not counted).
@@ -75,9 +79,64 @@ pub struct State {
     /// The device's activation arena (`None`: one buffer per activation).
     pub arena: Option<ArenaLayout>,
     live_ids: Vec<usize>,
+    /// Buffers of repetitions not walked ([`State::repeat_since`]).
+    repeated_buffers: usize,
+}
+
+/// Everything that decides what the next allocations of a walk do, without buffer ids: two
+/// equal snapshots around a repeated piece of work (a VAE decode chunk) mean every further
+/// repetition replays it exactly.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    live: u64,
+    in_batch: bool,
+    /// `(bytes, kind, arena slot)` of the live buffers, sorted.
+    buffers: Vec<(u64, bool, Option<(usize, u64, u64)>)>,
+    arena: Option<ArenaLayout>,
+}
+
+/// Where the state's records stood at a [`Snapshot`] (to repeat what came after).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    trace: usize,
+    events: usize,
+    batch: usize,
+    buffers: usize,
+    flops: f64,
 }
 
 impl State {
+    /// See [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        let mut buffers: Vec<_> = self.live_ids.iter().map(|&i| &self.intervals[i]).map(|iv| (iv.bytes, iv.kind == Kind::Weight, iv.slot)).collect();
+        buffers.sort_unstable();
+        Snapshot { live: self.live, in_batch: self.in_batch, buffers, arena: self.arena.clone() }
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark { trace: self.trace.len(), events: self.events, batch: self.batch, buffers: self.repeated_buffers + self.intervals.len(), flops: self.flops }
+    }
+
+    /// Account for `times` more repetitions of what happened since `m`, which left the state
+    /// as it found it (equal [`Snapshot`]s): the device trace, the event / batch counters, the
+    /// buffer count and the FLOPs grow as if walked; the peak, the live set and the arena are
+    /// those of one repetition already.
+    pub fn repeat_since(&mut self, m: Mark, times: usize) {
+        let piece = self.trace[m.trace..].to_vec();
+        for _ in 0..times {
+            self.trace.extend_from_slice(&piece);
+        }
+        self.events += (self.events - m.events) * times;
+        self.batch += (self.batch - m.batch) * times;
+        self.repeated_buffers += (self.repeated_buffers + self.intervals.len() - m.buffers) * times;
+        self.flops += (self.flops - m.flops) * times as f64;
+    }
+
+    /// Number of buffers allocated so far (walked or accounted for by [`State::repeat_since`]).
+    pub fn buffer_count(&self) -> usize {
+        self.repeated_buffers + self.intervals.len()
+    }
+
     fn alloc(&mut self, bytes: u64, label: &'static str, kind: Kind) -> usize {
         // Gpu::create_buffer / create_activation round to whole words, at least 4 bytes.
         let bytes = bytes.max(4).next_multiple_of(4);
@@ -229,7 +288,7 @@ impl Sim {
         let mut s = self.state.borrow_mut();
         s.batch += 1;
         s.in_batch = true;
-        SimBatch { sim: self.clone(), held: Vec::new() }
+        SimBatch { sim: self.clone(), held: Vec::new(), ids: HashSet::new(), alive: Vec::new(), dead_bytes: 0 }
     }
 
     pub fn live(&self) -> u64 {
@@ -263,6 +322,14 @@ impl Sim {
 pub struct SimBatch {
     pub sim: Sim,
     held: Vec<Rc<Buf>>,
+    /// Buffer ids in `held` (membership without a scan).
+    ids: HashSet<usize>,
+    /// Indices into `held` of buffers someone else still held at the last check: only the
+    /// batch can hold a dead buffer, so a dead one never comes back to life and
+    /// `dead_bytes` only grows until a flush (keeps a walk of thousands of split
+    /// dispatches linear, not quadratic).
+    alive: Vec<usize>,
+    dead_bytes: u64,
 }
 
 impl SimBatch {
@@ -271,7 +338,8 @@ impl SimBatch {
     pub fn bind(&mut self, tensors: &[&T]) {
         self.release();
         for t in tensors {
-            if !self.held.iter().any(|b| Rc::ptr_eq(b, &t.buf)) {
+            if self.ids.insert(t.buf.id) {
+                self.alive.push(self.held.len());
                 self.held.push(t.buf.clone());
             }
         }
@@ -284,13 +352,27 @@ impl SimBatch {
     /// `Batch::release` (also the start of every dispatch): submit what was recorded when the
     /// buffers only this batch holds exceed the flush threshold.
     pub fn release(&mut self) {
-        let dead: u64 = self.held.iter().filter(|b| Rc::strong_count(b) == 1).map(|b| self.sim.state.borrow().intervals[b.id].bytes).sum();
+        let st = self.sim.state.borrow();
+        let (held, dead) = (&self.held, &mut self.dead_bytes);
+        self.alive.retain(|&i| {
+            let b = &held[i];
+            let now_dead = Rc::strong_count(b) == 1;
+            if now_dead {
+                *dead += st.intervals[b.id].bytes;
+            }
+            !now_dead
+        });
+        drop(st);
+        let dead = self.dead_bytes;
         let limit = match self.sim.state.borrow().flush_bytes {
             0 => crate::gpu::DEFAULT_BATCH_FLUSH_BYTES,
             b => b,
         };
         if dead > limit {
             self.held.clear();
+            self.ids.clear();
+            self.alive.clear();
+            self.dead_bytes = 0;
         }
     }
 
@@ -301,13 +383,14 @@ impl SimBatch {
 }
 
 /// Chunk sizes `split_units` (ops/util.rs) cuts `units` blocks of tensors of `bytes` into
-/// so every view fits in `limit` bytes.
-pub fn split_counts(limit: u64, units: u64, bytes: &[u64]) -> Vec<u64> {
+/// so every view fits in `limit` bytes; `Err(bytes)` where it refuses because one aligned
+/// group of blocks is already larger (that many bytes).
+pub fn split_counts(limit: u64, units: u64, bytes: &[u64]) -> Result<Vec<u64>, u64> {
     if units == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     if bytes.iter().all(|&b| b <= limit) {
-        return vec![units];
+        return Ok(vec![units]);
     }
     let mut step = 1u64;
     let mut max_units = units;
@@ -320,7 +403,10 @@ pub fn split_counts(limit: u64, units: u64, bytes: &[u64]) -> Vec<u64> {
         step = step / gcd(step, align) * align;
         max_units = max_units.min(limit / unit_bytes);
     }
-    let per = (max_units / step * step).max(1);
+    let per = max_units / step * step;
+    if per == 0 {
+        return Err(bytes.iter().map(|&b| b / units * step).max().unwrap_or(0));
+    }
     let mut out = Vec::new();
     let mut start = 0;
     while start < units {
@@ -328,7 +414,7 @@ pub fn split_counts(limit: u64, units: u64, bytes: &[u64]) -> Vec<u64> {
         out.push(c);
         start += c;
     }
-    out
+    Ok(out)
 }
 
 use crate::ops::util::gcd;

@@ -76,7 +76,14 @@ fn conv(bt: &mut SimBatch, kind: ConvKind, x: &T, cout: usize, residual: Option<
 fn group_norm(bt: &mut SimBatch, env: &Env, groups: usize, frames: usize, x: &T) -> T {
     let y = bt.alloc(&x.dims, x.dtype, "group_norm");
     let sets = (x.dims[0] / frames.max(1)) as u64;
-    for count in split_counts(env.max_binding, sets, &[x.size_bytes(), y.size_bytes()]) {
+    // Where one set is already larger than a binding the runtime refuses the op: the plan
+    // records it (it does not fit) and walks it as one piece.
+    let counts = split_counts(env.max_binding, sets, &[x.size_bytes(), y.size_bytes()]).unwrap_or_else(|bytes| {
+        let mut st = bt.sim.state.borrow_mut();
+        st.unsplittable = st.unsplittable.max(bytes);
+        vec![sets]
+    });
+    for count in counts {
         let stats = bt.alloc(&[count as usize, groups, 2], DType::F32, "group_norm.stats");
         bt.bind(&[x, &stats, &y]);
     }
@@ -130,7 +137,10 @@ fn feed_forward(bt: &mut SimBatch, env: &Env, x: &T, residual: &T, dim: usize) -
     bt.sim.add_flops(2.0 * rows as f64 * dim as f64 * (inner * 3) as f64);
     let h = bt.alloc(&[chunk, inner], x.dtype, "geglu");
     let y = bt.alloc(&with_last(&x.dims, dim), x.dtype, "linear");
-    for _ in 0..rows.div_ceil(chunk) {
+    // Every chunk binds the same tensors and allocates nothing: after the first (which may
+    // flush what the batch held before) the second finds the state it leaves, so two walk
+    // all of them (a huge request has billions of chunks).
+    for _ in 0..rows.div_ceil(chunk).min(2) {
         bt.bind(&[x, &h]);
         bt.bind(&[&h, &y, residual]);
     }
@@ -399,22 +409,43 @@ pub fn vae_decode_to_frames(sim: &Sim, env: &Env, cfg: &VaeConfig, latents: &T, 
     let (ho, wo) = (d[1] << s, d[2] << s);
     let out = sim.alloc(&[n, ho, wo, cfg.out_channels], DType::F32, "vae.frames");
     let mut i = 0;
+    // Planning time must not grow with the video: once a full chunk leaves the state as it
+    // found it, the other full chunks replay it exactly and are accounted for, not walked
+    // (a 10 000-frame plan walked 10 000 decoders: seconds, a fuzzer timeout).
+    let mut repeated = false;
     while i < n {
         let c = chunk.min(n - i);
-        let mut bt = sim.batch();
-        let raw = bt.alloc(&[c, d[1], d[2], d[3]], DType::F32, "vae.chunk");
-        bt.bind(&[latents, &raw]);
-        let z = bt.alloc(&raw.dims, DType::F32, "vae.z");
-        bt.bind(&[&raw, &z]);
-        let z = to_dtype(&mut bt, z, dtype, "vae.z");
-        bt.submit();
-        let y = vae_decode(sim, env, cfg, &z);
-        let mut bt = sim.batch();
-        let y = to_dtype(&mut bt, y, DType::F32, "vae.out");
-        let f = bt.alloc(&y.dims, DType::F32, "vae.frames.chunk");
-        bt.bind(&[&y, &f, &out]);
-        bt.submit();
+        let before = (!repeated && c == chunk && i + 2 * chunk <= n).then(|| {
+            let st = sim.state.borrow();
+            (st.snapshot(), st.mark())
+        });
+        {
+            let mut bt = sim.batch();
+            let raw = bt.alloc(&[c, d[1], d[2], d[3]], DType::F32, "vae.chunk");
+            bt.bind(&[latents, &raw]);
+            let z = bt.alloc(&raw.dims, DType::F32, "vae.z");
+            bt.bind(&[&raw, &z]);
+            let z = to_dtype(&mut bt, z, dtype, "vae.z");
+            bt.submit();
+            let y = vae_decode(sim, env, cfg, &z);
+            let mut bt = sim.batch();
+            let y = to_dtype(&mut bt, y, DType::F32, "vae.out");
+            let f = bt.alloc(&y.dims, DType::F32, "vae.frames.chunk");
+            bt.bind(&[&y, &f, &out]);
+            bt.submit();
+        }
         i += c;
+        if let Some((snap, mark)) = before {
+            let mut st = sim.state.borrow_mut();
+            if st.snapshot() == snap {
+                // The full chunks after this one, except the last: the last may be followed
+                // by a shorter one and ends the loop, so it is walked.
+                let times = (n - i) / chunk - 1;
+                st.repeat_since(mark, times);
+                i += times * chunk;
+                repeated = true;
+            }
+        }
     }
     out
 }
