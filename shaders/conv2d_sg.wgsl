@@ -4,7 +4,8 @@
 // LANES (= 8, lavapipe's SIMD width) invocations covering LANES·R output pixels × LANES·8
 // output channels: each lane loads the input of only R of the pixels and subgroupBroadcast
 // hands every pixel's values to all lanes, so each lane loads R input vec4s + 8 weight vec4s
-// per 4 input channels for 32·R·8 FMAs (conv2d.wgsl: 16 loads for 256 FMAs).
+// per 4 input channels for 32·R·8 FMAs (R = 8: 16 loads for 2048 FMAs; conv2d.wgsl: 16 loads
+// for 256 FMAs).
 // Needs C1, C2 and Cout multiples of 4 (vec4 loads), dense weights, the subgroup feature (native: naga takes
 // the builtins without `enable subgroups;`, which it rejects) and subgroups of
 // exactly LANES invocations (the workgroup is one subgroup; broadcasts within it).
@@ -35,7 +36,7 @@ const LANES: u32 = 8u;
 // Output pixels per workgroup.
 const TM: u32 = LANES * R;
 // R (1..=MAX_R) is the specialisation; the accumulator sets below exist for MAX_R.
-const MAX_R: u32 = 4u;
+const MAX_R: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(4) var<storage, read> bias: array<T>;
@@ -134,6 +135,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc2b: array<vec4<f32>, LANES>;
     var acc3: array<vec4<f32>, LANES>;
     var acc3b: array<vec4<f32>, LANES>;
+    var acc4: array<vec4<f32>, LANES>;
+    var acc4b: array<vec4<f32>, LANES>;
+    var acc5: array<vec4<f32>, LANES>;
+    var acc5b: array<vec4<f32>, LANES>;
+    var acc6: array<vec4<f32>, LANES>;
+    var acc6b: array<vec4<f32>, LANES>;
+    var acc7: array<vec4<f32>, LANES>;
+    var acc7b: array<vec4<f32>, LANES>;
     for (var ky = 0u; ky < p.kh; ky++) {
         for (var kx = 0u; kx < p.kw; kx++) {
             // Source pixel (clamped) and whether it is inside the image, per loaded pixel.
@@ -173,6 +182,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     if (R > 3u) {
                         step(&acc3, &acc3b, load_x(part, xr[3] + ci, inside[3]), wa, wb);
                     }
+                    if (R > 4u) {
+                        step(&acc4, &acc4b, load_x(part, xr[4] + ci, inside[4]), wa, wb);
+                    }
+                    if (R > 5u) {
+                        step(&acc5, &acc5b, load_x(part, xr[5] + ci, inside[5]), wa, wb);
+                    }
+                    if (R > 6u) {
+                        step(&acc6, &acc6b, load_x(part, xr[6] + ci, inside[6]), wa, wb);
+                    }
+                    if (R > 7u) {
+                        step(&acc7, &acc7b, load_x(part, xr[7] + ci, inside[7]), wa, wb);
+                    }
                 }
             }
         }
@@ -187,5 +208,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (R > 3u) {
         store(&acc3, &acc3b, row0 + 3u * LANES, col0);
+    }
+    if (R > 4u) {
+        store(&acc4, &acc4b, row0 + 4u * LANES, col0);
+    }
+    if (R > 5u) {
+        store(&acc5, &acc5b, row0 + 5u * LANES, col0);
+    }
+    if (R > 6u) {
+        store(&acc6, &acc6b, row0 + 6u * LANES, col0);
+    }
+    if (R > 7u) {
+        store(&acc7, &acc7b, row0 + 7u * LANES, col0);
     }
 }

@@ -39,7 +39,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let shift = VF(x[e]);
     var s1 = VF();
     var s2 = VF();
-    for (var pos = pos0; pos < pos1; pos++) {
+    // Four positions per iteration: loop overhead (exec-mask bookkeeping on CPU adapters)
+    // matters next to one load per position.
+    var pos = pos0;
+    for (; pos + 4u <= pos1; pos += 4u) {
+        let d0 = VF(x[e]) - shift;
+        let d1 = VF(x[e + p.cols]) - shift;
+        let d2 = VF(x[e + 2u * p.cols]) - shift;
+        let d3 = VF(x[e + 3u * p.cols]) - shift;
+        s1 += (d0 + d1) + (d2 + d3);
+        s2 = fma(d0, d0, fma(d1, d1, fma(d2, d2, fma(d3, d3, s2))));
+        e += 4u * p.cols;
+    }
+    for (; pos < pos1; pos++) {
         let d = VF(x[e]) - shift;
         s1 += d;
         s2 = fma(d, d, s2);
