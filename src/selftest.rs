@@ -216,13 +216,15 @@ async fn run_suite(s: &mut Suite<'_>) -> GpuResult<()> {
     b.submit()?;
     s.check("layer_norm", &y, &reference::layer_norm(&x1, &gamma, &beta, c1, 1e-5)).await?;
 
-    // Attention: spatial self (head dim 40), cross with per-video K/V, causal, temporal.
+    // Attention: spatial self (head dim 40), cross with per-video K/V, causal, temporal, and the
+    // SD1.5 VAE mid-block's single 512-channel head (the largest per-invocation state).
     let lay = |l: ops::TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
     for (name, seqs, heads, hd, q_len, kv_len, kv_div, causal, frames) in [
         ("attention self, head dim 40", 2u32, 2u32, 40u32, 37u32, 37u32, 1u32, false, 0u32),
         ("attention cross, text K/V shared by frames", 4, 2, 16, 20, 77, 2, false, 0),
         ("attention causal (CLIP)", 1, 4, 8, 77, 77, 1, true, 0),
         ("attention temporal over frames", 2, 2, 12, 16, 16, 1, false, 16),
+        ("attention single head 512 (VAE mid-block)", 1, 1, 512, 21, 21, 1, false, 0),
     ] {
         let ch = heads * hd;
         let (ql, kvl, q_elems, kv_elems, sequences) = if frames > 0 {

@@ -141,7 +141,9 @@ fn bad_requests_fail_with_clear_errors() {
 #[test]
 fn memory_budget_picks_levers_that_fit() {
     let dir = tmp("budget");
-    let small = ["--frames", "4", "--width", "64", "--height", "64", "--steps", "1", "--seed", "3"];
+    // Arena chunks of 256 KiB: with the default 16 MiB one chunk holds every tiny activation,
+    // and every plan (whatever its levers) peaks at the weights plus that chunk.
+    let small = ["--frames", "4", "--width", "64", "--height", "64", "--steps", "1", "--seed", "3", "--arena-chunk", "262144"];
     let mib = |out: &Output, prefix: &str| -> f64 {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{stderr}");

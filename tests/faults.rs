@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use animatediff_wgpu::gpu::GpuError;
+use animatediff_wgpu::gpu::{ArenaConfig, Gpu, GpuError, GpuOptions};
 use animatediff_wgpu::load::{HostTensor, LoadError, LoadResult, WeightSource};
 use animatediff_wgpu::pipeline::fit;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, Hooks, InitLatents, Output};
@@ -264,7 +264,9 @@ fn out_of_memory_at_allocation_falls_back_to_a_smaller_plan_or_says_what_fits() 
     with_deadline("out of memory", 900, || {
         let t0 = Instant::now();
         let host = open_pipeline(&tiny_single_file_paths()).unwrap();
-        let gpu = gpu();
+        // Arena chunks of 256 KiB: with the default 16 MiB one chunk holds every tiny
+        // activation, and every plan (whatever its levers) peaks at the weights plus that chunk.
+        let gpu = block_on(Gpu::new(GpuOptions { arena: ArenaConfig { chunk_bytes: 256 << 10 }, ..GpuOptions::default() })).unwrap();
         let models = build_models(&gpu, &host.components(), Precision::F32).unwrap();
         block_on(gpu.sync()).unwrap();
         let loaded = gpu.memory();

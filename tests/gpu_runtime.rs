@@ -139,19 +139,34 @@ fn f16_kernels_report_missing_feature_without_shader_f16() {
 
 #[test]
 fn memory_accounting_tracks_live_and_peak() {
-    let gpu = gpu();
-    let base = gpu.memory();
-    gpu.reset_peak_memory();
-    let a = gpu.empty([1 << 18], DType::F32, "a").unwrap(); // 1 MiB
-    let b = gpu.empty([1 << 17], DType::F16, "b").unwrap(); // 256 KiB
-    let during = gpu.memory();
-    assert_eq!(during.live_bytes, base.live_bytes + (1 << 20) + (1 << 18));
-    assert_eq!(during.live_buffers, base.live_buffers + 2);
-    drop(a);
-    drop(b);
-    let after = gpu.memory();
-    assert_eq!(after.live_bytes, base.live_bytes);
-    assert_eq!(after.peak_bytes, during.live_bytes);
+    use animatediff_wgpu::gpu::ArenaConfig;
+    for arena in [ArenaConfig::OFF, ArenaConfig::DEFAULT] {
+        let gpu = block_on(Gpu::new(GpuOptions { arena, ..GpuOptions::default() })).unwrap();
+        let base = gpu.memory();
+        gpu.reset_peak_memory();
+        let a = gpu.empty([1 << 18], DType::F32, "a").unwrap(); // 1 MiB
+        let b = gpu.empty([1 << 17], DType::F16, "b").unwrap(); // 256 KiB
+        // A weight is a buffer of its own either way.
+        let w = gpu.empty_weight([1 << 10], DType::F32, "w").unwrap(); // 4 KiB
+        let during = gpu.memory();
+        if arena.enabled() {
+            // Both activations in one arena chunk: the device holds the chunk.
+            assert_eq!(during.live_bytes, base.live_bytes + arena.chunk_bytes + (1 << 12));
+            assert_eq!(during.live_buffers, base.live_buffers + 2);
+            assert_eq!(gpu.arena_chunks(), vec![arena.chunk_bytes]);
+        } else {
+            assert_eq!(during.live_bytes, base.live_bytes + (1 << 20) + (1 << 18) + (1 << 12));
+            assert_eq!(during.live_buffers, base.live_buffers + 3);
+        }
+        drop(a);
+        // The chunk lives while `b` does.
+        assert_eq!(gpu.memory().live_bytes, if arena.enabled() { during.live_bytes } else { during.live_bytes - (1 << 20) });
+        drop(b);
+        drop(w);
+        let after = gpu.memory();
+        assert_eq!(after.live_bytes, base.live_bytes);
+        assert_eq!(after.peak_bytes, during.live_bytes);
+    }
 }
 
 #[test]

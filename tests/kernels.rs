@@ -285,14 +285,15 @@ fn attention_spatial_cross_causal_and_temporal() {
 fn attention_cases(c: &mut Case, family: &str) {
     let lay = |l: TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
     // (name, sequences, heads, head_dim, q_len, kv_len, kv_div, causal, temporal frames)
-    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 8] = [
+    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 9] = [
         ("self 7x13 tokens, 2 heads of 12", 2, 2, 12, 91, 91, 1, false, 0),
         ("self, SD head dim 40", 1, 2, 40, 37, 37, 1, false, 0),
         ("self, SD head dim 80", 1, 2, 80, 29, 29, 1, false, 0),
         ("cross, SD head dim 160", 2, 1, 160, 13, 77, 1, false, 0),
         ("cross 77 text tokens shared by 3 frames", 6, 2, 16, 20, 77, 3, false, 0),
         ("causal CLIP", 2, 4, 8, 77, 77, 1, true, 0),
-        ("single head 64 (VAE mid)", 1, 1, 64, 49, 49, 1, false, 0),
+        ("single head 64 (tiny VAE mid)", 1, 1, 64, 49, 49, 1, false, 0),
+        ("single head 512 (SD1.5 VAE mid)", 2, 1, 512, 35, 35, 1, false, 0),
         ("temporal over 16 frames", 2, 2, 12, 16, 16, 1, false, 16),
     ];
     for (name, seqs, heads, hd, q_len, kv_len, kv_div, causal, frames) in cases {

@@ -8,7 +8,7 @@
 
 mod common;
 
-use animatediff_wgpu::gpu::{DType, Gpu, GpuOptions};
+use animatediff_wgpu::gpu::{ArenaConfig, DType, Gpu, GpuOptions};
 use animatediff_wgpu::model::motion::MotionNorm;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
 use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, open_pipeline, HostPipeline, ModelPaths, Precision, Weights};
@@ -40,6 +40,8 @@ struct Case {
     /// Measure the second run on the models, after a first one with these levers (other
     /// prompts: the text encoder runs again).
     previous: Option<Levers>,
+    /// The device's activation arena (`ArenaConfig::OFF`: one buffer per activation).
+    arena: ArenaConfig,
 }
 
 fn params(host: &HostPipeline, c: &Case) -> GenerateParams {
@@ -80,7 +82,7 @@ fn request(host: &HostPipeline, p: &GenerateParams, dtype: DType, weights: Weigh
 type Measured = ((u64, u64), (u64, u64), Output);
 
 fn measure(host: &HostPipeline, c: &Case) -> Option<Measured> {
-    let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: c.max_binding, ..GpuOptions::default() })).unwrap();
+    let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: c.max_binding, arena: c.arena, ..GpuOptions::default() })).unwrap();
     let dtype = match c.precision.dtype(&gpu) {
         Ok(d) => d,
         Err(e) => {
@@ -100,7 +102,10 @@ fn measure(host: &HostPipeline, c: &Case) -> Option<Measured> {
         block_on(models.generate(&gpu, &first, &mut |_| {})).unwrap();
     }
     let req = request(host, &p, dtype, c.weights);
-    let planned = plan::plan_after(&req, c.levers, gpu.max_binding(), gpu.memory_stats().batch_flush_bytes(), c.previous).unwrap();
+    // The plan continues from the device's arena as it is now (empty: every activation of
+    // loading and of a previous run is gone).
+    assert!(gpu.arena_chunks().is_empty(), "{c:?}: arena chunks left alive: {:?}", gpu.arena_chunks());
+    let planned = plan::plan_after(&req, c.levers, gpu.max_binding(), gpu.memory_stats().batch_flush_bytes(), gpu.arena_layout(), c.previous).unwrap();
     gpu.reset_peak_memory();
     gpu.memory_stats().start_trace();
     let out = block_on(models.generate(&gpu, &p, &mut |_| {})).unwrap();
@@ -117,8 +122,8 @@ fn measure(host: &HostPipeline, c: &Case) -> Option<Measured> {
         panic!("{c:?}: (bytes, live) sequences differ at allocation {i} of {}/{}: runtime {:?} … plan {:?}", rt.len(), pl.len(), &rt[i.saturating_sub(3)..(i + 3).min(rt.len())], &pl[i.saturating_sub(3)..(i + 3).min(pl.len())]);
     }
     eprintln!(
-        "{c:?}\n  weights planned {} measured {loaded}; peak planned {} measured {peak} (weights {} + activations {} + temporaries {}); largest buffer {} ({}); arena {}",
-        planned.weight_bytes, planned.peak_bytes, planned.peak_weights, planned.peak_activations, planned.peak_temporaries, planned.largest_buffer, planned.largest_buffer_label, planned.activation_arena_bytes
+        "{c:?}\n  weights planned {} measured {loaded}; peak planned {} measured {peak} (weights {} + activations {} + temporaries {}); largest buffer {} ({}); arena chunks at the peak {:?} (at most {})",
+        planned.weight_bytes, planned.peak_bytes, planned.peak_weights, planned.peak_activations, planned.peak_temporaries, planned.largest_buffer, planned.largest_buffer_label, planned.peak_arena, planned.max_arena_chunks
     );
     Some(((planned.weight_bytes, loaded), (planned.peak_bytes, peak), out))
 }
@@ -137,6 +142,10 @@ const BASE: Case = Case {
     flush: None,
     decode: true,
     previous: None,
+    // Arena chunks of 256 KiB: the tiny models' activations (up to ~1 MiB) then spread over
+    // several chunks, some shared, some of a large tensor's own size, as the full-size model's
+    // do over 16 MiB ones (a 16 MiB chunk would hold every tiny activation at once).
+    arena: ArenaConfig { chunk_bytes: 256 << 10 },
 };
 
 const fn levers(cfg_split: bool, decode_chunk: usize) -> Levers {
@@ -181,6 +190,11 @@ fn planned_peak_equals_measured_peak() {
         Case { precision: Precision::F16, levers: all_levers(true), previous: Some(Levers { vae_f16: true, ..levers(false, 4) }), frames: 2, steps: 1, ..BASE },
         // Latents only with the levers: the offloaded VAE is never restored.
         Case { decode: false, levers: all_levers(false), frames: 2, steps: 1, ..BASE },
+        // The default arena (one 16 MiB chunk holds everything), 64 KiB chunks, and no arena
+        // (one buffer per activation).
+        Case { arena: ArenaConfig::DEFAULT, ..BASE },
+        Case { arena: ArenaConfig { chunk_bytes: 64 << 10 }, frames: 2, ..BASE },
+        Case { arena: ArenaConfig::OFF, frames: 2, steps: 1, ..BASE },
     ];
     let mut ran = 0;
     for c in &cases {
@@ -193,10 +207,73 @@ fn planned_peak_equals_measured_peak() {
     assert!(ran == cases.len() || ran == cases.len() - f16_cases, "only {ran} cases ran");
 }
 
+/// The activation arena: activations share arena buffers at different 256-byte aligned
+/// offsets, ops bind several ranges of one buffer in a dispatch (an output overlapping an
+/// input is still refused), and a generation gives the same video as with one buffer per
+/// activation.
+#[test]
+fn arena_shares_buffers_and_gives_the_same_video_as_without() {
+    use animatediff_wgpu::ops::{self, Broadcast};
+    let on = block_on(Gpu::new(GpuOptions { arena: ArenaConfig::DEFAULT, ..GpuOptions::default() })).unwrap();
+    let off = block_on(Gpu::new(GpuOptions { arena: ArenaConfig::OFF, ..GpuOptions::default() })).unwrap();
+    let n = 1000;
+    let av: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let bv: Vec<f32> = (0..n).map(|i| 3.0 - i as f32).collect();
+    let mut sums = Vec::new();
+    for gpu in [&on, &off] {
+        let a = gpu.upload_f32(&av, [n], "a").unwrap();
+        let b = gpu.upload_f32(&bv, [n], "b").unwrap();
+        let y = gpu.empty([n], DType::F32, "y").unwrap();
+        if gpu.arena_config().enabled() {
+            let (pa, pb, py) = (a.buffer().arena_placement().unwrap(), b.buffer().arena_placement().unwrap(), y.buffer().arena_placement().unwrap());
+            assert!(pa.0 == pb.0 && pb.0 == py.0, "one chunk: {a:?} {b:?} {y:?}");
+            assert!(pa.1 != pb.1 && pb.1 != py.1 && pa.1 != py.1, "distinct offsets: {a:?} {b:?} {y:?}");
+            assert!([pa.1, pb.1, py.1].iter().all(|o| o % 256 == 0));
+            assert_eq!(gpu.arena_chunks().len(), 1);
+            // An output overlapping an input is refused (range-based).
+            let mut bt = gpu.batch("overlap");
+            assert!(ops::add(&mut bt, &a, &b, Broadcast::Same, &a).is_err(), "output = input accepted");
+            // So is one tensor bound twice: every binding is writable, and WebGPU (Dawn)
+            // rejects overlapping writable bindings.
+            assert!(ops::add(&mut bt, &a, &a, Broadcast::Same, &y).is_err(), "overlapping bindings accepted");
+            bt.submit().unwrap();
+        } else {
+            assert!(a.buffer().arena_placement().is_none());
+            assert!(gpu.arena_chunks().is_empty());
+        }
+        let mut bt = gpu.batch("add");
+        ops::add(&mut bt, &a, &b, Broadcast::Same, &y).unwrap();
+        bt.submit().unwrap();
+        sums.push(read(gpu, &y));
+        // Freed ranges are reused: the next activation lands where `a` was.
+        let at = a.buffer().arena_placement();
+        drop(a);
+        let z = gpu.empty([n], DType::F32, "z").unwrap();
+        assert_eq!(z.buffer().arena_placement(), at);
+    }
+    assert_eq!(sums[0], sums[1]);
+    assert_eq!(sums[0][10], 5.0 + 3.0 - 10.0);
+    // A whole (small) generation: identical latents and frames.
+    let host = host();
+    let p = params(&host, &Case { frames: 2, steps: 2, ..BASE });
+    let mut outs = Vec::new();
+    for gpu in [&on, &off] {
+        let models = build_models_with(gpu, &host.components(), Precision::F32, Weights::Q8).unwrap();
+        gpu.reset_peak_memory();
+        outs.push((block_on(models.generate(gpu, &p, &mut |_| {})).unwrap(), gpu.memory().peak_bytes));
+        assert!(gpu.arena_chunks().is_empty(), "arena chunks left after the run: {:?}", gpu.arena_chunks());
+    }
+    eprintln!("peak with the arena {} bytes, without {} bytes", outs[0].1, outs[1].1);
+    assert_eq!(outs[0].0.latents, outs[1].0.latents, "latents differ with the arena");
+    assert_eq!(outs[0].0.frames, outs[1].0.frames, "frames differ with the arena");
+}
+
 #[test]
 fn cfg_split_gives_the_same_video_and_less_memory() {
     let host = host();
-    let gpu = gpu();
+    // Arena chunks of 256 KiB (a 16 MiB one holds every tiny activation: both peaks would be
+    // the weights plus that chunk).
+    let gpu = block_on(Gpu::new(GpuOptions { arena: ArenaConfig { chunk_bytes: 256 << 10 }, ..GpuOptions::default() })).unwrap();
     let models = build_models_with(&gpu, &host.components(), Precision::F32, Weights::Dense).unwrap();
     let mut p = GenerateParams::new("a corgi running on the beach, golden hour, highly detailed", host.scheduler.clone());
     p.negative_prompt = "blurry, low quality".into();
@@ -294,11 +371,11 @@ fn f16_vae_frames_are_within_f16_tolerance() {
 #[test]
 fn choose_pulls_levers_to_fit_and_refuses_with_a_suggestion() {
     let req = Request::sd15(16, 512, 512, DType::F16, Weights::Q4);
-    let free = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: None }).unwrap();
+    let free = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: None, ..DeviceLimits::default() }).unwrap();
     assert_eq!(free.levers, Levers::none(16));
     // A budget just below the unconstrained peak forces a lever; the chosen plan fits.
     let budget = free.peak_bytes - 1;
-    let limited = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: Some(budget) }).unwrap();
+    let limited = plan::choose(&req, &DeviceLimits { max_binding: 1 << 40, max_buffer: 1 << 40, budget: Some(budget), ..DeviceLimits::default() }).unwrap();
     assert_ne!(limited.levers, free.levers);
     assert!(limited.peak_bytes <= budget);
     // WebGPU defaults: no buffer over 256 MiB; apply() writes the levers into the parameters.

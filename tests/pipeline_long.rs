@@ -218,7 +218,9 @@ fn motion_effect_matches_hooked_diffusers() {
 
 #[test]
 fn long_videos_need_windows_and_memory_follows_the_window() {
-    let gpu = gpu();
+    // Arena chunks of 64 KiB: with the default 16 MiB one chunk holds every tiny activation
+    // of any of these runs, and the peaks below would not see the frames at all.
+    let gpu = block_on(Gpu::new(animatediff_wgpu::GpuOptions { arena: animatediff_wgpu::gpu::ArenaConfig { chunk_bytes: 64 << 10 }, ..Default::default() })).unwrap();
     let (models, mut p) = setup(&gpu);
     p.steps = 1;
     p.frames = 40; // the tiny motion module has 32 positions

@@ -71,7 +71,7 @@ const baseURL = () => (typeof document !== 'undefined' ? document.baseURI : self
 
 /**
  * Start the engine worker and a WebGPU device.
- * @param {{ allowF16?: boolean, maxBindingBytes?: number, kernels?: 'auto'|'registers'|'tiled', memoryCapBytes?: number, workerURL?: string|URL }} [opts]
+ * @param {{ allowF16?: boolean, maxBindingBytes?: number, kernels?: 'auto'|'registers'|'tiled', memoryCapBytes?: number, arena?: boolean, arenaChunkBytes?: number, workerURL?: string|URL }} [opts]
  */
 export async function createGenerator(opts = {}) {
   if (typeof navigator === 'undefined' || !('gpu' in navigator)) {

@@ -11,7 +11,7 @@ use super::context::Gpu;
 use super::dispatch::Grid;
 use super::error::{GpuError, GpuResult};
 use super::pipeline::Kernel;
-use super::tensor::{GpuBuffer, Tensor};
+use super::tensor::{DType, GpuBuffer, Tensor, TENSOR_ALIGN};
 
 /// A sequence of dispatches submitted together.
 ///
@@ -58,6 +58,15 @@ impl<'g> Batch<'g> {
                     limit: max_binding,
                     limit_name: "max_storage_buffer_binding_size",
                 });
+            }
+        }
+        if self.gpu.rw_bindings() {
+            // Every storage binding is `read_write` (the arena is on): WebGPU (Dawn) rejects two
+            // writable bindings that overlap, so refuse them here too, where lavapipe would not.
+            for (i, (bi, a)) in tensors.iter().enumerate() {
+                if let Some((bj, b)) = tensors[..i].iter().find(|(_, b)| a.overlaps(b)) {
+                    return Err(GpuError::shape(kernel.name, format!("bindings {bj} {b:?} and {bi} {a:?} overlap")));
+                }
             }
         }
         if grid.launched() == 0 {
@@ -135,11 +144,7 @@ impl<'g> Batch<'g> {
         if src.size_bytes() != dst.size_bytes() {
             return Err(GpuError::shape("copy", format!("{src:?} and {dst:?} differ in size")));
         }
-        self.flush_dead();
-        self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.offset(), dst.buffer().raw(), dst.offset(), src.size_bytes());
-        self.hold(src);
-        self.hold(dst);
-        Ok(())
+        self.copy_bytes(src, 0, dst, 0, src.size_bytes())
     }
 
     /// Copy `bytes` bytes from `src` at byte `src_at` to `dst` at byte `dst_at` (offsets
@@ -149,11 +154,51 @@ impl<'g> Batch<'g> {
         if !fits(src, src_at) || !fits(dst, dst_at) || !(src_at | dst_at | bytes).is_multiple_of(4) {
             return Err(GpuError::shape("copy", format!("{bytes} bytes from {src:?}+{src_at} to {dst:?}+{dst_at}")));
         }
-        if bytes > 0 {
-            self.flush_dead();
-            self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.offset() + src_at, dst.buffer().raw(), dst.offset() + dst_at, bytes);
-            self.hold(src);
-            self.hold(dst);
+        if bytes == 0 {
+            return Ok(());
+        }
+        if src.buffer().raw_key() == dst.buffer().raw_key() {
+            return self.copy_within(src, src_at, dst, dst_at, bytes);
+        }
+        self.flush_dead();
+        self.encoder.copy_buffer_to_buffer(src.buffer().raw(), src.device_offset() + src_at, dst.buffer().raw(), dst.device_offset() + dst_at, bytes);
+        self.hold(src);
+        self.hold(dst);
+        Ok(())
+    }
+
+    /// [`Batch::copy_bytes`] between two ranges of one device buffer (tensors of one arena
+    /// chunk): `copyBufferToBuffer` refuses that, so a kernel copies the words, binding the
+    /// 256-byte aligned ranges around source and destination, in pieces within a binding.
+    fn copy_within(&mut self, src: &Tensor, src_at: u64, dst: &Tensor, dst_at: u64, bytes: u64) -> GpuResult<()> {
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct Params {
+            n: u32,
+            src_at: u32,
+            dst_at: u32,
+        }
+        const WG: u32 = 256;
+        let gpu = self.gpu;
+        let kernel = gpu.kernel(&crate::shader!("copy_words"), &super::Spec::new().u32("WG", WG))?;
+        // Pieces small enough that each aligned window stays within a binding.
+        let piece = (gpu.max_binding() / 2).max(TENSOR_ALIGN) / TENSOR_ALIGN * TENSOR_ALIGN;
+        let window = |t: &Tensor, at: u64, len: u64| -> GpuResult<(Tensor, u32)> {
+            let start = (t.offset() + at) / TENSOR_ALIGN * TENSOR_ALIGN;
+            let words = (t.offset() + at + len - start).div_ceil(4);
+            let view = Tensor::view(t.buffer().clone(), start, [words as usize], DType::U32)
+                .ok_or_else(|| GpuError::shape("copy", format!("window of {t:?} at {at}")))?;
+            Ok((view, ((t.offset() + at - start) / 4) as u32))
+        };
+        let mut done = 0;
+        while done < bytes {
+            let len = piece.min(bytes - done);
+            let (s, s_at) = window(src, src_at + done, len)?;
+            let (d, d_at) = window(dst, dst_at + done, len)?;
+            let n = (len / 4) as u32;
+            let grid = Grid::for_elements(u64::from(n), WG, gpu.limits().max_compute_workgroups_per_dimension)?;
+            self.dispatch(&kernel, &Params { n, src_at: s_at, dst_at: d_at }, &[&s, &d], grid)?;
+            done += len;
         }
         Ok(())
     }

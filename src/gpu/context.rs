@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use super::arena::{Arena, ArenaConfig, ArenaLayout};
 use super::error::{GpuError, GpuResult};
 use super::memory::{MemorySnapshot, MemoryStats};
 use super::pipeline::PipelineCache;
@@ -41,6 +42,9 @@ pub struct GpuOptions {
     /// Refuse allocations past this many live bytes with [`GpuError::OutOfMemory`]: a GPU
     /// with that much memory (emulates a smaller device; tests run out of memory with it).
     pub memory_cap: Option<u64>,
+    /// Sub-allocate activations from arena chunks (`crate::gpu::ArenaLayout`); default on
+    /// (`ANIMATEDIFF_ARENA=0` natively: one buffer per activation, for debugging).
+    pub arena: ArenaConfig,
 }
 
 impl Default for GpuOptions {
@@ -54,6 +58,7 @@ impl Default for GpuOptions {
             browser_limit_buckets: false,
             kernels: KernelPreference::Auto,
             memory_cap: None,
+            arena: ArenaConfig::from_env(),
         }
     }
 }
@@ -150,9 +155,15 @@ pub struct Gpu {
     health: Arc<Health>,
     memory: Arc<MemoryStats>,
     pub(crate) pipelines: PipelineCache,
-    /// 256 zero bytes, bound where a kernel's optional input (e.g. bias) is absent.
-    zeros: Tensor,
+    /// [`ZERO_SLOTS`] × 256 zero bytes, bound where a kernel's optional input (e.g. bias) is
+    /// absent: distinct ranges, since two writable bindings may not overlap.
+    zeros: Vec<Tensor>,
+    arena: Option<Arc<Arena>>,
+    arena_config: ArenaConfig,
 }
+
+/// Distinct zero tensors a dispatch may bind at once.
+pub const ZERO_SLOTS: usize = 4;
 
 impl Gpu {
     /// Create a context on the best adapter. Async on every target; natively, drive it with
@@ -256,12 +267,16 @@ impl Gpu {
 
         let memory = Arc::new(MemoryStats::default());
         memory.set_memory_cap(opts.memory_cap);
-        let zeros_buf = create_raw_buffer(&device, &memory, TENSOR_ALIGN, storage_usage(), "zeros");
-        let zeros = Tensor::view(Arc::new(zeros_buf), 0, [64], DType::F32)
-            .ok_or_else(|| GpuError::shape("Gpu::new", "zeros buffer too small"))?;
+        let arena_config = opts.arena;
+        let rw = arena_config.enabled();
+        let zeros_buf = Arc::new(create_raw_buffer(&device, &memory, TENSOR_ALIGN * ZERO_SLOTS as u64, storage_usage(), "zeros", rw));
+        let zeros = (0..ZERO_SLOTS as u64)
+            .map(|i| Tensor::view(zeros_buf.clone(), i * TENSOR_ALIGN, [64], DType::F32).ok_or_else(|| GpuError::shape("Gpu::new", "zeros buffer too small")))
+            .collect::<GpuResult<Vec<_>>>()?;
         // Newly created buffers are zero-initialised by WebGPU / wgpu.
+        let arena = rw.then(|| Arc::new(Arena::new(arena_config.chunk_bytes, limits.max_buffer_size)));
 
-        let gpu = Gpu { device, queue, info, limits, health, memory, pipelines: PipelineCache::default(), zeros };
+        let gpu = Gpu { device, queue, info, limits, health, memory, pipelines: PipelineCache::default(), zeros, arena, arena_config };
         gpu.check()?;
         Ok(gpu)
     }
@@ -319,11 +334,57 @@ impl Gpu {
         self.device.destroy();
     }
 
-    pub(crate) fn zeros(&self) -> &Tensor {
-        &self.zeros
+    /// 256 zero bytes; `slot` < [`ZERO_SLOTS`] picks one of distinct ranges (a dispatch binding
+    /// several absent inputs gives each its own).
+    pub(crate) fn zeros(&self, slot: usize) -> &Tensor {
+        &self.zeros[slot.min(ZERO_SLOTS - 1)]
     }
 
-    /// Allocate a storage buffer of at least `size` bytes (counted in [`Gpu::memory`]).
+    /// The arena this device sub-allocates activations from ([`ArenaConfig::OFF`]: none).
+    pub fn arena_config(&self) -> ArenaConfig {
+        self.arena_config
+    }
+
+    /// The arena's placement state now (`None`: arena off): the memory plan of a run on this
+    /// device continues from it (`crate::plan::plan_after`).
+    pub fn arena_layout(&self) -> Option<ArenaLayout> {
+        self.arena.as_ref().map(|a| a.layout())
+    }
+
+    /// Sizes of the arena chunks alive now.
+    pub fn arena_chunks(&self) -> Vec<u64> {
+        self.arena.as_ref().map(|a| a.chunk_sizes()).unwrap_or_default()
+    }
+
+    /// Kernels declare every storage binding `read_write` (the arena is on).
+    pub(crate) fn rw_bindings(&self) -> bool {
+        self.arena.is_some()
+    }
+
+    /// Allocate `size` bytes for an activation: a range of an arena chunk when the arena is
+    /// on, else a buffer of its own.
+    pub fn create_activation(&self, size: u64, label: &str) -> GpuResult<Arc<GpuBuffer>> {
+        let Some(arena) = &self.arena else { return self.create_buffer(size, label) };
+        self.check()?;
+        let size = size.max(4).next_multiple_of(4);
+        let slot = arena.alloc(size, |chunk| {
+            if let Err((live, cap)) = self.memory.admit(chunk) {
+                return Err(GpuError::OutOfMemory { context: Some(format!("arena chunk of {chunk} bytes for {label:?} ({live} bytes live, memory cap {cap})")) });
+            }
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("arena"), size: chunk, usage: storage_usage(), mapped_at_creation: false });
+            Ok((buffer, self.memory.clone()))
+        })?;
+        match slot {
+            Some(slot) => {
+                self.memory.on_sub_alloc(size);
+                Ok(Arc::new(GpuBuffer::sub(slot, size, label.to_string())))
+            }
+            None => Err(GpuError::LimitExceeded { what: format!("buffer {label:?}"), requested: size, limit: self.limits.max_buffer_size, limit_name: "max_buffer_size" }),
+        }
+    }
+
+    /// Allocate a storage buffer of its own of at least `size` bytes (counted in
+    /// [`Gpu::memory`]): weights, and activations when the arena is off.
     pub fn create_buffer(&self, size: u64, label: &str) -> GpuResult<Arc<GpuBuffer>> {
         self.check()?;
         let size = size.max(4).next_multiple_of(4);
@@ -338,20 +399,40 @@ impl Gpu {
         if let Err((live, cap)) = self.memory.admit(size) {
             return Err(GpuError::OutOfMemory { context: Some(format!("buffer {label:?} of {size} bytes ({live} bytes live, memory cap {cap})")) });
         }
-        Ok(Arc::new(create_raw_buffer(&self.device, &self.memory, size, storage_usage(), label)))
+        Ok(Arc::new(create_raw_buffer(&self.device, &self.memory, size, storage_usage(), label, self.rw_bindings())))
     }
 
-    /// A new tensor in its own buffer (contents zero).
+    /// A new activation tensor: in the arena when it is on (contents undefined: a reused
+    /// range holds what an earlier tensor left there), else in its own buffer (zero).
     pub fn empty(&self, shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
-        let shape = shape.into();
-        let buf = self.create_buffer(dtype.storage_bytes(shape.numel()), label)?;
+        self.empty_in(shape.into(), dtype, label, false)
+    }
+
+    /// A new tensor in a buffer of its own (contents zero): weights, which live as long as
+    /// their model and are not part of the arena.
+    pub fn empty_weight(&self, shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
+        self.empty_in(shape.into(), dtype, label, true)
+    }
+
+    fn empty_in(&self, shape: Shape, dtype: DType, label: &str, dedicated: bool) -> GpuResult<Tensor> {
+        let bytes = dtype.storage_bytes(shape.numel());
+        let buf = if dedicated { self.create_buffer(bytes, label)? } else { self.create_activation(bytes, label)? };
         Tensor::view(buf, 0, shape, dtype).ok_or_else(|| GpuError::shape("Gpu::empty", "buffer too small"))
     }
 
-    /// Upload raw bytes into a new tensor. Data goes through `queue.write_buffer` in chunks,
-    /// never through a mapped-at-creation allocation (which can throw in browsers).
+    /// Upload raw bytes into a new activation tensor ([`Gpu::empty`]). Data goes through
+    /// `queue.write_buffer` in chunks, never through a mapped-at-creation allocation (which
+    /// can throw in browsers).
     pub fn upload_bytes(&self, bytes: &[u8], shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
-        let shape = shape.into();
+        self.upload_bytes_in(bytes, shape.into(), dtype, label, false)
+    }
+
+    /// [`Gpu::upload_bytes`] into a weight buffer of its own ([`Gpu::empty_weight`]).
+    pub fn upload_weight_bytes(&self, bytes: &[u8], shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
+        self.upload_bytes_in(bytes, shape.into(), dtype, label, true)
+    }
+
+    fn upload_bytes_in(&self, bytes: &[u8], shape: Shape, dtype: DType, label: &str, dedicated: bool) -> GpuResult<Tensor> {
         let want = dtype.storage_bytes(shape.numel());
         if bytes.len() as u64 != want {
             return Err(GpuError::shape(
@@ -359,7 +440,7 @@ impl Gpu {
                 format!("{label}: {} bytes given, {dtype} {shape} needs {want}", bytes.len()),
             ));
         }
-        let t = self.empty(shape, dtype, label)?;
+        let t = self.empty_in(shape, dtype, label, dedicated)?;
         self.write(&t, 0, bytes)?;
         Ok(t)
     }
@@ -371,12 +452,21 @@ impl Gpu {
 
     /// Upload f16 values (an odd count is padded to whole 32-bit words).
     pub fn upload_f16(&self, data: &[half::f16], shape: impl Into<Shape>, label: &str) -> GpuResult<Tensor> {
+        self.upload_f16_in(data, shape.into(), label, false)
+    }
+
+    /// [`Gpu::upload_f16`] into a weight buffer of its own.
+    pub fn upload_weight_f16(&self, data: &[half::f16], shape: impl Into<Shape>, label: &str) -> GpuResult<Tensor> {
+        self.upload_f16_in(data, shape.into(), label, true)
+    }
+
+    fn upload_f16_in(&self, data: &[half::f16], shape: Shape, label: &str, dedicated: bool) -> GpuResult<Tensor> {
         if data.len().is_multiple_of(2) {
-            return self.upload_bytes(bytemuck::cast_slice(data), shape, DType::F16, label);
+            return self.upload_bytes_in(bytemuck::cast_slice(data), shape, DType::F16, label, dedicated);
         }
         let mut padded = data.to_vec();
         padded.push(half::f16::ZERO);
-        self.upload_bytes(bytemuck::cast_slice(&padded), shape, DType::F16, label)
+        self.upload_bytes_in(bytemuck::cast_slice(&padded), shape, DType::F16, label, dedicated)
     }
 
     /// Upload f32 values converted to f16 storage.
@@ -387,9 +477,21 @@ impl Gpu {
 
     /// Upload f32 values into a tensor of float storage type `dtype` (f32 or f16).
     pub fn upload_f32_as(&self, data: &[f32], shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
+        self.upload_f32_as_in(data, shape.into(), dtype, label, false)
+    }
+
+    /// [`Gpu::upload_f32_as`] into a weight buffer of its own.
+    pub fn upload_weight_f32_as(&self, data: &[f32], shape: impl Into<Shape>, dtype: DType, label: &str) -> GpuResult<Tensor> {
+        self.upload_f32_as_in(data, shape.into(), dtype, label, true)
+    }
+
+    fn upload_f32_as_in(&self, data: &[f32], shape: Shape, dtype: DType, label: &str, dedicated: bool) -> GpuResult<Tensor> {
         match dtype {
-            DType::F32 => self.upload_f32(data, shape, label),
-            DType::F16 => self.upload_f32_as_f16(data, shape, label),
+            DType::F32 => self.upload_bytes_in(bytemuck::cast_slice(data), shape, DType::F32, label, dedicated),
+            DType::F16 => {
+                let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                self.upload_f16_in(&halves, shape, label, dedicated)
+            }
             other => Err(GpuError::shape("upload", format!("{label}: f32 data cannot be stored as {other}"))),
         }
     }
@@ -404,7 +506,7 @@ impl Gpu {
                 format!("{} bytes at {at} do not fit {tensor:?} ({} bytes)", bytes.len(), tensor.size_bytes()),
             ));
         }
-        let mut off = tensor.offset() + at;
+        let mut off = tensor.device_offset() + at;
         for chunk in bytes.chunks(CHUNK) {
             if chunk.len() % 4 == 0 {
                 self.queue.write_buffer(tensor.buffer().raw(), off, chunk);
@@ -435,6 +537,7 @@ fn create_raw_buffer(
     size: u64,
     usage: wgpu::BufferUsages,
     label: &str,
+    rw_bindings: bool,
 ) -> GpuBuffer {
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -442,7 +545,7 @@ fn create_raw_buffer(
         usage,
         mapped_at_creation: false,
     });
-    GpuBuffer::new(buffer, size, label.to_string(), memory.clone())
+    GpuBuffer::new(buffer, size, label.to_string(), memory.clone(), rw_bindings)
 }
 
 /// The device limits we ask for: WebGPU defaults, raised to the adapter's maxima for the

@@ -38,17 +38,31 @@ pub struct MemorySnapshot {
     pub peak_bytes: u64,
     /// Number of live buffers.
     pub live_buffers: u64,
-    /// Bytes ever allocated (a churn indicator for leak hunting).
+    /// Bytes of every allocation ever made: buffers of their own and activation arena ranges
+    /// (not the arena's chunks). A churn indicator for leak hunting, and what a cancelled run
+    /// did not queue.
     pub total_allocated_bytes: u64,
 }
 
 impl MemoryStats {
+    /// A device buffer of its own (`bytes` also count as allocated).
     pub(crate) fn on_alloc(&self, bytes: u64) {
+        self.on_buffer(bytes);
+        self.total_allocated.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A device buffer: live, peak, buffer count and trace.
+    pub(crate) fn on_buffer(&self, bytes: u64) {
         let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(live, Ordering::Relaxed);
         self.buffers.fetch_add(1, Ordering::Relaxed);
-        self.total_allocated.fetch_add(bytes, Ordering::Relaxed);
         self.record(bytes as i64);
+    }
+
+    /// A range sub-allocated from an arena chunk (counted in the device bytes with its chunk,
+    /// [`MemoryStats::on_buffer`]).
+    pub(crate) fn on_sub_alloc(&self, bytes: u64) {
+        self.total_allocated.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn record(&self, event: i64) {

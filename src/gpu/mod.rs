@@ -4,6 +4,7 @@
 //! the browser (WebGPU). Everything fallible returns [`GpuError`]; nothing here panics on a
 //! GPU or user error.
 
+mod arena;
 mod batch;
 mod context;
 mod dispatch;
@@ -13,8 +14,9 @@ mod pipeline;
 mod readback;
 mod tensor;
 
+pub use arena::{ArenaConfig, ArenaLayout, Placement, DEFAULT_ARENA_CHUNK_BYTES};
 pub use batch::Batch;
-pub use context::{Gpu, GpuInfo, GpuOptions, KernelPreference};
+pub use context::{Gpu, GpuInfo, GpuOptions, KernelPreference, ZERO_SLOTS};
 pub use dispatch::Grid;
 pub use error::{GpuError, GpuResult};
 pub use memory::{MemorySnapshot, MemoryStats, DEFAULT_BATCH_FLUSH_BYTES};

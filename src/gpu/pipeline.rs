@@ -166,7 +166,14 @@ impl Gpu {
             return Err(GpuError::MissingFeature { what: format!("kernel `{}`", def.name), feature: "shader-f16" });
         }
         self.check()?;
-        let source = compose_source(def, spec);
+        let mut source = compose_source(def, spec);
+        if self.rw_bindings() {
+            // Arena on: tensors of one arena chunk are bound together, and WebGPU forbids one
+            // buffer bound read-only and writable in a dispatch, so every storage binding is
+            // declared read_write (the auto-derived layout follows: `read_only: false`). The
+            // cache is per device and a device uses one form only, so the key needs no flag.
+            source = source.replace("var<storage, read>", "var<storage, read_write>");
+        }
         let kernel = self.compile(def, source)?;
         let kernel = Arc::new(kernel);
         self.pipelines.map.lock().map_err(|_| lock_err())?.insert(key, kernel.clone());

@@ -87,7 +87,7 @@ impl Gpu {
         for t in tensors {
             let len = t.size_bytes();
             let padded = len.max(4).next_multiple_of(4);
-            batch.encoder().copy_buffer_to_buffer(t.buffer().raw(), t.offset(), &staging, at, padded.min(t.buffer().size() - t.offset()));
+            batch.encoder().copy_buffer_to_buffer(t.buffer().raw(), t.device_offset(), &staging, at, padded.min(t.buffer().size() - t.offset()));
             spans.push((at as usize, len as usize));
             at += padded;
         }

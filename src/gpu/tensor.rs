@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::arena::ArenaSlot;
 use super::memory::MemoryStats;
 
 /// Alignment of tensor offsets inside shared buffers (WebGPU's binding offset alignment).
@@ -119,22 +120,44 @@ impl From<Vec<usize>> for Shape {
     }
 }
 
-/// A device buffer counted in the owning context's [`MemoryStats`] while it lives.
+/// A device allocation: a buffer of its own, counted in the owning context's
+/// [`MemoryStats`] while it lives, or a 256-byte aligned range of an arena chunk
+/// (`super::arena`), returned to the arena when dropped.
 pub struct GpuBuffer {
     buffer: wgpu::Buffer,
+    /// Offset of this allocation in `buffer` (0 unless sub-allocated).
+    base: u64,
     size: u64,
     label: String,
-    stats: Arc<MemoryStats>,
+    owner: Owner,
+    /// Kernels of this device declare every storage binding `read_write` (arena on): tensors
+    /// of one buffer may then be bound together when their ranges do not overlap.
+    rw_bindings: bool,
+}
+
+enum Owner {
+    Dedicated(Arc<MemoryStats>),
+    Arena(ArenaSlot),
 }
 
 impl GpuBuffer {
-    pub(crate) fn new(buffer: wgpu::Buffer, size: u64, label: String, stats: Arc<MemoryStats>) -> Self {
+    pub(crate) fn new(buffer: wgpu::Buffer, size: u64, label: String, stats: Arc<MemoryStats>, rw_bindings: bool) -> Self {
         stats.on_alloc(size);
-        GpuBuffer { buffer, size, label, stats }
+        GpuBuffer { buffer, base: 0, size, label, owner: Owner::Dedicated(stats), rw_bindings }
     }
 
+    pub(crate) fn sub(slot: ArenaSlot, size: u64, label: String) -> Self {
+        GpuBuffer { buffer: slot.chunk.buffer.clone(), base: slot.offset, size, label, owner: Owner::Arena(slot), rw_bindings: true }
+    }
+
+    /// The device buffer (shared by every allocation of an arena chunk).
     pub fn raw(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+
+    /// Offset of this allocation in [`GpuBuffer::raw`].
+    pub fn base(&self) -> u64 {
+        self.base
     }
 
     pub fn size(&self) -> u64 {
@@ -144,26 +167,58 @@ impl GpuBuffer {
     pub fn label(&self) -> &str {
         &self.label
     }
+
+    /// `(arena chunk index, offset)` when this allocation is sub-allocated from the arena.
+    pub fn arena_placement(&self) -> Option<(usize, u64)> {
+        match &self.owner {
+            Owner::Arena(s) => Some((s.index, s.offset)),
+            Owner::Dedicated(_) => None,
+        }
+    }
+
+    /// Identifies the device buffer: allocations of one arena chunk share it.
+    pub(crate) fn raw_key(&self) -> usize {
+        match &self.owner {
+            Owner::Arena(s) => Arc::as_ptr(&s.chunk) as usize,
+            Owner::Dedicated(_) => self as *const GpuBuffer as usize,
+        }
+    }
+
+    pub(crate) fn rw_bindings(&self) -> bool {
+        self.rw_bindings
+    }
 }
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        // `destroy()` rather than only dropping the handle: browsers free a GPUBuffer's memory
-        // when the JS object is garbage-collected (wgpu's WebGPU backend does nothing on
-        // drop), which may be long after thousands of newer buffers were created — the memory
-        // plan would then not be what the device holds. Destroying here is safe: a `Batch`
-        // holds every buffer it records until it is submitted (so the last handle drops only
-        // after submission; readback copies are submitted while their tensors are borrowed),
-        // and WebGPU and wgpu free a destroyed buffer only once the submitted work using it
-        // has completed.
-        self.buffer.destroy();
-        self.stats.on_free(self.size);
+        match &self.owner {
+            // `destroy()` rather than only dropping the handle: browsers free a GPUBuffer's
+            // memory when the JS object is garbage-collected (wgpu's WebGPU backend does
+            // nothing on drop), which may be long after thousands of newer buffers were
+            // created — the memory plan would then not be what the device holds. Destroying
+            // here is safe: a `Batch` holds every buffer it records until it is submitted (so
+            // the last handle drops only after submission; readback copies are submitted
+            // while their tensors are borrowed), and WebGPU and wgpu free a destroyed buffer
+            // only once the submitted work using it has completed.
+            Owner::Dedicated(stats) => {
+                self.buffer.destroy();
+                stats.on_free(self.size);
+            }
+            // The range goes back to the arena (reusing it in later dispatches is safe: WebGPU
+            // orders dispatches and their memory effects, and a `Batch` holds this allocation
+            // until it submits the commands that bind it). The chunk is destroyed once its
+            // last allocation is gone (`ArenaChunk::drop`, right after this).
+            Owner::Arena(s) => s.arena.free(s.index, s.offset, s.reserved),
+        }
     }
 }
 
 impl fmt::Debug for GpuBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GpuBuffer({:?}, {} bytes)", self.label, self.size)
+        match &self.owner {
+            Owner::Arena(s) => write!(f, "GpuBuffer({:?}, {} bytes at arena chunk {} + {})", self.label, self.size, s.index, s.offset),
+            Owner::Dedicated(_) => write!(f, "GpuBuffer({:?}, {} bytes)", self.label, self.size),
+        }
     }
 }
 
@@ -193,8 +248,29 @@ impl Tensor {
         &self.buffer
     }
 
+    /// Byte offset in [`Tensor::buffer`] (the allocation).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Byte offset in the device buffer ([`GpuBuffer::raw`]): copies and bindings use it.
+    pub fn device_offset(&self) -> u64 {
+        self.buffer.base + self.offset
+    }
+
+    /// Bytes a binding of this tensor covers in the device buffer.
+    pub(crate) fn device_range(&self) -> (u64, u64) {
+        let start = self.device_offset();
+        (start, start + self.size_bytes().max(4))
+    }
+
+    /// Whether `self` and `other` cover overlapping bytes of one device buffer.
+    pub fn overlaps(&self, other: &Tensor) -> bool {
+        if self.buffer.raw_key() != other.buffer.raw_key() {
+            return false;
+        }
+        let (a, b) = (self.device_range(), other.device_range());
+        a.0 < b.1 && b.0 < a.1
     }
 
     pub fn shape(&self) -> &Shape {
@@ -222,7 +298,7 @@ impl Tensor {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.buffer.raw(),
-            offset: self.offset,
+            offset: self.device_offset(),
             size: wgpu::BufferSize::new(self.size_bytes().max(4)),
         })
     }
@@ -266,7 +342,11 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({} {} @ {:?}+{})", self.dtype, self.shape, self.buffer.label(), self.offset)
+        write!(f, "Tensor({} {} @ {:?}+{})", self.dtype, self.shape, self.buffer.label(), self.offset)?;
+        match self.buffer.arena_placement() {
+            Some((chunk, at)) => write!(f, " [arena chunk {chunk} + {at}]"),
+            None => Ok(()),
+        }
     }
 }
 

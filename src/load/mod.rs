@@ -16,6 +16,7 @@ pub mod detect;
 pub mod fuzz_entry;
 pub mod keymap;
 pub mod lora;
+pub mod random;
 pub mod safetensors;
 pub mod source;
 

@@ -82,7 +82,7 @@ impl<'a> Loader<'a> {
         if let Some(r) = self.replay {
             return r.dense(self.gpu, shape, self.dtype);
         }
-        let t = self.gpu.upload_f32_as(data, shape.to_vec(), self.dtype, label)?;
+        let t = self.gpu.upload_weight_f32_as(data, shape.to_vec(), self.dtype, label)?;
         if let Some(rec) = self.record {
             rec.push(DeviceWeight::Dense(t.clone()));
         }

@@ -137,11 +137,11 @@ impl Replay {
 
     fn upload_dense(gpu: &Gpu, shape: &Shape, have: DType, bytes: &[u8], label: &str, dtype: DType) -> Result<Tensor> {
         if have == dtype {
-            return Ok(gpu.upload_bytes(bytes, shape.clone(), dtype, label)?);
+            return Ok(gpu.upload_weight_bytes(bytes, shape.clone(), dtype, label)?);
         }
         if have == DType::F32 && dtype == DType::F16 {
             let values: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
-            return Ok(gpu.upload_f32_as(&values, shape.clone(), dtype, label)?);
+            return Ok(gpu.upload_weight_f32_as(&values, shape.clone(), dtype, label)?);
         }
         Err(Error::input("offloaded weights", format!("`{label}` was copied as {have} and cannot be restored as {dtype}")))
     }

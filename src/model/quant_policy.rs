@@ -361,7 +361,7 @@ pub fn load_gemm_weight(l: &Loader<'_>, name: &str, kshape: &[usize], kmajor: im
 
 /// Upload `data` (f32), quantize it on the GPU, drop the dense copy.
 fn quantize_on_gpu(l: &Loader<'_>, data: &[f32], kshape: &[usize], format: QuantFormat, key: &str) -> Result<QuantizedWeight> {
-    let dense: Tensor = l.gpu.upload_f32_as(data, kshape.to_vec(), DType::F32, key)?;
+    let dense: Tensor = l.gpu.upload_weight_f32_as(data, kshape.to_vec(), DType::F32, key)?;
     let mut b = l.gpu.batch("quantize");
     let q = ops::quantize_weight(&mut b, &dense, format, key)?;
     b.submit()?;

@@ -83,6 +83,10 @@ fn queries_per_invocation(head_dim: u32) -> u32 {
     }
 }
 
+/// Largest head dimension the kernels take: the SD1.5 VAE mid-block attends with one head of
+/// 512 channels (each invocation holds a query row and an accumulator of this many floats).
+pub const MAX_HEAD_DIM: u32 = 512;
+
 /// Queries per workgroup of the flash kernel.
 const FLASH_BQ: u32 = 64;
 
@@ -130,7 +134,7 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
     const OP: &str = "attention";
     distinct_output(OP, o, &[q, k, v])?;
     let ty = storage_type(OP, &[q, k, v, o])?;
-    if a.head_dim == 0 || a.head_dim > 256 || a.heads == 0 || a.kv_len == 0 || a.kv_div == 0 || a.q_layout.inner == 0 || a.kv_layout.inner == 0 {
+    if a.head_dim == 0 || a.head_dim > MAX_HEAD_DIM || a.heads == 0 || a.kv_len == 0 || a.kv_div == 0 || a.q_layout.inner == 0 || a.kv_layout.inner == 0 {
         return Err(GpuError::shape(OP, format!("invalid problem {a:?}")));
     }
     let (hs, hd) = (u64::from(a.heads), u64::from(a.head_dim));

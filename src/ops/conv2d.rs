@@ -172,7 +172,8 @@ pub fn conv2d<'w>(
         (false, false, WeightKind::Quant) => shader!("conv2d", "weights_quant", "load_scalar"),
     };
     let kernel = gpu.kernel(&def, &spec)?;
-    let zeros = gpu.zeros();
+    // Absent inputs bind distinct zero ranges (two writable bindings may not overlap).
+    let zeros = |slot| gpu.zeros(slot);
     let u = |what, v: usize| to_u32(OP, what, v as u64);
     // Whole images per chunk when activations exceed one storage binding.
     let split: Vec<&Tensor> = [Some(x1), Some(y), x2, residual].into_iter().flatten().collect();
@@ -205,8 +206,8 @@ pub fn conv2d<'w>(
             has_residual: residual.is_some().into(),
         };
         let grid = Grid::linear(tiles, gpu.limits().max_compute_workgroups_per_dimension)?;
-        let mut bindings = vec![(1, x1c), (2, x2c.unwrap_or(zeros)), (4, bias), (5, rc.unwrap_or(zeros)), (6, yc)];
-        bindings.extend(w.bindings(zeros));
+        let mut bindings = vec![(1, x1c), (2, x2c.unwrap_or(zeros(0))), (4, bias), (5, rc.unwrap_or(zeros(1))), (6, yc)];
+        bindings.extend(w.bindings(zeros(2)));
         b.dispatch_at(&kernel, &params, &bindings, grid)?;
     }
     Ok(())

@@ -140,7 +140,8 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
         (false, false, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_scalar", "matmul_io"),
     };
     let kernel = gpu.kernel(&def, &spec)?;
-    let bias = bias.unwrap_or(gpu.zeros());
+    // Absent inputs bind distinct zero ranges (two writable bindings may not overlap).
+    let bias = bias.unwrap_or(gpu.zeros(0));
     let mut split = vec![x, y];
     split.extend(ep.residual);
     for ch in split_units(gpu, "linear", s.m as u64, &split)? {
@@ -157,9 +158,9 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
             alpha: ep.alpha,
         };
         let grid = Grid::linear(tiles as u64, gpu.limits().max_compute_workgroups_per_dimension)?;
-        let residual = ch.parts.get(2).unwrap_or(gpu.zeros());
+        let residual = ch.parts.get(2).unwrap_or(gpu.zeros(1));
         let mut bindings = vec![(1, &ch.parts[0]), (3, bias), (4, &ch.parts[1]), (5, residual)];
-        bindings.extend(w.bindings(gpu.zeros()));
+        bindings.extend(w.bindings(gpu.zeros(2)));
         b.dispatch_at(&kernel, &params, &bindings, grid)?;
     }
     Ok(())

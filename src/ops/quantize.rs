@@ -38,9 +38,10 @@ pub fn quantize_weight(b: &mut Batch<'_>, w: &Tensor, format: QuantFormat, label
     let pw = format.per_word();
     let g = format.group as usize;
     let gpu = b.gpu();
-    let words = gpu.empty([numel / pw], DType::U32, label)?;
-    let scales = gpu.empty([k / g * n], DType::F16, &format!("{label}.scales"))?;
-    let mins = if format.asymmetric { Some(gpu.empty([k / g * n], DType::F16, &format!("{label}.mins"))?) } else { None };
+    // Weights: buffers of their own, not arena ranges.
+    let words = gpu.empty_weight([numel / pw], DType::U32, label)?;
+    let scales = gpu.empty_weight([k / g * n], DType::F16, &format!("{label}.scales"))?;
+    let mins = if format.asymmetric { Some(gpu.empty_weight([k / g * n], DType::F16, &format!("{label}.mins"))?) } else { None };
 
     let spec = Spec::new()
         .u32("WG", WG)
@@ -64,7 +65,7 @@ pub fn quantize_weight(b: &mut Batch<'_>, w: &Tensor, format: QuantFormat, label
         // Row indices inside one chunk stay within 32 bits.
         to_u32(OP, "elements", ch.parts[0].numel())?;
         let grid = Grid::for_elements(count, WG, gpu.limits().max_compute_workgroups_per_dimension)?;
-        let mins_part = ch.parts.get(3).unwrap_or(gpu.zeros());
+        let mins_part = ch.parts.get(3).unwrap_or(gpu.zeros(0));
         b.dispatch(&kernel, &params, &[&ch.parts[0], &ch.parts[1], &ch.parts[2], mins_part], grid)?;
     }
     Ok(QuantizedWeight { shape: w.shape().clone(), format, words, scales, mins })

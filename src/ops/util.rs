@@ -35,11 +35,14 @@ pub(crate) fn same_numel(op: &'static str, a: &Tensor, b: &Tensor) -> GpuResult<
     Ok(())
 }
 
-/// Outputs must not share a buffer with inputs (WebGPU forbids binding one buffer as both
-/// read-only and writable storage in a dispatch).
+/// Outputs must not overlap inputs. With the arena on (every storage binding `read_write`)
+/// tensors of one buffer are distinct when their byte ranges are; without it WebGPU forbids
+/// binding one buffer as both read-only and writable storage in a dispatch, so any shared
+/// buffer is refused.
 pub(crate) fn distinct_output(op: &'static str, out: &Tensor, inputs: &[&Tensor]) -> GpuResult<()> {
     for t in inputs {
-        if std::sync::Arc::ptr_eq(t.buffer(), out.buffer()) {
+        let clash = if out.buffer().rw_bindings() { out.overlaps(t) } else { std::sync::Arc::ptr_eq(t.buffer(), out.buffer()) };
+        if clash {
             return Err(GpuError::shape(op, format!("output {out:?} shares a buffer with input {t:?}")));
         }
     }

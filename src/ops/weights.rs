@@ -30,8 +30,8 @@ impl QuantizedWeight {
         if shape.dims().last() != Some(&q.n) || shape.numel() != (q.k * q.n) as u64 {
             return Err(GpuError::shape("QuantizedWeight::upload", format!("{label}: shape {shape} does not match a [{}, {}] matrix", q.k, q.n)));
         }
-        let words = gpu.upload_bytes(bytemuck::cast_slice(&q.words), [q.words.len()], DType::U32, label)?;
-        let halves = |v: &[half::f16], what: &str| gpu.upload_f16(v, [v.len()], &format!("{label}.{what}"));
+        let words = gpu.upload_weight_bytes(bytemuck::cast_slice(&q.words), [q.words.len()], DType::U32, label)?;
+        let halves = |v: &[half::f16], what: &str| gpu.upload_weight_f16(v, [v.len()], &format!("{label}.{what}"));
         let scales = halves(&q.scales, "scales")?;
         let mins = if q.format.asymmetric { Some(halves(&q.mins, "mins")?) } else { None };
         Ok(QuantizedWeight { shape, format: q.format, words, scales, mins })

@@ -25,7 +25,7 @@ pub fn planned_weights(host: &HostPipeline, requested: Weights) -> Weights {
 /// The adapter's buffer limits plus an optional total budget in bytes.
 pub fn device_limits(gpu: &Gpu, budget: Option<u64>) -> DeviceLimits {
     let info = gpu.info();
-    DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget }
+    DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget, arena: gpu.arena_config() }
 }
 
 fn mib(b: u64) -> String {

@@ -6,20 +6,20 @@
 //! the generation loop, same scopes and batch boundaries) on a simulated device ([`sim`])
 //! whose buffers free themselves when dropped, like `GpuBuffer`. The runtime counts the same
 //! buffers in `gpu::MemoryStats`, so planned peak == measured peak (tests/memory_plan.rs).
-//! The plan also assigns every activation to a 256-byte aligned offset first-fit
-//! ([`sim::State::arena_bytes`]): the size one arena replaying the sequence would need.
-//! Pure Rust, no GPU.
+//! Activations are placed in the activation arena (256-byte aligned sub-allocations of a few
+//! chunk buffers) by the runtime's own placement code, [`crate::gpu::ArenaLayout`], so the
+//! planned chunks are the runtime's. Pure Rust, no GPU.
 
 pub mod sim;
 pub mod walk;
 pub mod weights;
 
-use crate::gpu::DType;
+use crate::gpu::{ArenaConfig, ArenaLayout, DType, ZERO_SLOTS};
 use crate::model::quant_policy::QuantPolicy;
 use crate::model::{ClipConfig, MotionConfig, UNetConfig, VaeConfig};
 use crate::pipeline::load::Weights as WeightFormat;
 use crate::pipeline::sampler::Sampler;
-use sim::{Kind, Sim};
+use sim::Sim;
 use walk::{Env, GenerateWalk, StepShape, UNetWalk};
 
 /// WebGPU's default `max_storage_buffer_binding_size` (128 MiB).
@@ -153,11 +153,13 @@ pub struct DeviceLimits {
     pub max_buffer: u64,
     /// Total bytes the run may use (None: no budget).
     pub budget: Option<u64>,
+    /// The device's activation arena (`Gpu::arena_config`).
+    pub arena: ArenaConfig,
 }
 
 impl Default for DeviceLimits {
     fn default() -> DeviceLimits {
-        DeviceLimits { max_binding: DEFAULT_MAX_BINDING, max_buffer: DEFAULT_MAX_BUFFER, budget: None }
+        DeviceLimits { max_binding: DEFAULT_MAX_BINDING, max_buffer: DEFAULT_MAX_BUFFER, budget: None, arena: ArenaConfig::from_env() }
     }
 }
 
@@ -186,15 +188,20 @@ pub struct Plan {
     pub peak_temporaries: u64,
     /// Peak while loading (weights + one dense layer being quantized).
     pub load_peak_bytes: u64,
-    /// The largest single buffer (must be ≤ `max_buffer_size`) and its label.
+    /// The largest single device buffer (must be ≤ `max_buffer_size`) and its label
+    /// (`"arena"`: an arena chunk).
     pub largest_buffer: u64,
     pub largest_buffer_label: &'static str,
     /// The largest single binding (ops split tensors over bindings; ≤ max_binding when every
     /// op could split).
     pub largest_binding: u64,
-    /// A first-fit 256-byte aligned arena for all activations of the run.
-    pub activation_arena_bytes: u64,
-    /// Number of buffers the run allocates (weights included).
+    /// Size of a new activation arena chunk (0: no arena, one buffer per activation).
+    pub arena_chunk_bytes: u64,
+    /// The arena chunks alive at the peak (their sizes, in chunk order).
+    pub peak_arena: Vec<u64>,
+    /// Most arena chunks alive at once.
+    pub max_arena_chunks: usize,
+    /// Number of tensors the run allocates (weights included).
     pub buffers: usize,
     /// Non-weight buffers live at the peak: (label, count, bytes), largest first.
     pub peak_buffers: Vec<(&'static str, usize, u64)>,
@@ -217,20 +224,28 @@ fn policy(w: WeightFormat) -> Option<QuantPolicy> {
 }
 
 /// Plan `req` with `levers` under `max_binding`, for a device with the default batch flush
-/// threshold ([`crate::gpu::DEFAULT_BATCH_FLUSH_BYTES`]).
+/// threshold ([`crate::gpu::DEFAULT_BATCH_FLUSH_BYTES`]) and activation arena
+/// ([`ArenaConfig::from_env`], chunks within WebGPU's default 256 MiB buffers).
 pub fn plan(req: &Request, levers: Levers, max_binding: u64) -> Result<Plan, PlanError> {
     plan_with(req, levers, max_binding, crate::gpu::DEFAULT_BATCH_FLUSH_BYTES)
 }
 
 /// [`plan`] for a device whose `MemoryStats::batch_flush_bytes` is `flush_bytes`.
 pub fn plan_with(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64) -> Result<Plan, PlanError> {
-    plan_after(req, levers, max_binding, flush_bytes, None)
+    plan_after(req, levers, max_binding, flush_bytes, ArenaConfig::from_env().layout(DEFAULT_MAX_BUFFER), None)
 }
 
-/// [`plan_with`] for a run on models a previous run with `previous` levers left behind (text
-/// encoder / VAE offloaded, VAE in f16) instead of freshly loaded ones. A fresh load (every
-/// model resident) is what [`choose`] plans: no later run peaks higher.
-pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64, previous: Option<Levers>) -> Result<Plan, PlanError> {
+/// [`plan`] for a device with `limits` (binding size, arena).
+pub fn plan_for(req: &Request, levers: Levers, limits: &DeviceLimits) -> Result<Plan, PlanError> {
+    plan_after(req, levers, limits.max_binding, crate::gpu::DEFAULT_BATCH_FLUSH_BYTES, limits.arena.layout(limits.max_buffer), None)
+}
+
+/// [`plan_with`] for a device whose activation arena starts as `arena` (`None`: no arena;
+/// `Gpu::arena_layout` gives a device's), for a run on models a previous run with `previous`
+/// levers left behind (text encoder / VAE offloaded, VAE in f16) instead of freshly loaded
+/// ones. A fresh load (every model resident) is what [`choose`] plans: no later run peaks
+/// higher.
+pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: u64, arena: Option<ArenaLayout>, previous: Option<Levers>) -> Result<Plan, PlanError> {
     let levels = req.unet.block_out_channels.len();
     let m = 8 << levels.saturating_sub(1);
     use crate::pipeline::generate::{MAX_FRAMES, MAX_SIDE};
@@ -246,8 +261,10 @@ pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: 
     }
     let sim = Sim::default();
     sim.state.borrow_mut().flush_bytes = if levers.flush_bytes != 0 { levers.flush_bytes } else { flush_bytes };
-    // Gpu::new's 256-byte zero buffer.
-    let _zeros = sim.weight(&[64], DType::F32, "zeros");
+    let arena_chunk_bytes = arena.as_ref().map_or(0, |a| a.chunk_bytes());
+    sim.state.borrow_mut().arena = arena;
+    // Gpu::new's zero buffer (ZERO_SLOTS ranges of 256 bytes).
+    let _zeros = sim.weight(&[64 * ZERO_SLOTS], DType::F32, "zeros");
     let pol = policy(req.weights);
     let mut clip_w = weights::Weights::new(&sim, req.precision, pol.as_ref());
     clip_w.clip(&req.clip);
@@ -305,8 +322,10 @@ pub fn plan_after(req: &Request, levers: Levers, max_binding: u64, flush_bytes: 
         load_peak_bytes: load_peak,
         largest_buffer: st.largest.0,
         largest_buffer_label: st.largest.1,
-        largest_binding: st.largest.0.min(max_binding),
-        activation_arena_bytes: st.arena_bytes(Kind::Activation),
+        largest_binding: st.largest_tensor.min(max_binding),
+        arena_chunk_bytes,
+        peak_arena: st.peak_arena.clone(),
+        max_arena_chunks: st.max_arena_chunks,
         buffers: st.intervals.len(),
         trace: st.trace[trace_from..].to_vec(),
         peak_buffers: st.peak_buffers.clone(),
@@ -400,7 +419,7 @@ fn relax(req: &Request, limits: &DeviceLimits, mut best: Plan) -> Result<Plan, P
             if cand == best.levers {
                 break;
             }
-            let p = plan(req, cand, limits.max_binding)?;
+            let p = plan_for(req, cand, limits)?;
             if p.fits(limits) {
                 best = p;
                 break;
@@ -416,7 +435,7 @@ pub fn choose(req: &Request, limits: &DeviceLimits) -> Result<Plan, PlanError> {
     let ladder = lever_ladder(req);
     let mut last = None;
     for levers in ladder {
-        let p = plan(req, levers, limits.max_binding)?;
+        let p = plan_for(req, levers, limits)?;
         if p.fits(limits) {
             return relax(req, limits, p);
         }
@@ -426,7 +445,7 @@ pub fn choose(req: &Request, limits: &DeviceLimits) -> Result<Plan, PlanError> {
         return Err(PlanError::Input { what: "request", detail: "no lever set".into() });
     };
     // The last rung (every lever pulled) is the smallest: a smaller request fits iff it does.
-    let fits_with = |r: &Request| plan(r, smallest_levers(r), limits.max_binding).is_ok_and(|p| p.fits(limits));
+    let fits_with = |r: &Request| plan_for(r, smallest_levers(r), limits).is_ok_and(|p| p.fits(limits));
     let mut hints = Vec::new();
     if req.weights != WeightFormat::Q4 {
         let r = Request { weights: WeightFormat::Q4, ..req.clone() };
@@ -488,6 +507,14 @@ pub fn unet_tensors(cfg: &UNetConfig, motion: Option<&MotionConfig>) -> Vec<(Str
     let sim = Sim::default();
     let mut w = weights::Weights::new(&sim, DType::F32, None);
     w.unet(cfg, motion);
+    std::mem::take(&mut w.names)
+}
+
+/// Every tensor `Decoder::load` reads for `cfg`: diffusers name and PyTorch shape.
+pub fn vae_decoder_tensors(cfg: &VaeConfig) -> Vec<(String, Vec<usize>)> {
+    let sim = Sim::default();
+    let mut w = weights::Weights::new(&sim, DType::F32, None);
+    w.vae_decoder(cfg);
     std::mem::take(&mut w.names)
 }
 

@@ -4,12 +4,13 @@
 //! shape as the runtime code, same shadowing and scopes) frees buffers at the same points
 //! the runtime does. A [`SimBatch`] holds every buffer bound in it until `submit`, as
 //! [`crate::gpu::Batch`] does (and as wgpu does: an unsubmitted command buffer keeps its
-//! buffers alive).
+//! buffers alive). Activations are placed in the activation arena by the runtime's own
+//! [`ArenaLayout`], so the arena chunks (the device buffers) are planned exactly.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::gpu::{DType, TENSOR_ALIGN};
+use crate::gpu::{ArenaLayout, DType, TENSOR_ALIGN};
 
 /// What a buffer holds (for the weights / activations / temporaries split).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub enum Kind {
     Activation,
 }
 
-/// One buffer's life in the simulation.
+/// One allocation's life in the simulation.
 #[derive(Debug, Clone)]
 pub struct Interval {
     pub label: &'static str,
@@ -30,26 +31,40 @@ pub struct Interval {
     pub end: usize,
     /// Batch counter at allocation (buffers made in the batch in progress are temporaries).
     pub batch: usize,
+    /// `(chunk, offset, reserved bytes)` when placed in the activation arena.
+    pub slot: Option<(usize, u64, u64)>,
 }
 
 /// Live / peak counters plus every buffer's interval.
+///
+/// `live`, `peak` and `trace` count *device buffers*, as `MemoryStats` does: weights (and,
+/// without the arena, activations) each in a buffer of their own, activations in arena chunks
+/// created and destroyed by [`ArenaLayout`] — the runtime's own placement code.
 #[derive(Debug, Default)]
 pub struct State {
     pub live: u64,
     pub peak: u64,
     /// Peak since the last [`Sim::take_phase_peak`].
     pub phase_peak: u64,
-    /// `(weights, activations, temporaries)` live at the peak.
+    /// `(weights, activations, temporaries)` tensor bytes live at the peak (with the arena,
+    /// the rest of the peak is free space in its chunks).
     pub peak_split: (u64, u64, u64),
-    /// Non-weight buffers live at the peak: label → (count, bytes), largest first.
+    /// Non-weight tensors live at the peak: label → (count, bytes), largest first.
     pub peak_buffers: Vec<(&'static str, usize, u64)>,
-    /// Label and size of the largest buffer allocated.
+    /// Arena chunk sizes at the peak.
+    pub peak_arena: Vec<u64>,
+    /// Most arena chunks alive at once.
+    pub max_arena_chunks: usize,
+    /// Label and size of the largest device buffer allocated (an arena chunk is `"arena"`).
     pub largest: (u64, &'static str),
+    /// Size of the largest tensor (its binding, unless an op splits it).
+    pub largest_tensor: u64,
     pub intervals: Vec<Interval>,
     /// Floating-point operations of the GEMMs, convolutions and attentions walked (2 per
     /// multiply-add; elementwise ops and norms not counted).
     pub flops: f64,
-    /// Every allocation (+bytes) and free (−bytes), in order (as `MemoryStats` traces them).
+    /// Every device allocation (+bytes) and free (−bytes), in order (as `MemoryStats` traces
+    /// them).
     pub trace: Vec<i64>,
     events: usize,
     /// Counter of started batches; the batch in progress.
@@ -57,25 +72,50 @@ pub struct State {
     in_batch: bool,
     /// `MemoryStats::batch_flush_bytes` of the device being planned (0: the default).
     pub flush_bytes: u64,
+    /// The device's activation arena (`None`: one buffer per activation).
+    pub arena: Option<ArenaLayout>,
     live_ids: Vec<usize>,
 }
 
 impl State {
     fn alloc(&mut self, bytes: u64, label: &'static str, kind: Kind) -> usize {
-        // Gpu::create_buffer rounds to whole words, at least 4 bytes.
+        // Gpu::create_buffer / create_activation round to whole words, at least 4 bytes.
         let bytes = bytes.max(4).next_multiple_of(4);
         let id = self.intervals.len();
         self.events += 1;
-        self.intervals.push(Interval { label, bytes, kind, start: self.events, end: usize::MAX, batch: if self.in_batch { self.batch } else { 0 } });
+        let placed = match (&mut self.arena, kind) {
+            (Some(arena), Kind::Activation) => arena.place(bytes),
+            _ => None,
+        };
+        let slot = placed.map(|p| (p.chunk, p.offset, p.reserved));
+        self.intervals.push(Interval { label, bytes, kind, start: self.events, end: usize::MAX, batch: if self.in_batch { self.batch } else { 0 }, slot });
         self.live_ids.push(id);
+        self.largest_tensor = self.largest_tensor.max(bytes);
+        match placed {
+            Some(p) => {
+                if let Some(size) = p.created {
+                    self.device_alloc(size, "arena");
+                }
+            }
+            // A buffer of its own (also an activation too large for any arena chunk: the
+            // runtime refuses it as over max_buffer_size, the plan reports it so).
+            None => self.device_alloc(bytes, label),
+        }
+        id
+    }
+
+    fn device_alloc(&mut self, bytes: u64, label: &'static str) {
         self.trace.push(bytes as i64);
         self.live += bytes;
         self.phase_peak = self.phase_peak.max(self.live);
         if bytes > self.largest.0 {
             self.largest = (bytes, label);
         }
+        let chunks = self.arena.as_ref().map(|a| a.chunk_sizes()).unwrap_or_default();
+        self.max_arena_chunks = self.max_arena_chunks.max(chunks.len());
         if self.live > self.peak {
             self.peak = self.live;
+            self.peak_arena = chunks;
             let mut split = (0, 0, 0);
             for &i in &self.live_ids {
                 let iv = &self.intervals[i];
@@ -103,54 +143,29 @@ impl State {
             by.sort_by_key(|b| std::cmp::Reverse(b.2));
             self.peak_buffers = by;
         }
-        id
+    }
+
+    fn device_free(&mut self, bytes: u64) {
+        self.trace.push(-(bytes as i64));
+        self.live -= bytes;
     }
 
     fn free(&mut self, id: usize) {
         self.events += 1;
         let iv = &mut self.intervals[id];
         iv.end = self.events;
-        self.trace.push(-(iv.bytes as i64));
-        self.live -= iv.bytes;
+        let (bytes, slot) = (iv.bytes, iv.slot);
         if let Some(p) = self.live_ids.iter().rposition(|&i| i == id) {
             self.live_ids.swap_remove(p);
         }
-    }
-
-    /// Size of an arena holding every buffer at a 256-byte aligned offset, assigned first-fit
-    /// in allocation order (what a sub-allocator replaying this sequence needs; ≥ the peak of
-    /// live bytes by the fragmentation it leaves).
-    pub fn arena_bytes(&self, kind: Kind) -> u64 {
-        let mut events: Vec<(usize, bool, usize)> = Vec::new();
-        for (i, iv) in self.intervals.iter().enumerate().filter(|(_, iv)| iv.kind == kind) {
-            events.push((iv.start, true, i));
-            if iv.end != usize::MAX {
-                events.push((iv.end, false, i));
-            }
-        }
-        events.sort_unstable_by_key(|e| e.0);
-        // Occupied [offset, end) ranges, sorted by offset.
-        let mut used: Vec<(u64, u64, usize)> = Vec::new();
-        let mut size = 0u64;
-        for (_, is_alloc, i) in events {
-            if !is_alloc {
-                used.retain(|u| u.2 != i);
-                continue;
-            }
-            let bytes = self.intervals[i].bytes.next_multiple_of(TENSOR_ALIGN);
-            let mut at = 0u64;
-            let mut pos = used.len();
-            for (j, u) in used.iter().enumerate() {
-                if u.0 >= at + bytes {
-                    pos = j;
-                    break;
+        match (slot, &mut self.arena) {
+            (Some((chunk, offset, reserved)), Some(arena)) => {
+                if let Some(size) = arena.release(chunk, offset, reserved) {
+                    self.device_free(size);
                 }
-                at = at.max(u.1);
             }
-            used.insert(pos, (at, at + bytes, i));
-            size = size.max(at + bytes);
+            _ => self.device_free(bytes),
         }
-        size
     }
 }
 

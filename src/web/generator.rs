@@ -106,7 +106,7 @@ fn auto_weights(host: &HostPipeline, gpu: &Gpu, precision: Precision, budget: Op
     p.unet = default_unet_options(&host.motion);
     (p.frames, p.width, p.height) = size;
     let info = gpu.info();
-    let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget };
+    let limits = crate::plan::DeviceLimits { max_binding: info.max_storage_buffer_binding_size, max_buffer: info.max_buffer_size, budget, arena: gpu.arena_config() };
     let dtype = precision.dtype(gpu)?;
     let mb = |b: u64| format!("{:.2} MB", b as f64 / 1e6);
     let (mut peaks, mut why, mut chosen) = (Vec::new(), Vec::new(), None);
@@ -114,7 +114,7 @@ fn auto_weights(host: &HostPipeline, gpu: &Gpu, precision: Precision, budget: Op
         let plan_err = |e: crate::plan::PlanError| WebError::input("plan", e);
         let req = crate::plan::request_for(&host.components(), &p, dtype, w).map_err(plan_err)?.ok_or_else(|| WebError::input("plan", "no plan for this request"))?;
         let smallest = crate::plan::smallest_levers(&req);
-        let pl = crate::plan::plan(&req, smallest, limits.max_binding).map_err(plan_err)?;
+        let pl = crate::plan::plan_for(&req, smallest, &limits).map_err(plan_err)?;
         peaks.push((w, pl.peak_bytes));
         if chosen.is_some() {
             continue;

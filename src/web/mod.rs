@@ -42,7 +42,9 @@ fn kernel_preference(kernels: Option<&str>) -> WebResult<KernelPreference> {
     }
 }
 
-/// `{ allowF16?, maxBindingBytes?, kernels?, memoryCapBytes? }` → device options.
+/// `{ allowF16?, maxBindingBytes?, kernels?, memoryCapBytes?, arena?, arenaChunkBytes? }` →
+/// device options (`arena: false` or `arenaChunkBytes: 0`: one buffer per activation, for
+/// debugging; `arenaChunkBytes`: size of a new activation arena chunk, default 16 MiB).
 fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
     let o = Opts(options);
     o.check_object("options")?;
@@ -54,6 +56,12 @@ fn gpu_options(options: &JsValue) -> WebResult<GpuOptions> {
             None => None,
             Some(b) if b >= 1.0 => Some(b as u64),
             Some(b) => return Err(WebError::input("memoryCapBytes", format!("must be a positive number of bytes, got {b}"))),
+        },
+        arena: match (o.boolean("arena")?, o.number("arenaChunkBytes")?) {
+            (Some(false), _) => crate::gpu::ArenaConfig::OFF,
+            (_, None) => crate::gpu::ArenaConfig::DEFAULT,
+            (_, Some(b)) if b.is_finite() && b >= 0.0 => crate::gpu::ArenaConfig { chunk_bytes: b as u64 },
+            (_, Some(b)) => return Err(WebError::input("arenaChunkBytes", format!("must be a number of bytes (0: no arena), got {b}"))),
         },
         ..GpuOptions::default()
     })

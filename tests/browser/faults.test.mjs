@@ -26,7 +26,9 @@ before(async () => {
     window.violations = [];
     document.addEventListener('securitypolicyviolation', (e) => window.violations.push(`${e.violatedDirective}: ${e.blockedURI}`));
     const { createGenerator } = await import('./animatediff.js');
-    window.g = await createGenerator();
+    // Activation arena chunks of 256 KiB: with the default 16 MiB one chunk holds every tiny
+    // activation, and every plan (whatever its levers) peaks at the weights plus that chunk.
+    window.g = await createGenerator({ arenaChunkBytes: 256 << 10 });
     window.baseline = (await g.memory()).liveBytes;
     await g.load({ model: tiny.model, motion: tiny.motion });
     window.loaded = (await g.memory()).liveBytes;
@@ -127,7 +129,7 @@ test('out of GPU memory at an allocation: the run falls back to a smaller plan; 
     const plans = [];
     const ref = await g.generate({ ...opts, onProgress: (p) => p.phase === 'plan' && plans.push(p) });
     const cap = plans[0].peakBytes - 1;
-    const small = await createGenerator({ memoryCapBytes: cap });
+    const small = await createGenerator({ memoryCapBytes: cap, arenaChunkBytes: 256 << 10 });
     try {
       await small.load({ model: tiny.model, motion: tiny.motion });
       const seen = [];

@@ -424,64 +424,25 @@ pub fn run_quant(gpu: &Gpu, size: Size, f16: bool, iters: usize) -> Result<(), B
 /// `bench unet --random-weights`: full-size SD1.5 UNet + v2 motion modules with random weights
 /// created tensor by tensor (no download), then timed denoising steps.
 pub mod unet {
-    use std::collections::HashMap;
     use std::time::Instant;
 
     use animatediff_wgpu::gpu::{DType, Gpu};
-    use animatediff_wgpu::load::{HostTensor, LoadError, LoadResult, WeightSource};
+    use animatediff_wgpu::load::random::RandomWeights;
     use animatediff_wgpu::model::quant_policy::QuantPolicy;
     use animatediff_wgpu::model::{UNet, UNetOptions};
     use animatediff_wgpu::pipeline::load::Weights;
     use animatediff_wgpu::plan::{self, Request};
 
-    /// Every tensor the loader asks for, filled with small uniform random values (deterministic).
-    struct RandomSource {
-        shapes: HashMap<String, Vec<usize>>,
-    }
-
-    impl WeightSource for RandomSource {
-        fn tensor(&self, name: &str) -> LoadResult<HostTensor> {
-            let shape = self.shapes.get(name).ok_or_else(|| LoadError::MissingTensor { file: self.origin(), tensor: name.to_string() })?;
-            let n: usize = shape.iter().product();
-            // xorshift64* seeded by the name: values in [−0.02, 0.02], norm scales near 1.
-            let mut s = name.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)) | 1;
-            let unit = name.ends_with("norm.weight") || name.contains(".norm") && name.ends_with(".weight") && shape.len() == 1;
-            let data = (0..n)
-                .map(|_| {
-                    s ^= s >> 12;
-                    s ^= s << 25;
-                    s ^= s >> 27;
-                    let u = (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
-                    if unit { 1.0 + 0.04 * (u - 0.5) } else { 0.04 * (u - 0.5) }
-                })
-                .collect();
-            Ok(HostTensor::new(shape.clone(), data))
-        }
-        fn contains(&self, name: &str) -> bool {
-            self.shapes.contains_key(name)
-        }
-        fn shape(&self, name: &str) -> Option<Vec<usize>> {
-            self.shapes.get(name).cloned()
-        }
-        fn names(&self) -> Vec<String> {
-            self.shapes.keys().cloned().collect()
-        }
-        fn origin(&self) -> String {
-            "random weights".into()
-        }
-    }
-
     pub fn run(gpu: &Gpu, frames: usize, width: usize, height: usize, weights: Weights, f16: bool, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
         let dtype = if f16 && gpu.info().shader_f16 { DType::F16 } else { DType::F32 };
         let req = Request { frames, width, height, ..Request::sd15(frames, width, height, dtype, weights) };
-        let shapes: HashMap<String, Vec<usize>> = plan::unet_tensors(&req.unet, req.motion.as_ref()).into_iter().collect();
-        let src = RandomSource { shapes };
+        let src = RandomWeights::new(plan::unet_tensors(&req.unet, req.motion.as_ref()));
         let policy = weights.scheme().map(QuantPolicy::new);
         let motion = req.motion.clone().ok_or("no motion config")?;
         let t = Instant::now();
         let unet = UNet::load_quantized(gpu, &src, &req.unet, Some((&src, &motion)), dtype, policy.as_ref())?;
         let weight_bytes = gpu.memory().live_bytes;
-        println!("UNet + motion modules ({} tensors, {weights:?} weights, {dtype} activations): {:.1} MiB on the device, created in {:.1} s", src.shapes.len(), weight_bytes as f64 / (1 << 20) as f64, t.elapsed().as_secs_f64());
+        println!("UNet + motion modules ({} tensors, {weights:?} weights, {dtype} activations): {:.1} MiB on the device, created in {:.1} s", src.len(), weight_bytes as f64 / (1 << 20) as f64, t.elapsed().as_secs_f64());
         // One denoising step with CFG = one UNet call on 2 videos.
         let (h, w) = (height / 8, width / 8);
         let sample = gpu.upload_f32_as(&vec![0.1; 2 * frames * h * w * 4], [2 * frames, h, w, 4], dtype, "bench.sample")?;

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use animatediff_wgpu::gpu::{Gpu, GpuOptions, KernelPreference};
+use animatediff_wgpu::gpu::{ArenaConfig, Gpu, GpuOptions, KernelPreference};
 use animatediff_wgpu::model::{MotionConfig, UNetConfig, UNetOptions};
 use animatediff_wgpu::pipeline::sampler::make_sampler;
 use animatediff_wgpu::pipeline::scheduler::SchedulerConfig;
@@ -147,6 +147,10 @@ pub struct DeviceArgs {
     /// (emulate a smaller device; `generate` then falls back to a smaller memory plan).
     #[arg(long, value_name = "BYTES")]
     memory_cap: Option<u64>,
+    /// Size of a new activation arena chunk (0: no arena, one buffer per activation; default
+    /// 16 MiB, or `ANIMATEDIFF_ARENA`).
+    #[arg(long, value_name = "BYTES")]
+    arena_chunk: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -168,6 +172,7 @@ impl DeviceArgs {
                 Kernels::Registers => KernelPreference::Registers,
                 Kernels::Tiled => KernelPreference::Tiled,
             },
+            arena: self.arena_chunk.map_or_else(ArenaConfig::from_env, |chunk_bytes| ArenaConfig { chunk_bytes }),
             ..GpuOptions::default()
         }
     }
@@ -205,7 +210,7 @@ pub fn check_args(args: &[OsString]) -> Result<(), String> {
         }
         Command::Plan(a) => {
             let (req, limits) = crate::plan::request(&a).map_err(|e| e.to_string())?;
-            plan::plan(&req, plan::Levers::none(req.frames), limits.max_binding).map_err(|e| e.to_string())?;
+            plan::plan_for(&req, plan::Levers::none(req.frames), &limits).map_err(|e| e.to_string())?;
         }
         _ => {}
     }

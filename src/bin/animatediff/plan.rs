@@ -3,7 +3,7 @@
 //! chosen levers (the cheapest that fit the limits and `--budget`), and the peak with every
 //! lever pulled.
 
-use animatediff_wgpu::gpu::DType;
+use animatediff_wgpu::gpu::{ArenaConfig, DType};
 use animatediff_wgpu::pipeline::load::Weights;
 use animatediff_wgpu::plan::{self, DeviceLimits, Request};
 
@@ -33,6 +33,10 @@ pub struct PlanArgs {
     /// Activation precision with q8/q4 weights.
     #[arg(long, default_value = "f16")]
     precision: String,
+    /// Size of a new activation arena chunk in bytes (0: no arena, one buffer per activation,
+    /// as `ANIMATEDIFF_ARENA=0` runs).
+    #[arg(long)]
+    arena_chunk: Option<u64>,
 }
 
 fn mib(b: u64) -> String {
@@ -56,7 +60,8 @@ pub fn request(a: &PlanArgs) -> Result<(Request, DeviceLimits), Box<dyn std::err
     };
     let mut req = Request::sd15(a.frames, a.width, a.height, precision, weights);
     req.cfg = !a.no_cfg;
-    Ok((req, DeviceLimits { max_binding: a.max_binding, max_buffer: a.max_buffer, budget: a.budget }))
+    let arena = a.arena_chunk.map_or_else(ArenaConfig::from_env, |chunk_bytes| ArenaConfig { chunk_bytes });
+    Ok((req, DeviceLimits { max_binding: a.max_binding, max_buffer: a.max_buffer, budget: a.budget, arena }))
 }
 
 pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -71,17 +76,34 @@ pub fn run(a: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("  weights          {:>14} bytes ({})", p.peak_weights, mib(p.peak_weights));
     println!("  activations      {:>14} bytes ({})", p.peak_activations, mib(p.peak_activations));
     println!("  temporaries      {:>14} bytes ({})", p.peak_temporaries, mib(p.peak_temporaries));
+    if p.arena_chunk_bytes > 0 {
+        let slack = p.peak_bytes - p.peak_weights - p.peak_activations - p.peak_temporaries;
+        println!("  arena free space {:>14} bytes ({}: unused ranges of the arena chunks)", slack, mib(slack));
+    }
     println!("phase peaks:       prompts {} · denoising {} · VAE decode {}", mib(p.encode_peak_bytes), mib(p.denoise_peak_bytes), mib(p.decode_peak_bytes));
     let all = plan::smallest_levers(&req);
     if all != p.levers {
-        let s = plan::plan(&req, all, a.max_binding)?;
+        let s = plan::plan_for(&req, all, &limits)?;
         println!("every lever:       {:>14} bytes ({}, {:.3} GB; {all})", s.peak_bytes, mib(s.peak_bytes), s.peak_bytes as f64 / 1e9);
     }
     println!("peak while loading {:>14} bytes ({})", p.load_peak_bytes, mib(p.load_peak_bytes));
     println!("largest buffer:    {:>14} bytes ({}, `{}`; limit {})", p.largest_buffer, mib(p.largest_buffer), p.largest_buffer_label, mib(a.max_buffer));
     println!("largest binding:   {:>14} bytes ({}; limit {})", p.largest_binding, mib(p.largest_binding), mib(a.max_binding));
-    println!("activation arena:  {:>14} bytes ({}, first-fit, 256-byte aligned)", p.activation_arena_bytes, mib(p.activation_arena_bytes));
-    println!("buffers allocated: {}", p.buffers);
+    if p.arena_chunk_bytes > 0 {
+        let sizes: Vec<String> = p.peak_arena.iter().map(|&b| mib(b)).collect();
+        println!(
+            "activation arena:  {} chunk buffer(s) at the peak, {} bytes ({}): [{}]; new chunks {} (larger tensors get one of their size), at most {} alive at once",
+            p.peak_arena.len(),
+            p.peak_arena.iter().sum::<u64>(),
+            mib(p.peak_arena.iter().sum()),
+            sizes.join(", "),
+            mib(p.arena_chunk_bytes),
+            p.max_arena_chunks
+        );
+    } else {
+        println!("activation arena:  off (one buffer per activation)");
+    }
+    println!("tensors allocated: {}", p.buffers);
     let videos = if req.cfg { 2 } else { 1 };
     println!("UNet FLOPs / step: {:.2} TFLOP (batch {}: GEMMs, convolutions, attention)", plan::unet_flops(&req, videos) / 1e12, videos * a.frames);
     println!("live at the peak (besides weights):");
