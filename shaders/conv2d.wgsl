@@ -28,6 +28,9 @@ struct Params {
     pad: u32,
     tiles_n: u32,
     tiles: u32,
+    // Used by conv2d_sg.wgsl (here: the UPSAMPLE / HAS_RESIDUAL specialisations).
+    upsample: u32,
+    has_residual: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,51 +57,52 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         iw = 2u * p.w;
     }
 
-    // Output pixel coordinates of the TM rows (clamped into range).
-    var pn: array<u32, TM>;
+    // Output pixel of each of the TM rows (clamped into range): first pixel of its image and
+    // top-left input coordinate of its window.
+    var pb: array<u32, TM>;
     var py: array<i32, TM>;
     var px: array<i32, TM>;
     for (var i = 0u; i < TM; i++) {
         let m = min(row0 + i, m_total - 1u);
-        pn[i] = m / (p.ho * p.wo);
-        let rem = m % (p.ho * p.wo);
-        py[i] = i32((rem / p.wo) * p.stride) - i32(p.pad);
-        px[i] = i32((rem % p.wo) * p.stride) - i32(p.pad);
+        let img = m / (p.ho * p.wo);
+        let rem = m - img * (p.ho * p.wo);
+        let oy = rem / p.wo;
+        pb[i] = img * p.h * p.w;
+        py[i] = i32(oy * p.stride) - i32(p.pad);
+        px[i] = i32((rem - oy * p.wo) * p.stride) - i32(p.pad);
     }
 
     var acc: array<vec4<f32>, TM>;
     var acc2: array<vec4<f32>, TM>;
     for (var ky = 0u; ky < p.kh; ky++) {
         for (var kx = 0u; kx < p.kw; kx++) {
-            // Source pixel index (in x1/x2 pixel units) per row, or -1 for zero padding.
-            var src: array<i32, TM>;
+            // Per row, once per window position (not per loaded element): the source pixel
+            // (clamped into the image) and whether it is inside (else zero padding).
+            var pix: array<u32, TM>;
+            var inside: array<bool, TM>;
             for (var i = 0u; i < TM; i++) {
                 let yy = py[i] + i32(ky);
                 let xx = px[i] + i32(kx);
-                if (yy < 0 || xx < 0 || yy >= i32(ih) || xx >= i32(iw)) {
-                    src[i] = -1;
-                } else {
-                    var sy = u32(yy);
-                    var sx = u32(xx);
-                    if (UPSAMPLE) {
-                        sy /= 2u;
-                        sx /= 2u;
-                    }
-                    src[i] = i32((pn[i] * p.h + sy) * p.w + sx);
+                inside[i] = yy >= 0 && xx >= 0 && yy < i32(ih) && xx < i32(iw);
+                var sy = u32(clamp(yy, 0, i32(ih) - 1));
+                var sx = u32(clamp(xx, 0, i32(iw) - 1));
+                if (UPSAMPLE) {
+                    sy /= 2u;
+                    sx /= 2u;
                 }
+                pix[i] = pb[i] + sy * p.w + sx;
             }
             let kbase = (ky * p.kw + kx) * cin;
-            for (var ci = 0u; ci < cin; ci += CV) {
+            // x1's channels, then x2's: two branch-free GEMM loops over the input channels
+            // with the same shape as the matmul kernel's K loop.
+            var xr: array<u32, TM>;
+            for (var i = 0u; i < TM; i++) {
+                xr[i] = pix[i] * p.c1;
+            }
+            for (var ci = 0u; ci < p.c1; ci += CV) {
                 var a: array<vec4<f32>, TM>;
                 for (var i = 0u; i < TM; i++) {
-                    a[i] = vec4<f32>();
-                    if (src[i] >= 0) {
-                        if (ci < p.c1) {
-                            a[i] = x1load(u32(src[i]) * p.c1 + ci);
-                        } else if (HAS_X2) {
-                            a[i] = x2load(u32(src[i]) * p.c2 + (ci - p.c1));
-                        }
-                    }
+                    a[i] = select(vec4<f32>(), x1load(xr[i] + ci), inside[i]);
                 }
                 for (var j = 0u; j < CV; j++) {
                     let w = wrow(kbase + ci + j, col0, p.cout);
@@ -106,6 +110,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     for (var i = 0u; i < TM; i++) {
                         acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
                         acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
+                    }
+                }
+            }
+            if (HAS_X2) {
+                for (var i = 0u; i < TM; i++) {
+                    xr[i] = pix[i] * p.c2;
+                }
+                let kbase2 = kbase + p.c1;
+                for (var ci = 0u; ci < p.c2; ci += CV) {
+                    var a: array<vec4<f32>, TM>;
+                    for (var i = 0u; i < TM; i++) {
+                        a[i] = select(vec4<f32>(), x2load(xr[i] + ci), inside[i]);
+                    }
+                    for (var j = 0u; j < CV; j++) {
+                        let w = wrow(kbase2 + ci + j, col0, p.cout);
+                        let w2 = wrow(kbase2 + ci + j, col0 + 4u, p.cout);
+                        for (var i = 0u; i < TM; i++) {
+                            acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
+                            acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
+                        }
                     }
                 }
             }

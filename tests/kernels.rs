@@ -211,10 +211,21 @@ fn ops_refuse_bad_shapes_and_aliasing() {
 
 #[test]
 fn conv2d_variants() {
-    let mut c = Case::new();
+    // Both kernel families: software adapters with 8-wide subgroups (lavapipe) take
+    // conv2d_sg for vec4 channels, the others (and scalar channels) conv2d; a plain 1×1
+    // convolution is a linear layer (register or workgroup-tiled matmul).
+    for pref in [KernelPreference::Registers, KernelPreference::Tiled] {
+        let mut c = Case::with(GpuOptions { kernels: pref, ..GpuOptions::default() });
+        conv2d_cases(&mut c, pref);
+    }
+}
+
+fn conv2d_cases(c: &mut Case, family: KernelPreference) {
     // (name, cfg, n, h, w, c1, c2, cout, k, residual): 3×3 same / stride 2 / upsample on odd
-    // sizes, 1×1 with the virtual concat (up-block shortcut), C = 24.
+    // sizes, 1×1 plain (a linear layer) and with the virtual concat (up-block shortcut), C = 24.
     let cases = [
+        ("1x1", Conv2d::POINTWISE, 2, 7, 13, 24, 0, 20, 1, true),
+        ("1x1 3ch", Conv2d::POINTWISE, 1, 5, 3, 3, 0, 10, 1, false),
         ("3x3", Conv2d::SAME_3X3, 2, 7, 13, 24, 0, 24, 3, false),
         ("3x3+residual", Conv2d::SAME_3X3, 1, 9, 6, 16, 0, 40, 3, true),
         ("3x3 stride 2", Conv2d::DOWN_3X3, 2, 7, 13, 24, 0, 16, 3, false),
@@ -255,7 +266,7 @@ fn conv2d_variants() {
             let mut b = c.gpu.batch("t");
             ops::conv2d(&mut b, cfg, &x1t, x2t.as_ref(), &wt, &bt, rt.as_ref(), &y).unwrap();
             b.submit().unwrap();
-            check(&format!("conv2d {name}"), dtype, &c.read(&y), &want);
+            check(&format!("conv2d {name} ({family:?})"), dtype, &c.read(&y), &want);
         }
     }
 }

@@ -84,6 +84,9 @@ pub struct GpuInfo {
     pub min_storage_buffer_offset_alignment: u32,
     /// GEMM-like ops use workgroup-memory tiled kernels (else register-only ones).
     pub tiled_kernels: bool,
+    /// Subgroup operations are enabled and every subgroup has exactly this many invocations
+    /// (lavapipe: 8, its SIMD width); 0 when subgroups are unavailable or vary in size.
+    pub subgroup_size: u32,
 }
 
 impl fmt::Display for GpuInfo {
@@ -92,9 +95,10 @@ impl fmt::Display for GpuInfo {
         writeln!(f, "adapter: {name} [{} via {}; {} {}]", self.device_type, self.backend, self.driver, self.driver_info)?;
         writeln!(
             f,
-            "shader-f16: {}, timestamp-query: {}, GEMM kernels: {}",
+            "shader-f16: {}, timestamp-query: {}, subgroup size: {}, GEMM kernels: {}",
             self.shader_f16,
             self.timestamp_query,
+            if self.subgroup_size > 0 { self.subgroup_size.to_string() } else { "-".into() },
             if self.tiled_kernels { "workgroup-tiled" } else { "register-blocked" }
         )?;
         writeln!(
@@ -198,6 +202,19 @@ impl Gpu {
         if timestamp_query {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // Subgroups of one fixed size (software adapters: the SIMD width) let the register
+        // kernels share loads across a subgroup (`conv2d_sg`). Native only: naga takes the
+        // subgroup builtins without WGSL's `enable subgroups;` (which it rejects), browsers
+        // require it.
+        let subgroup_size = if cfg!(not(target_arch = "wasm32"))
+            && offered.contains(wgpu::Features::SUBGROUP)
+            && adapter_info.subgroup_min_size == adapter_info.subgroup_max_size
+        {
+            features |= wgpu::Features::SUBGROUP;
+            adapter_info.subgroup_min_size
+        } else {
+            0
+        };
 
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -245,6 +262,7 @@ impl Gpu {
                 KernelPreference::Registers => false,
                 KernelPreference::Tiled => true,
             },
+            subgroup_size,
         };
 
         let memory = Arc::new(MemoryStats::default());

@@ -26,7 +26,7 @@ pub use convert::convert;
 pub use embed::{embedding, sinusoidal_position_encoding, timestep_embedding, to_rgba8};
 pub use fill::fill;
 pub use matmul::{linear, linear_ex, Epilogue, Linear};
-pub use norm::{group_norm, layer_norm, GroupNorm, NormDomain};
+pub use norm::{group_norm, group_norm_scratch, layer_norm, GroupNorm, NormDomain};
 pub use pad::pad_bottom_right;
 pub use quantize::quantize_weight;
 pub use unary::{clamp_affine, unary, Activation};

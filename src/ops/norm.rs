@@ -1,8 +1,8 @@
-//! `shaders/groupnorm_stats.wgsl` + `shaders/groupnorm_apply.wgsl` (GroupNorm, optional
+//! `shaders/groupnorm_{stats,finalize,apply}.wgsl` (GroupNorm, optional
 //! fused SiLU) and `shaders/layernorm.wgsl` / `shaders/layernorm_rows.wgsl`. Activations are
 //! channels-last: `[N, .., C]`.
 
-use super::util::{distinct_output, same_numel, split_units, storage_type, to_u32, WG};
+use super::util::{distinct_output, same_numel, split_units, storage_type, to_u32};
 use crate::gpu::{Batch, DType, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -16,8 +16,25 @@ pub enum NormDomain {
     JointFrames { frames: u32 },
 }
 
-/// Rows (positions) per workgroup of `groupnorm_apply`.
-const APPLY_WG: u32 = 64;
+/// Invocations per workgroup of the GroupNorm kernels.
+const GN_WG: u32 = 64;
+/// Statistics: positions per run at least / runs per set at most (more runs: more
+/// parallelism for few sets, but more partial results for `groupnorm_finalize` to merge).
+const GN_MIN_RUN: u64 = 64;
+const GN_MAX_RUNS: u64 = 64;
+
+/// How `group_norm` cuts the `positions` of a statistic set into runs: `(runs, run length)`.
+pub fn group_norm_runs(positions: u64) -> (u64, u64) {
+    let len = GN_MIN_RUN.max(positions.div_ceil(GN_MAX_RUNS)).max(1);
+    (positions.div_ceil(len).max(1), len)
+}
+
+/// Temporary f32 buffers of one `group_norm` dispatch chunk of `sets` statistic sets:
+/// per-run partial statistics `[sets, runs, 2, C]` and the affine map `[sets, 2, C]`.
+pub fn group_norm_scratch(sets: u64, positions: u64, channels: u64) -> [[usize; 4]; 2] {
+    let (runs, _) = group_norm_runs(positions);
+    [[sets as usize, runs as usize, 2, channels as usize], [sets as usize, 1, 2, channels as usize]]
+}
 
 /// GroupNorm settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,23 +46,27 @@ pub struct GroupNorm {
     pub silu: bool,
 }
 
+/// `groupnorm_stats` / `groupnorm_apply` parameters.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct StatsParams {
+struct RunParams {
     sets: u32,
     positions: u32,
-    channels: u32,
-    groups: u32,
-    eps: f32,
+    cols: u32,
+    chunks: u32,
+    chunk_len: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ApplyParams {
-    rows: u32,
+struct FinalizeParams {
+    sets: u32,
     positions: u32,
     channels: u32,
     groups: u32,
+    chunks: u32,
+    chunk_len: u32,
+    eps: f32,
 }
 
 /// `y = GroupNorm(x)·gamma + beta` (then SiLU if asked) for `x [N, .., C]`.
@@ -77,24 +98,49 @@ pub fn group_norm(b: &mut Batch<'_>, gn: GroupNorm, x: &Tensor, gamma: &Tensor, 
 
     let gpu = b.gpu();
     let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
-    let stats_kernel = gpu.kernel(&shader!("groupnorm_stats", "reduce"), &Spec::new().u32("WG", WG).ty("T", ty))?;
-    let apply_kernel = gpu.kernel(&shader!("groupnorm_apply"), &Spec::new().u32("WG", APPLY_WG).bool("SILU", gn.silu).ty("T", ty))?;
+    // Three passes, none with barriers: per-run partial statistics (one read of x), a small
+    // merge into a per-channel affine map, then y = x·scale + shift (one read, one write).
+    // Vector loads along the channels when C % 4 == 0 (all of SD1.5).
+    let vec4 = channels.is_multiple_of(4);
+    let cv: u64 = if vec4 { 4 } else { 1 };
+    let (v, vf) = match (vec4, ty) {
+        (true, "f16") => ("vec4<f16>", "vec4<f32>"),
+        (true, _) => ("vec4<f32>", "vec4<f32>"),
+        (false, _) => (ty, "f32"),
+    };
+    let run_spec = Spec::new().u32("WG", GN_WG).ty("V", v).ty("VF", vf);
+    let stats_kernel = gpu.kernel(&shader!("groupnorm_stats"), &run_spec)?;
+    let apply_kernel = gpu.kernel(&shader!("groupnorm_apply"), &run_spec.bool("SILU", gn.silu))?;
+    let finalize_kernel = gpu.kernel(&shader!("groupnorm_finalize"), &Spec::new().u32("WG", GN_WG).ty("T", ty))?;
+    let (runs, run_len) = group_norm_runs(positions);
     // Whole statistic sets per chunk when x exceeds one binding.
     for ch in split_units(gpu, OP, sets, &[x, y])? {
         let (xs, ys) = (&ch.parts[0], &ch.parts[1]);
-        let stats = gpu.empty([ch.count as usize, gn.groups as usize, 2], DType::F32, "group_norm.stats")?;
-        let sp = StatsParams {
+        let [part_dims, coef_dims] = group_norm_scratch(ch.count, positions, channels);
+        let part = gpu.empty(part_dims, DType::F32, "group_norm.stats")?;
+        let coef = gpu.empty(coef_dims, DType::F32, "group_norm.affine")?;
+        to_u32(OP, "elements", xs.numel())?;
+        let rp = RunParams {
             sets: to_u32(OP, "sets", ch.count)?,
             positions: to_u32(OP, "positions", positions)?,
+            cols: to_u32(OP, "channels", channels / cv)?,
+            chunks: to_u32(OP, "runs", runs)?,
+            chunk_len: to_u32(OP, "run length", run_len)?,
+        };
+        let invocations = ch.count * runs * (channels / cv);
+        to_u32(OP, "invocations", invocations)?;
+        b.dispatch(&stats_kernel, &rp, &[xs, &part], Grid::for_elements(invocations, GN_WG, max_dim)?)?;
+        let fp = FinalizeParams {
+            sets: rp.sets,
+            positions: rp.positions,
             channels: to_u32(OP, "channels", channels)?,
             groups: gn.groups,
+            chunks: rp.chunks,
+            chunk_len: rp.chunk_len,
             eps: gn.eps,
         };
-        b.dispatch(&stats_kernel, &sp, &[xs, &stats], Grid::linear(ch.count * u64::from(gn.groups), max_dim)?)?;
-        let rows = ch.count * positions;
-        to_u32(OP, "elements", xs.numel())?;
-        let ap = ApplyParams { rows: to_u32(OP, "rows", rows)?, positions: sp.positions, channels: sp.channels, groups: gn.groups };
-        b.dispatch(&apply_kernel, &ap, &[xs, &stats, gamma, beta, ys], Grid::for_elements(rows, APPLY_WG, max_dim)?)?;
+        b.dispatch(&finalize_kernel, &fp, &[&part, gamma, beta, &coef], Grid::for_elements(ch.count * u64::from(gn.groups), GN_WG, max_dim)?)?;
+        b.dispatch(&apply_kernel, &rp, &[xs, &coef, ys], Grid::for_elements(invocations, GN_WG, max_dim)?)?;
     }
     Ok(())
 }

@@ -72,10 +72,13 @@ fn conv(bt: &mut SimBatch, kind: ConvKind, x: &T, cout: usize, residual: Option<
     y
 }
 
-/// `nn::Norm::group` → `ops::group_norm` (one statistics buffer per binding-sized chunk).
-fn group_norm(bt: &mut SimBatch, env: &Env, groups: usize, frames: usize, x: &T) -> T {
+/// `nn::Norm::group` → `ops::group_norm` (partial statistics and an affine map per
+/// binding-sized chunk; their sizes do not depend on the group count).
+fn group_norm(bt: &mut SimBatch, env: &Env, _groups: usize, frames: usize, x: &T) -> T {
     let y = bt.alloc(&x.dims, x.dtype, "group_norm");
     let sets = (x.dims[0] / frames.max(1)) as u64;
+    let channels = *x.dims.last().unwrap_or(&1) as u64;
+    let positions = x.dims.iter().product::<usize>() as u64 / (sets.max(1) * channels.max(1));
     // Where one set is already larger than a binding the runtime refuses the op: the plan
     // records it (it does not fit) and walks it as one piece.
     let counts = split_counts(env.max_binding, sets, &[x.size_bytes(), y.size_bytes()]).unwrap_or_else(|bytes| {
@@ -84,8 +87,10 @@ fn group_norm(bt: &mut SimBatch, env: &Env, groups: usize, frames: usize, x: &T)
         vec![sets]
     });
     for count in counts {
-        let stats = bt.alloc(&[count as usize, groups, 2], DType::F32, "group_norm.stats");
-        bt.bind(&[x, &stats, &y]);
+        let [part_dims, coef_dims] = crate::ops::group_norm_scratch(count, positions, channels);
+        let part = bt.alloc(&part_dims, DType::F32, "group_norm.stats");
+        let coef = bt.alloc(&coef_dims, DType::F32, "group_norm.affine");
+        bt.bind(&[x, &part, &coef, &y]);
     }
     y
 }
