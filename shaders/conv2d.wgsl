@@ -13,31 +13,6 @@
 // covers a (WGM·TM)×(8·WGN) tile.
 // Padding is zero; out-of-range rows/columns are clamped on read and not written. f32 math.
 
-struct Params {
-    n: u32,
-    h: u32,
-    w: u32,
-    c1: u32,
-    c2: u32,
-    ho: u32,
-    wo: u32,
-    cout: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    tiles_n: u32,
-    tiles: u32,
-    // Used by conv2d_sg.wgsl (here: the UPSAMPLE / HAS_RESIDUAL specialisations).
-    upsample: u32,
-    has_residual: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(4) var<storage, read> bias: array<T>;
-@group(0) @binding(5) var<storage, read> residual: array<T>;
-@group(0) @binding(6) var<storage, read_write> y: array<T>;
-
 @compute @workgroup_size(WGN, WGM, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -11,37 +11,11 @@
 // exactly LANES invocations (the workgroup is one subgroup; broadcasts within it).
 // Padding is zero; out-of-range pixels/columns are clamped on read and not written. f32 math.
 
-struct Params {
-    n: u32,
-    h: u32,
-    w: u32,
-    c1: u32,
-    c2: u32,
-    ho: u32,
-    wo: u32,
-    cout: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    tiles_n: u32,
-    tiles: u32,
-    // Runtime flags here (specialisation constants in conv2d.wgsl): fewer pipelines of this
-    // large kernel to compile (lavapipe compiles it in ~2 s).
-    upsample: u32,
-    has_residual: u32,
-}
-
 const LANES: u32 = 8u;
 // Output pixels per workgroup.
 const TM: u32 = LANES * R;
 // R (1..=MAX_R) is the specialisation; the accumulator sets below exist for MAX_R.
 const MAX_R: u32 = 8u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(4) var<storage, read> bias: array<T>;
-@group(0) @binding(5) var<storage, read> residual: array<T>;
-@group(0) @binding(6) var<storage, read_write> y: array<T>;
 
 // v of every lane (constant lane ids, as WGSL requires).
 fn lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
