@@ -84,8 +84,52 @@ pub fn conv2d<'w>(
     residual: Option<&Tensor>,
     y: &Tensor,
 ) -> GpuResult<()> {
+    conv2d_impl(b, cfg, x1, x2, w.into(), bias, residual, y, true)
+}
+
+/// Does this device run a convolution / linear layer of `cin` → `cout` channels with this
+/// weight kind in shaders/conv2d_sg.wgsl? Software adapters with 8-wide subgroups, vec4
+/// channels, dense weights and at least 16 output channels (narrower layers, e.g. conv_out,
+/// would leave most of its 64 columns idle). Quantized weights stay on conv2d.wgsl: their
+/// dequantizing loads make the large kernel slower still to compile on lavapipe.
+pub(crate) fn subgroup_kernel(gpu: &crate::gpu::Gpu, cin: usize, cout: usize, kind: WeightKind) -> bool {
+    !gpu.info().tiled_kernels && gpu.info().subgroup_size == SG_LANES as u32 && cin.is_multiple_of(4) && kind == WeightKind::Dense4 && cout >= 16
+}
+
+/// A dense linear layer `y [M, N] = x [M, K] · w [K, N] + bias (+ residual)` as a 1×1
+/// convolution over M pixels in conv2d_sg.wgsl, where [`subgroup_kernel`] says so: on
+/// lavapipe every storage load is a per-lane loop, and sharing the input across the subgroup
+/// makes this several times faster than shaders/matmul.wgsl. `None`: not this path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_on_subgroups(b: &mut Batch<'_>, x: &Tensor, w: &Tensor, bias: &Tensor, residual: Option<&Tensor>, y: &Tensor, m: usize, k: usize, n: usize) -> Option<GpuResult<()>> {
+    if !subgroup_kernel(b.gpu(), k, n, WeightRef::Dense(w).kind()) {
+        return None;
+    }
+    let x4 = x.reshape([m, 1, 1, k])?;
+    let y4 = y.reshape([m, 1, 1, n])?;
+    let w4 = w.reshape([1, 1, k, n])?;
+    let r4 = match residual {
+        Some(r) => Some(r.reshape([m, 1, 1, n])?),
+        None => None,
+    };
+    Some(conv2d_impl(b, Conv2d::POINTWISE, &x4, None, WeightRef::Dense(&w4), bias, r4.as_ref(), &y4, false))
+}
+
+/// [`conv2d`]; `as_linear`: a plain 1×1 convolution may take the matmul kernels (false when
+/// called for a linear layer).
+#[allow(clippy::too_many_arguments)]
+fn conv2d_impl(
+    b: &mut Batch<'_>,
+    cfg: Conv2d,
+    x1: &Tensor,
+    x2: Option<&Tensor>,
+    w: WeightRef<'_>,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+    y: &Tensor,
+    as_linear: bool,
+) -> GpuResult<()> {
     const OP: &str = "conv2d";
-    let w = w.into();
     let inputs: Vec<&Tensor> = [Some(x1), x2, w.dense(), Some(bias), residual].into_iter().flatten().collect();
     distinct_output(OP, y, &inputs)?;
     let ty = storage_type(OP, &[inputs.as_slice(), &[y]].concat())?;
@@ -126,7 +170,7 @@ pub fn conv2d<'w>(
 
     // A 1×1 stride-1 unpadded convolution of one input is a linear layer over the pixels
     // (same K-major weight layout, [1, 1, Cin, Cout] = [Cin, Cout]): take the matmul kernels.
-    if (kh, kw, cfg.stride.max(1), cfg.padding, cfg.upsample, x2.is_none()) == (1, 1, 1, 0, false, true) {
+    if as_linear && (kh, kw, cfg.stride.max(1), cfg.padding, cfg.upsample, x2.is_none()) == (1, 1, 1, 0, false, true) {
         let ep = Epilogue { residual, ..Epilogue::default() };
         return match w {
             WeightRef::Dense(t) => {
@@ -143,16 +187,8 @@ pub fn conv2d<'w>(
     let gpu = b.gpu();
     // Channel counts that are multiples of 4 (all of SD1.5) take vec4 loads of the input.
     let vec4 = c1.is_multiple_of(4) && c2.is_multiple_of(4);
-    // Software adapters with 8-wide subgroups: the subgroup-sharing kernel (see
-    // shaders/conv2d_sg.wgsl) for vec4 channels, dense weights and at least 16 output
-    // channels (narrower layers, e.g. conv_out, would leave most of its 64 columns idle).
-    // Quantized weights stay on conv2d.wgsl: their dequantizing loads make the large kernel
-    // slower still to compile on lavapipe.
-    let sg = !gpu.info().tiled_kernels
-        && gpu.info().subgroup_size == SG_LANES as u32
-        && vec4
-        && w.kind() == WeightKind::Dense4
-        && cout >= 16;
+    // Software adapters with 8-wide subgroups: the subgroup-sharing kernel.
+    let sg = vec4 && subgroup_kernel(gpu, c1 + c2, cout, w.kind());
     let spec = Spec::new().bool("HAS_X2", x2.is_some()).ty("T", ty);
     let spec = if sg { spec } else { spec.bool("UPSAMPLE", cfg.upsample).bool("HAS_RESIDUAL", residual.is_some()) };
     let tm = if vec4 { V4_ROWS } else { SCALAR_ROWS };

@@ -110,6 +110,13 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
         typed.push(r);
     }
     let ty = storage_type("linear", &typed)?;
+    // Software adapters with 8-wide subgroups: dense layers with a bias as 1×1 convolutions
+    // in the subgroup-sharing kernel (no GEGLU / scale epilogue there).
+    if let (Some(bias), WeightRef::Dense(t), false, true) = (bias, w, ep.geglu, ep.alpha == 1.0) {
+        if let Some(r) = super::conv2d::linear_on_subgroups(b, x, t, bias, ep.residual, y, s.m, s.k, s.n) {
+            return r;
+        }
+    }
     let gpu = b.gpu();
     let spec = Spec::new().bool("HAS_BIAS", bias.is_some()).bool("HAS_RESIDUAL", ep.residual.is_some()).bool("GEGLU", ep.geglu).ty("T", ty);
     // Every SD1.5 layer has K and N multiples of 4: vec4 loads of x along K and of the weights
