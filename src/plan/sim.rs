@@ -20,6 +20,9 @@ pub enum Kind {
     Activation,
 }
 
+/// `(chunk, offset, reserved bytes)` of an allocation placed in the activation arena.
+pub type Slot = (usize, u64, u64);
+
 /// One allocation's life in the simulation.
 #[derive(Debug, Clone)]
 pub struct Interval {
@@ -33,7 +36,7 @@ pub struct Interval {
     /// Batch counter at allocation (buffers made in the batch in progress are temporaries).
     pub batch: usize,
     /// `(chunk, offset, reserved bytes)` when placed in the activation arena.
-    pub slot: Option<(usize, u64, u64)>,
+    pub slot: Option<Slot>,
 }
 
 /// Live / peak counters plus every buffer's interval.
@@ -91,7 +94,7 @@ pub struct Snapshot {
     live: u64,
     in_batch: bool,
     /// `(bytes, kind, arena slot)` of the live buffers, sorted.
-    buffers: Vec<(u64, bool, Option<(usize, u64, u64)>)>,
+    buffers: Vec<(u64, bool, Option<Slot>)>,
     arena: Option<ArenaLayout>,
 }
 
@@ -114,7 +117,7 @@ impl State {
     }
 
     pub fn mark(&self) -> Mark {
-        Mark { trace: self.trace.len(), events: self.events, batch: self.batch, buffers: self.repeated_buffers + self.intervals.len(), flops: self.flops }
+        Mark { trace: self.trace.len(), events: self.events, batch: self.batch, buffers: self.buffer_count(), flops: self.flops }
     }
 
     /// Account for `times` more repetitions of what happened since `m`, which left the state
@@ -128,7 +131,7 @@ impl State {
         }
         self.events += (self.events - m.events) * times;
         self.batch += (self.batch - m.batch) * times;
-        self.repeated_buffers += (self.repeated_buffers + self.intervals.len() - m.buffers) * times;
+        self.repeated_buffers += (self.buffer_count() - m.buffers) * times;
         self.flops += (self.flops - m.flops) * times as f64;
     }
 
