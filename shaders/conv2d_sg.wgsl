@@ -11,18 +11,11 @@
 // exactly LANES invocations (the workgroup is one subgroup; broadcasts within it).
 // Padding is zero; out-of-range pixels/columns are clamped on read and not written. f32 math.
 
-const LANES: u32 = 8u;
+// LANES and lanes(): shaders/include/subgroup_lanes.wgsl.
 // Output pixels per workgroup.
 const TM: u32 = LANES * R;
 // R (1..=MAX_R) is the specialisation; the accumulator sets below exist for MAX_R.
 const MAX_R: u32 = 8u;
-
-// v of every lane (constant lane ids, as WGSL requires).
-fn lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
-    return array<vec4<f32>, LANES>(
-        subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
-        subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
-}
 
 // Four input channels of one pixel per lane (zero outside the image), from x1 (part 0) or
 // x2 (part 1, the virtual concat).

@@ -285,7 +285,7 @@ fn attention_spatial_cross_causal_and_temporal() {
 fn attention_cases(c: &mut Case, family: &str) {
     let lay = |l: TokenLayout| [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
     // (name, sequences, heads, head_dim, q_len, kv_len, kv_div, causal, temporal frames)
-    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 9] = [
+    let cases: [(&str, u32, u32, u32, u32, u32, u32, bool, u32); 11] = [
         ("self 7x13 tokens, 2 heads of 12", 2, 2, 12, 91, 91, 1, false, 0),
         ("self, SD head dim 40", 1, 2, 40, 37, 37, 1, false, 0),
         ("self, SD head dim 80", 1, 2, 80, 29, 29, 1, false, 0),
@@ -295,6 +295,10 @@ fn attention_cases(c: &mut Case, family: &str) {
         ("single head 64 (tiny VAE mid)", 1, 1, 64, 49, 49, 1, false, 0),
         ("single head 512 (SD1.5 VAE mid)", 2, 1, 512, 35, 35, 1, false, 0),
         ("temporal over 16 frames", 2, 2, 12, 16, 16, 1, false, 16),
+        // Head dims in multiples of 8 take the subgroup kernel on lavapipe: frame-major
+        // layout, and blocks of 8 keys / 32 queries with ragged ends.
+        ("temporal over 16 frames, head dim 16", 2, 2, 16, 16, 16, 1, false, 16),
+        ("self 45 tokens, 3 heads of 24", 3, 3, 24, 45, 45, 1, false, 0),
     ];
     for (name, seqs, heads, hd, q_len, kv_len, kv_div, causal, frames) in cases {
         for dtype in c.dtypes() {
@@ -420,11 +424,16 @@ fn ops_split_work_when_tensors_exceed_the_binding_limit() {
     let l = TokenLayout::frames(frames, positions, k as u32);
     let len = (videos * frames * positions) as usize * k;
     let (q, kk, v) = (c.data(len, 1.0, 0.0, dt), c.data(len, 1.0, 0.0, dt), c.data(len, 1.0, 0.0, dt));
-    let (qt, kt, vt, o) = (c.upload(&q, [len], dt), c.upload(&kk, [len], dt), c.upload(&v, [len], dt), c.poisoned([len], dt));
-    let a = ops::Attention { sequences: videos * positions, heads: 2, head_dim: 12, q_len: frames, kv_len: frames, q_layout: l, kv_layout: l, kv_div: 1, causal: false, scale: 0.3 };
-    assert!(run(&c, &|b| ops::attention(b, &a, &qt, &kt, &vt, &o).unwrap()) > 1);
-    let lay = [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
-    check("split temporal attention", dt, &c.read(&o), &r::attention(&q, &kk, &v, (videos * positions) as usize, 2, 12, frames as usize, frames as usize, lay, lay, 1, false, 0.3));
+    let (qt, kt, vt) = (c.upload(&q, [len], dt), c.upload(&kk, [len], dt), c.upload(&v, [len], dt));
+    // 2 heads of 12: the register kernel on lavapipe; 3 heads of 8: the subgroup kernel.
+    for (heads, head_dim) in [(2u32, 12u32), (3, 8)] {
+        let o = c.poisoned([len], dt);
+        let a = ops::Attention { sequences: videos * positions, heads, head_dim, q_len: frames, kv_len: frames, q_layout: l, kv_layout: l, kv_div: 1, causal: false, scale: 0.3 };
+        assert!(run(&c, &|b| ops::attention(b, &a, &qt, &kt, &vt, &o).unwrap()) > 1);
+        let lay = [l.inner as usize, l.outer_stride as usize, l.inner_stride as usize, l.token_stride as usize];
+        let want = r::attention(&q, &kk, &v, (videos * positions) as usize, heads as usize, head_dim as usize, frames as usize, frames as usize, lay, lay, 1, false, 0.3);
+        check(&format!("split temporal attention, {heads} heads of {head_dim}"), dt, &c.read(&o), &want);
+    }
 }
 
 fn quant_formats(k: usize, n: usize) -> Vec<QuantFormat> {

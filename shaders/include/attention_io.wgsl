@@ -1,5 +1,5 @@
 // Parameters, bindings and token addressing shared by the attention kernels
-// (shaders/attention.wgsl, shaders/flash_attention.wgsl; host side: src/ops/attention.rs).
+// (shaders/attention.wgsl, shaders/flash_attention.wgsl, shaders/attention_sg.wgsl; host side: src/ops/attention.rs).
 // Token t of head h in sequence s is at
 //   (s / inner)·outer_stride + (s % inner)·inner_stride + t·token_stride + h·HEAD_DIM.
 
@@ -22,10 +22,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<T>;
-@group(0) @binding(2) var<storage, read> k: array<T>;
-@group(0) @binding(3) var<storage, read> v: array<T>;
-@group(0) @binding(4) var<storage, read_write> o: array<T>;
+// E: the element the kernel binds — T, or vec4<T> (shaders/attention_sg.wgsl: addresses / 4).
+@group(0) @binding(1) var<storage, read> q: array<E>;
+@group(0) @binding(2) var<storage, read> k: array<E>;
+@group(0) @binding(3) var<storage, read> v: array<E>;
+@group(0) @binding(4) var<storage, read_write> o: array<E>;
 
 fn addr(l: Layout, s: u32, t: u32, h: u32) -> u32 {
     return (s / l.inner) * l.outer_stride + (s % l.inner) * l.inner_stride + t * l.token_stride + h * HEAD_DIM;

@@ -122,6 +122,35 @@ pub fn compose_source(def: &ShaderDef, spec: &Spec) -> String {
     s
 }
 
+/// Kernel development: with `ANIMATEDIFF_SHADER_DIR` set (native builds), kernels are read
+/// from that directory (`<name>.wgsl`, `include/<inc>.wgsl`, as in `shaders/`) when first
+/// compiled instead of the copies built into the binary, so a shader edit needs no rebuild.
+/// `None` when unset; an unreadable file is an error naming it.
+#[cfg(not(target_arch = "wasm32"))]
+fn dev_source(def: &ShaderDef, spec: &Spec) -> Option<GpuResult<String>> {
+    let dir = std::path::PathBuf::from(std::env::var_os("ANIMATEDIFF_SHADER_DIR")?);
+    let read = |path: std::path::PathBuf| {
+        std::fs::read_to_string(&path).map_err(|e| GpuError::Internal { context: Some(def.name.into()), message: format!("ANIMATEDIFF_SHADER_DIR: {}: {e}", path.display()) })
+    };
+    let build = || -> GpuResult<String> {
+        let mut s = spec.prelude();
+        s.push_str(&read(dir.join("include/common.wgsl"))?);
+        for inc in def.include_names {
+            s.push('\n');
+            s.push_str(&read(dir.join(format!("include/{inc}.wgsl")))?);
+        }
+        s.push('\n');
+        s.push_str(&read(dir.join(format!("{}.wgsl", def.name)))?);
+        Ok(s)
+    };
+    Some(build())
+}
+
+#[cfg(target_arch = "wasm32")]
+fn dev_source(_: &ShaderDef, _: &Spec) -> Option<GpuResult<String>> {
+    None
+}
+
 /// A compiled kernel: pipeline plus its (auto-derived) bind group layout.
 #[derive(Debug)]
 pub struct Kernel {
@@ -166,7 +195,10 @@ impl Gpu {
             return Err(GpuError::MissingFeature { what: format!("kernel `{}`", def.name), feature: "shader-f16" });
         }
         self.check()?;
-        let mut source = compose_source(def, spec);
+        let mut source = match dev_source(def, spec) {
+            Some(s) => s?,
+            None => compose_source(def, spec),
+        };
         if self.rw_bindings() {
             // Arena on: tensors of one arena chunk are bound together, and WebGPU forbids one
             // buffer bound read-only and writable in a dispatch, so every storage binding is

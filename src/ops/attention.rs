@@ -87,6 +87,49 @@ fn queries_per_invocation(head_dim: u32) -> u32 {
 /// 512 channels (each invocation holds a query row and an accumulator of this many floats).
 pub const MAX_HEAD_DIM: u32 = 512;
 
+/// Which kernel runs an attention.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// shaders/flash_attention.wgsl with this many keys per workgroup-memory tile (GPUs).
+    Flash(u32),
+    /// shaders/attention_sg.wgsl with this many queries per lane (software adapters).
+    Subgroup(u32),
+    /// shaders/attention.wgsl.
+    Register,
+}
+
+/// Lanes of the subgroup kernel's workgroup (shaders/include/subgroup_lanes.wgsl).
+const SG_LANES: u32 = 8;
+
+/// Largest head dimension of the subgroup kernel: each lane holds its key and value rows
+/// besides its queries' rows and accumulators (SD1.5's 40/80/160, CLIP's 64).
+const SG_MAX_HEAD_DIM: u32 = 160;
+
+/// Whether shaders/attention_sg.wgsl runs this head dimension on this adapter: a software
+/// adapter (no GEMM tiling) with 8-wide subgroups; the kernel walks the head in groups of 8.
+fn subgroup_kernel(gpu: &crate::gpu::Gpu, head_dim: u32) -> bool {
+    gpu.info().subgroup_size == SG_LANES && head_dim.is_multiple_of(8) && head_dim <= SG_MAX_HEAD_DIM
+}
+
+/// Queries per lane of the subgroup kernel: as many as keep the per-lane state modest, but
+/// no more than the sequence fills (motion modules attend over 16 frames).
+fn subgroup_queries_per_lane(head_dim: u32, q_len: u32) -> u32 {
+    // Two queries up to 80 channels (lavapipe, 1×8×1024×80: 92 ms against 112 ms with one);
+    // the unrolled kernel's per-lane state (query rows and accumulators) grows with
+    // head_dim·QPT, and past that lavapipe compiles it for seconds (4 queries of 40: 7.7 s
+    // against 0.5 s with 2) and runs it no faster.
+    let most = if head_dim <= 80 { 2 } else { 1 };
+    most.min(q_len.div_ceil(SG_LANES)).max(1)
+}
+
+fn vec4_type(ty: &'static str) -> &'static str {
+    if ty == "f16" {
+        "vec4<f16>"
+    } else {
+        "vec4<f32>"
+    }
+}
+
 /// Queries per workgroup of the flash kernel.
 const FLASH_BQ: u32 = 64;
 
@@ -153,13 +196,21 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
             }
         }
     }
-    // GPUs: K/V tiles through workgroup memory; software adapters: the register kernel.
-    let flash_tile = if gpu.info().tiled_kernels { flash_kv_tile(gpu, a.head_dim) } else { None };
+    // GPUs: K/V tiles through workgroup memory; software adapters: K/V rows shared across a
+    // subgroup where it has 8 lanes, else the register kernel.
+    let path = if gpu.info().tiled_kernels {
+        flash_kv_tile(gpu, a.head_dim).map_or(Path::Register, Path::Flash)
+    } else if subgroup_kernel(gpu, a.head_dim) {
+        Path::Subgroup(subgroup_queries_per_lane(a.head_dim, a.q_len))
+    } else {
+        Path::Register
+    };
     let qpt = queries_per_invocation(a.head_dim);
     let spec = Spec::new().u32("HEAD_DIM", a.head_dim).bool("CAUSAL", a.causal).ty("T", ty);
-    let kernel = match flash_tile {
-        Some(bkv) => gpu.kernel(&shader!("flash_attention", "attention_io"), &spec.u32("BQ", FLASH_BQ).u32("BKV", bkv))?,
-        None => gpu.kernel(&shader!("attention", "attention_io"), &spec.u32("WG", WG).u32("QPT", qpt))?,
+    let kernel = match path {
+        Path::Flash(bkv) => gpu.kernel(&shader!("flash_attention", "attention_io"), &spec.ty("E", ty).u32("BQ", FLASH_BQ).u32("BKV", bkv))?,
+        Path::Subgroup(qpl) => gpu.kernel(&shader!("attention_sg", "subgroup_lanes", "attention_io"), &spec.ty("E", vec4_type(ty)).u32("QPT", qpl))?,
+        Path::Register => gpu.kernel(&shader!("attention", "attention_io"), &spec.ty("E", ty).u32("WG", WG).u32("QPT", qpt))?,
     };
     // Split into groups of whole q blocks and whole K/V blocks when a tensor exceeds one
     // binding: a group is lcm(q inner, kv_div · kv inner) sequences.
@@ -187,9 +238,10 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
         };
         to_u32(OP, "queries", threads)?;
         let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
-        let grid = match flash_tile {
-            Some(_) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(FLASH_BQ)), max_dim)?,
-            None => Grid::for_elements(seqs * hs * u64::from(a.q_len.div_ceil(qpt)), WG, max_dim)?,
+        let grid = match path {
+            Path::Flash(_) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(FLASH_BQ)), max_dim)?,
+            Path::Subgroup(qpl) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(SG_LANES * qpl)), max_dim)?,
+            Path::Register => Grid::for_elements(seqs * hs * u64::from(a.q_len.div_ceil(qpt)), WG, max_dim)?,
         };
         let p = &ch.parts;
         b.dispatch(&kernel, &params, &[&p[0], &p[1], &p[2], &p[3]], grid)?;

@@ -199,7 +199,7 @@ fn conv2d_impl(
     let (tile_n, tile_m) = if sg { (8 * SG_LANES, SG_LANES * SG_ROWS) } else { (8 * wgn, wgm * tm) };
     let spec = if sg { w.spec(spec.u32("R", SG_ROWS as u32)) } else { w.spec(spec.u32("TM", tm as u32).u32("WGN", wgn as u32).u32("WGM", wgm as u32)) };
     let def = match (sg, vec4, w.kind()) {
-        (true, _, _) => shader!("conv2d_sg", "conv_io", "weights_dense4", "load_vec4"),
+        (true, _, _) => shader!("conv2d_sg", "subgroup_lanes", "conv_io", "weights_dense4", "load_vec4"),
         (false, true, WeightKind::Dense4) => shader!("conv2d", "conv_io", "weights_dense4", "load_vec4"),
         (false, true, WeightKind::Dense) => shader!("conv2d", "conv_io", "weights_dense", "load_vec4"),
         (false, true, WeightKind::Quant) => shader!("conv2d", "conv_io", "weights_quant", "load_vec4"),
