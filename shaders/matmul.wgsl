@@ -13,6 +13,33 @@
 // columns (GEGLU) or columns 4..8 (WIDE). Rows/columns past the edge read clamped (valid)
 // indices and are not written.
 
+// Rows (TM ≤ MAX_TM) are unrolled by constant-argument calls; arrays are sized MAX_TM so the
+// switched-off calls' constant indices stay in bounds.
+const MAX_TM: u32 = 8u;
+
+// Weight rows k..k+CV, columns n..n+4, as the columns of a matrix (zero past CV).
+fn wmat(k: u32, n: u32, ncols: u32) -> mat4x4<f32> {
+    var m = mat4x4<f32>();
+    m[0] = wrow(k, n, ncols);
+    if (CV > 1u) {
+        m[1] = wrow(k + 1u, n, ncols);
+        m[2] = wrow(k + 2u, n, ncols);
+        m[3] = wrow(k + 3u, n, ncols);
+    }
+    return m;
+}
+
+fn row(acc: ptr<function, array<vec4<f32>, MAX_TM>>, acc2: ptr<function, array<vec4<f32>, MAX_TM>>, xr: ptr<function, array<u32, MAX_TM>>,
+       i: u32, kk: u32, w: mat4x4<f32>, w2: mat4x4<f32>) {
+    if (i < TM) {
+        let a = x1load((*xr)[i] + kk);
+        (*acc)[i] += w * a;
+        if (GEGLU || WIDE) {
+            (*acc2)[i] += w2 * a;
+        }
+    }
+}
+
 @compute @workgroup_size(8, 8, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -24,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tn = select(4u, 8u, WIDE);
     let col0 = (tile % p.tiles_n) * (8u * tn) + lid.x * tn;
 
-    var xr: array<u32, TM>;
+    var xr: array<u32, MAX_TM>;
     for (var i = 0u; i < TM; i++) {
         xr[i] = min(row0 + i, p.m - 1u) * p.k;
     }
@@ -33,26 +60,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Columns of the second accumulator: the gate half, or the next four.
     let col2 = select(col0 + 4u, col0 + p.n, GEGLU);
 
-    var acc: array<vec4<f32>, TM>;
-    var acc2: array<vec4<f32>, TM>;
+    var acc: array<vec4<f32>, MAX_TM>;
+    var acc2: array<vec4<f32>, MAX_TM>;
     for (var kk = 0u; kk < p.k; kk += CV) {
-        var a: array<vec4<f32>, TM>;
-        for (var i = 0u; i < TM; i++) {
-            a[i] = x1load(xr[i] + kk);
+        // Weight rows kk..kk+CV as matrix columns: acc += W·x is one matrix-vector product
+        // per row, with no inner loop (lavapipe scalarises register arrays indexed by a loop
+        // variable).
+        let w = wmat(kk, col0, wn);
+        var w2 = mat4x4<f32>();
+        if (GEGLU || WIDE) {
+            w2 = wmat(kk, col2, wn);
         }
-        for (var j = 0u; j < CV; j++) {
-            let w = wrow(kk + j, col0, wn);
-            var w2 = vec4<f32>();
-            if (GEGLU || WIDE) {
-                w2 = wrow(kk + j, col2, wn);
-            }
-            for (var i = 0u; i < TM; i++) {
-                acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
-                if (GEGLU || WIDE) {
-                    acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
-                }
-            }
-        }
+        row(&acc, &acc2, &xr, 0u, kk, w, w2);
+        row(&acc, &acc2, &xr, 1u, kk, w, w2);
+        row(&acc, &acc2, &xr, 2u, kk, w, w2);
+        row(&acc, &acc2, &xr, 3u, kk, w, w2);
+        row(&acc, &acc2, &xr, 4u, kk, w, w2);
+        row(&acc, &acc2, &xr, 5u, kk, w, w2);
+        row(&acc, &acc2, &xr, 6u, kk, w, w2);
+        row(&acc, &acc2, &xr, 7u, kk, w, w2);
     }
 
     for (var i = 0u; i < TM; i++) {
