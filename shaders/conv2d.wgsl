@@ -13,6 +13,54 @@
 // covers a (WGM·TM)×(8·WGN) tile.
 // Padding is zero; out-of-range rows/columns are clamped on read and not written. f32 math.
 
+// Rows (TM ≤ MAX_TM) are unrolled by constant-argument calls, and CV input channels of a row
+// meet the weights as one matrix-vector product: lavapipe scalarises register arrays indexed
+// by a loop variable. Arrays are sized MAX_TM so the switched-off calls' indices stay in bounds.
+const MAX_TM: u32 = 8u;
+
+// Weight rows k..k+CV, columns n..n+4, as the columns of a matrix (zero past CV).
+fn wmat(k: u32, n: u32, ncols: u32) -> mat4x4<f32> {
+    var m = mat4x4<f32>();
+    m[0] = wrow(k, n, ncols);
+    if (CV > 1u) {
+        m[1] = wrow(k + 1u, n, ncols);
+        m[2] = wrow(k + 2u, n, ncols);
+        m[3] = wrow(k + 3u, n, ncols);
+    }
+    return m;
+}
+
+fn gemm_row(acc: ptr<function, array<vec4<f32>, MAX_TM>>, acc2: ptr<function, array<vec4<f32>, MAX_TM>>, xr: ptr<function, array<u32, MAX_TM>>,
+            inside: ptr<function, array<bool, MAX_TM>>, i: u32, part: u32, ci: u32, w: mat4x4<f32>, w2: mat4x4<f32>) {
+    if (i < TM) {
+        var v: vec4<f32>;
+        if (HAS_X2 && part == 1u) {
+            v = x2load((*xr)[i] + ci);
+        } else {
+            v = x1load((*xr)[i] + ci);
+        }
+        let a = select(vec4<f32>(), v, (*inside)[i]);
+        (*acc)[i] += w * a;
+        (*acc2)[i] += w2 * a;
+    }
+}
+
+// Input channels ci..ci+CV of x1 (part 0) or x2 (part 1) into every row's accumulators;
+// k: their weight row.
+fn gemm_step(acc: ptr<function, array<vec4<f32>, MAX_TM>>, acc2: ptr<function, array<vec4<f32>, MAX_TM>>, xr: ptr<function, array<u32, MAX_TM>>,
+             inside: ptr<function, array<bool, MAX_TM>>, part: u32, ci: u32, k: u32, col0: u32) {
+    let w = wmat(k, col0, p.cout);
+    let w2 = wmat(k, col0 + 4u, p.cout);
+    gemm_row(acc, acc2, xr, inside, 0u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 1u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 2u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 3u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 4u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 5u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 6u, part, ci, w, w2);
+    gemm_row(acc, acc2, xr, inside, 7u, part, ci, w, w2);
+}
+
 @compute @workgroup_size(WGN, WGM, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -34,9 +82,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     // Output pixel of each of the TM rows (clamped into range): first pixel of its image and
     // top-left input coordinate of its window.
-    var pb: array<u32, TM>;
-    var py: array<i32, TM>;
-    var px: array<i32, TM>;
+    var pb: array<u32, MAX_TM>;
+    var py: array<i32, MAX_TM>;
+    var px: array<i32, MAX_TM>;
     for (var i = 0u; i < TM; i++) {
         let m = min(row0 + i, m_total - 1u);
         let img = m / (p.ho * p.wo);
@@ -47,14 +95,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         px[i] = i32((rem - oy * p.wo) * p.stride) - i32(p.pad);
     }
 
-    var acc: array<vec4<f32>, TM>;
-    var acc2: array<vec4<f32>, TM>;
+    var acc: array<vec4<f32>, MAX_TM>;
+    var acc2: array<vec4<f32>, MAX_TM>;
     for (var ky = 0u; ky < p.kh; ky++) {
         for (var kx = 0u; kx < p.kw; kx++) {
             // Per row, once per window position (not per loaded element): the source pixel
             // (clamped into the image) and whether it is inside (else zero padding).
-            var pix: array<u32, TM>;
-            var inside: array<bool, TM>;
+            var pix: array<u32, MAX_TM>;
+            var inside: array<bool, MAX_TM>;
             for (var i = 0u; i < TM; i++) {
                 let yy = py[i] + i32(ky);
                 let xx = px[i] + i32(kx);
@@ -70,23 +118,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let kbase = (ky * p.kw + kx) * cin;
             // x1's channels, then x2's: two branch-free GEMM loops over the input channels
             // with the same shape as the matmul kernel's K loop.
-            var xr: array<u32, TM>;
+            var xr: array<u32, MAX_TM>;
             for (var i = 0u; i < TM; i++) {
                 xr[i] = pix[i] * p.c1;
             }
             for (var ci = 0u; ci < p.c1; ci += CV) {
-                var a: array<vec4<f32>, TM>;
-                for (var i = 0u; i < TM; i++) {
-                    a[i] = select(vec4<f32>(), x1load(xr[i] + ci), inside[i]);
-                }
-                for (var j = 0u; j < CV; j++) {
-                    let w = wrow(kbase + ci + j, col0, p.cout);
-                    let w2 = wrow(kbase + ci + j, col0 + 4u, p.cout);
-                    for (var i = 0u; i < TM; i++) {
-                        acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
-                        acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
-                    }
-                }
+                gemm_step(&acc, &acc2, &xr, &inside, 0u, ci, kbase + ci, col0);
             }
             if (HAS_X2) {
                 for (var i = 0u; i < TM; i++) {
@@ -94,18 +131,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 }
                 let kbase2 = kbase + p.c1;
                 for (var ci = 0u; ci < p.c2; ci += CV) {
-                    var a: array<vec4<f32>, TM>;
-                    for (var i = 0u; i < TM; i++) {
-                        a[i] = select(vec4<f32>(), x2load(xr[i] + ci), inside[i]);
-                    }
-                    for (var j = 0u; j < CV; j++) {
-                        let w = wrow(kbase2 + ci + j, col0, p.cout);
-                        let w2 = wrow(kbase2 + ci + j, col0 + 4u, p.cout);
-                        for (var i = 0u; i < TM; i++) {
-                            acc[i] = fma(vec4<f32>(a[i][j]), w, acc[i]);
-                            acc2[i] = fma(vec4<f32>(a[i][j]), w2, acc2[i]);
-                        }
-                    }
+                    gemm_step(&acc, &acc2, &xr, &inside, 1u, ci, kbase2 + ci, col0);
                 }
             }
         }
