@@ -124,15 +124,14 @@ fn softmax(st: ptr<function, State>, t: u32, j0: u32, n_keys: u32, i0: u32) {
 @compute @workgroup_size(LANES)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lane: u32) {
-    let tile = linear_workgroup(wid, nwg);
-    let q_tiles = (p.q_len + BQ - 1u) / BQ;
+    let tq = q_tile(wid, nwg, BQ);
     // Uniform per workgroup: the subgroup operations below run in uniform control flow.
-    if (tile >= p.sequences * p.heads * q_tiles) {
+    if (!tq.valid) {
         return;
     }
-    let qt = tile % q_tiles;
-    let h = (tile / q_tiles) % p.heads;
-    let s = tile / (q_tiles * p.heads);
+    let qt = tq.qt;
+    let h = tq.h;
+    let s = tq.s;
     let i0 = qt * BQ + lane;
 
     var st: State;

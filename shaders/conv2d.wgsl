@@ -18,17 +18,7 @@
 // by a loop variable. Arrays are sized MAX_TM so the switched-off calls' indices stay in bounds.
 const MAX_TM: u32 = 8u;
 
-// Weight rows k..k+CV, columns n..n+4, as the columns of a matrix (zero past CV).
-fn wmat(k: u32, n: u32, ncols: u32) -> mat4x4<f32> {
-    var m = mat4x4<f32>();
-    m[0] = wrow(k, n, ncols);
-    if (CV > 1u) {
-        m[1] = wrow(k + 1u, n, ncols);
-        m[2] = wrow(k + 2u, n, ncols);
-        m[3] = wrow(k + 3u, n, ncols);
-    }
-    return m;
-}
+// wmat(): shaders/include/gemm_wmat.wgsl.
 
 fn gemm_row(acc: ptr<function, array<vec4<f32>, MAX_TM>>, acc2: ptr<function, array<vec4<f32>, MAX_TM>>, xr: ptr<function, array<u32, MAX_TM>>,
             inside: ptr<function, array<bool, MAX_TM>>, i: u32, part: u32, ci: u32, w: mat4x4<f32>, w2: mat4x4<f32>) {

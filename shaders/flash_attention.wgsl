@@ -11,15 +11,14 @@ var<workgroup> v_tile: array<f32, BKV * HEAD_DIM>;
 @compute @workgroup_size(BQ)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let tile = linear_workgroup(wid, nwg);
-    let q_tiles = (p.q_len + BQ - 1u) / BQ;
+    let tq = q_tile(wid, nwg, BQ);
     // Uniform per workgroup: barriers below stay in uniform control flow.
-    if (tile >= p.sequences * p.heads * q_tiles) {
+    if (!tq.valid) {
         return;
     }
-    let qt = tile % q_tiles;
-    let h = (tile / q_tiles) % p.heads;
-    let s = tile / (q_tiles * p.heads);
+    let qt = tq.qt;
+    let h = tq.h;
+    let s = tq.s;
     let i = qt * BQ + lid;
     let valid = i < p.q_len;
     let qa = addr(p.q, s, min(i, p.q_len - 1u), h);

@@ -31,3 +31,20 @@ struct Params {
 fn addr(l: Layout, s: u32, t: u32, h: u32) -> u32 {
     return (s / l.inner) * l.outer_stride + (s % l.inner) * l.inner_stride + t * l.token_stride + h * HEAD_DIM;
 }
+
+// The query tile a workgroup of a grid over (sequence, head, tile of bq queries) takes;
+// valid is false past the grid (uniform per workgroup, so the caller's barriers or
+// subgroup operations stay in uniform control flow when it returns on it).
+struct QTile {
+    valid: bool,
+    // Tile index within the sequence, head, sequence.
+    qt: u32,
+    h: u32,
+    s: u32,
+}
+
+fn q_tile(wid: vec3<u32>, nwg: vec3<u32>, bq: u32) -> QTile {
+    let tile = linear_workgroup(wid, nwg);
+    let q_tiles = (p.q_len + bq - 1u) / bq;
+    return QTile(tile < p.sequences * p.heads * q_tiles, tile % q_tiles, (tile / q_tiles) % p.heads, tile / (q_tiles * p.heads));
+}

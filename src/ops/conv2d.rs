@@ -200,12 +200,12 @@ fn conv2d_impl(
     let spec = if sg { w.spec(spec.u32("R", SG_ROWS as u32)) } else { w.spec(spec.u32("TM", tm as u32).u32("WGN", wgn as u32).u32("WGM", wgm as u32)) };
     let def = match (sg, vec4, w.kind()) {
         (true, _, _) => shader!("conv2d_sg", "subgroup_lanes", "conv_io", "weights_dense4", "load_vec4"),
-        (false, true, WeightKind::Dense4) => shader!("conv2d", "conv_io", "weights_dense4", "load_vec4"),
-        (false, true, WeightKind::Dense) => shader!("conv2d", "conv_io", "weights_dense", "load_vec4"),
-        (false, true, WeightKind::Quant) => shader!("conv2d", "conv_io", "weights_quant", "load_vec4"),
-        (false, false, WeightKind::Dense4) => shader!("conv2d", "conv_io", "weights_dense4", "load_scalar"),
-        (false, false, WeightKind::Dense) => shader!("conv2d", "conv_io", "weights_dense", "load_scalar"),
-        (false, false, WeightKind::Quant) => shader!("conv2d", "conv_io", "weights_quant", "load_scalar"),
+        (false, true, WeightKind::Dense4) => shader!("conv2d", "conv_io", "weights_dense4", "load_vec4", "gemm_wmat"),
+        (false, true, WeightKind::Dense) => shader!("conv2d", "conv_io", "weights_dense", "load_vec4", "gemm_wmat"),
+        (false, true, WeightKind::Quant) => shader!("conv2d", "conv_io", "weights_quant", "load_vec4", "gemm_wmat"),
+        (false, false, WeightKind::Dense4) => shader!("conv2d", "conv_io", "weights_dense4", "load_scalar", "gemm_wmat"),
+        (false, false, WeightKind::Dense) => shader!("conv2d", "conv_io", "weights_dense", "load_scalar", "gemm_wmat"),
+        (false, false, WeightKind::Quant) => shader!("conv2d", "conv_io", "weights_quant", "load_scalar", "gemm_wmat"),
     };
     let kernel = gpu.kernel(&def, &spec)?;
     // Absent inputs bind distinct zero ranges (two writable bindings may not overlap).

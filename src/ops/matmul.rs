@@ -139,12 +139,12 @@ pub fn linear_ex<'w>(b: &mut Batch<'_>, x: &Tensor, w: impl Into<WeightRef<'w>>,
         (true, _, WeightKind::Quant) => shader!("matmul_tiled", "weights_quant", "load_vec4", "matmul_io"),
         (true, _, WeightKind::Dense4) => shader!("matmul_tiled", "weights_dense4", "load_vec4", "matmul_io"),
         (true, _, WeightKind::Dense) => shader!("matmul_tiled", "weights_dense", "load_vec4", "matmul_io"),
-        (false, true, WeightKind::Dense4) => shader!("matmul", "weights_dense4", "load_vec4", "matmul_io"),
-        (false, true, WeightKind::Dense) => shader!("matmul", "weights_dense", "load_vec4", "matmul_io"),
-        (false, true, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_vec4", "matmul_io"),
-        (false, false, WeightKind::Dense4) => shader!("matmul", "weights_dense4", "load_scalar", "matmul_io"),
-        (false, false, WeightKind::Dense) => shader!("matmul", "weights_dense", "load_scalar", "matmul_io"),
-        (false, false, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_scalar", "matmul_io"),
+        (false, true, WeightKind::Dense4) => shader!("matmul", "weights_dense4", "load_vec4", "gemm_wmat", "matmul_io"),
+        (false, true, WeightKind::Dense) => shader!("matmul", "weights_dense", "load_vec4", "gemm_wmat", "matmul_io"),
+        (false, true, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_vec4", "gemm_wmat", "matmul_io"),
+        (false, false, WeightKind::Dense4) => shader!("matmul", "weights_dense4", "load_scalar", "gemm_wmat", "matmul_io"),
+        (false, false, WeightKind::Dense) => shader!("matmul", "weights_dense", "load_scalar", "gemm_wmat", "matmul_io"),
+        (false, false, WeightKind::Quant) => shader!("matmul", "weights_quant", "load_scalar", "gemm_wmat", "matmul_io"),
     };
     let kernel = gpu.kernel(&def, &spec)?;
     // Absent inputs bind distinct zero ranges (two writable bindings may not overlap).
