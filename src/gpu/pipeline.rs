@@ -109,16 +109,21 @@ impl Spec {
 
 /// Full WGSL text of `def` specialised by `spec` (also what the browser compiles).
 pub fn compose_source(def: &ShaderDef, spec: &Spec) -> String {
+    compose(spec, COMMON, def.includes.iter().copied(), def.source)
+}
+
+/// The specialisation prelude, the common helpers, the includes and the kernel, in that order.
+fn compose<'a>(spec: &Spec, common: &str, includes: impl IntoIterator<Item = &'a str>, source: &str) -> String {
     let prelude = spec.prelude();
-    let mut s = String::with_capacity(prelude.len() + COMMON.len() + def.source.len() + 64);
+    let mut s = String::with_capacity(prelude.len() + common.len() + source.len() + 64);
     s.push_str(&prelude);
-    s.push_str(COMMON);
-    for inc in def.includes {
+    s.push_str(common);
+    for inc in includes {
         s.push('\n');
         s.push_str(inc);
     }
     s.push('\n');
-    s.push_str(def.source);
+    s.push_str(source);
     s
 }
 
@@ -133,15 +138,9 @@ fn dev_source(def: &ShaderDef, spec: &Spec) -> Option<GpuResult<String>> {
         std::fs::read_to_string(&path).map_err(|e| GpuError::Internal { context: Some(def.name.into()), message: format!("ANIMATEDIFF_SHADER_DIR: {}: {e}", path.display()) })
     };
     let build = || -> GpuResult<String> {
-        let mut s = spec.prelude();
-        s.push_str(&read(dir.join("include/common.wgsl"))?);
-        for inc in def.include_names {
-            s.push('\n');
-            s.push_str(&read(dir.join(format!("include/{inc}.wgsl")))?);
-        }
-        s.push('\n');
-        s.push_str(&read(dir.join(format!("{}.wgsl", def.name)))?);
-        Ok(s)
+        let includes = def.include_names.iter().map(|inc| read(dir.join(format!("include/{inc}.wgsl")))).collect::<GpuResult<Vec<_>>>()?;
+        let common = read(dir.join("include/common.wgsl"))?;
+        Ok(compose(spec, &common, includes.iter().map(String::as_str), &read(dir.join(format!("{}.wgsl", def.name)))?))
     };
     Some(build())
 }

@@ -4,7 +4,7 @@
 //! module) attention directly on frame-major activations (on GPUs, a workgroup-memory kernel
 //! for the latter: `shaders/temporal_attention.wgsl`).
 
-use super::util::{distinct_output, gcd, split_units, storage_type, to_u32};
+use super::util::{distinct_output, gcd, split_units, storage_type, to_u32, SUBGROUP_LANES};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Spec, Tensor};
 use crate::shader;
 
@@ -98,9 +98,6 @@ enum Path {
     Register,
 }
 
-/// Lanes of the subgroup kernel's workgroup (shaders/include/subgroup_lanes.wgsl).
-const SG_LANES: u32 = 8;
-
 /// Largest head dimension of the subgroup kernel: each lane holds its key and value rows
 /// besides its queries' rows and accumulators (SD1.5's 40/80/160, CLIP's 64).
 const SG_MAX_HEAD_DIM: u32 = 160;
@@ -108,7 +105,7 @@ const SG_MAX_HEAD_DIM: u32 = 160;
 /// Whether shaders/attention_sg.wgsl runs this head dimension on this adapter: a software
 /// adapter (no GEMM tiling) with 8-wide subgroups; the kernel walks the head in groups of 8.
 fn subgroup_kernel(gpu: &crate::gpu::Gpu, head_dim: u32) -> bool {
-    gpu.info().subgroup_size == SG_LANES && head_dim.is_multiple_of(8) && head_dim <= SG_MAX_HEAD_DIM
+    gpu.info().subgroup_size == SUBGROUP_LANES && head_dim.is_multiple_of(8) && head_dim <= SG_MAX_HEAD_DIM
 }
 
 /// Queries per lane of the subgroup kernel: as many as keep the per-lane state modest, but
@@ -119,7 +116,7 @@ fn subgroup_queries_per_lane(head_dim: u32, q_len: u32) -> u32 {
     // head_dim·QPT, and past that lavapipe compiles it for seconds (4 queries of 40: 7.7 s
     // against 0.5 s with 2) and runs it no faster.
     let most = if head_dim <= 80 { 2 } else { 1 };
-    most.min(q_len.div_ceil(SG_LANES)).max(1)
+    most.min(q_len.div_ceil(SUBGROUP_LANES)).max(1)
 }
 
 fn vec4_type(ty: &'static str) -> &'static str {
@@ -240,7 +237,7 @@ pub fn attention(b: &mut Batch<'_>, a: &Attention, q: &Tensor, k: &Tensor, v: &T
         let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
         let grid = match path {
             Path::Flash(_) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(FLASH_BQ)), max_dim)?,
-            Path::Subgroup(qpl) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(SG_LANES * qpl)), max_dim)?,
+            Path::Subgroup(qpl) => Grid::linear(seqs * hs * u64::from(a.q_len.div_ceil(SUBGROUP_LANES * qpl)), max_dim)?,
             Path::Register => Grid::for_elements(seqs * hs * u64::from(a.q_len.div_ceil(qpt)), WG, max_dim)?,
         };
         let p = &ch.parts;

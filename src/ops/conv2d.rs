@@ -2,7 +2,7 @@
 //! GEMM on channels-last activations, with nearest-×2 upsampling folded into the input read,
 //! a "virtual concat" second input, bias and an optional fused residual add.
 
-use super::util::{distinct_output, split_units, storage_type, to_u32};
+use super::util::{distinct_output, split_units, storage_type, to_u32, SUBGROUP_LANES};
 use super::matmul::{linear_ex, Epilogue};
 use super::weights::{QuantizedWeight, WeightKind, WeightRef};
 use crate::gpu::{Batch, GpuError, GpuResult, Grid, Shape, Spec, Tensor};
@@ -15,7 +15,7 @@ const V4_ROWS: u64 = 8;
 const SCALAR_ROWS: u64 = 4;
 /// `conv2d_sg`: invocations per workgroup (= one subgroup) and pixels each lane loads
 /// (the workgroup covers SG_LANES·SG_ROWS pixels × 8·SG_LANES output channels).
-const SG_LANES: u64 = 8;
+const SG_LANES: u64 = SUBGROUP_LANES as u64;
 const SG_ROWS: u64 = 8;
 // conv2d_sg.wgsl holds accumulators for up to 8 (MAX_R). On lavapipe 8 runs the SD1.5 3×3
 // convs 10–20 % faster than 4 (7.3–8.2 → 8.5–9.4 GFLOP/s) and compiles in ~4.5 s instead of
@@ -93,7 +93,7 @@ pub fn conv2d<'w>(
 /// would leave most of its 64 columns idle). Quantized weights stay on conv2d.wgsl: their
 /// dequantizing loads make the large kernel slower still to compile on lavapipe.
 pub(crate) fn subgroup_kernel(gpu: &crate::gpu::Gpu, cin: usize, cout: usize, kind: WeightKind) -> bool {
-    !gpu.info().tiled_kernels && gpu.info().subgroup_size == SG_LANES as u32 && cin.is_multiple_of(4) && kind == WeightKind::Dense4 && cout >= 16
+    !gpu.info().tiled_kernels && gpu.info().subgroup_size == SUBGROUP_LANES && cin.is_multiple_of(4) && kind == WeightKind::Dense4 && cout >= 16
 }
 
 /// A dense linear layer `y [M, N] = x [M, K] · w [K, N] + bias (+ residual)` as a 1×1

@@ -6,6 +6,11 @@ use crate::gpu::{DType, Gpu, GpuError, GpuResult, Tensor, TENSOR_ALIGN};
 /// 256-invocation default).
 pub(crate) const WG: u32 = 256;
 
+/// Invocations per workgroup (= one subgroup) of the subgroup-sharing kernels
+/// (`LANES` in shaders/include/subgroup_lanes.wgsl; conv2d_sg, attention_sg): lavapipe's SIMD
+/// width, and the subgroup size those kernels require of the adapter.
+pub(crate) const SUBGROUP_LANES: u32 = 8;
+
 /// The WGSL storage type shared by `tensors` (`"f32"` or `"f16"`), or a shape error naming
 /// `op` when they differ or are not float tensors.
 pub(crate) fn storage_type(op: &'static str, tensors: &[&Tensor]) -> GpuResult<&'static str> {
