@@ -1,16 +1,18 @@
 //! Quantization quality on the tiny fixtures against the f32 path (numbers for the issue):
 //! - ε prediction of one UNetMotion call (the recorded step-0 inputs of the diffusers run):
 //!   cosine similarity ≥ 0.999 with q8 weights;
-//! - the same with q4 weights: the issue's target is ≥ 0.99, which round-to-nearest int4
-//!   cannot reach on these *random-init* weights (N(0, 1/fan_in), no structure): every
-//!   quantized layer adds ≈ 8 % relative output noise (asymmetric, 32 values per group) and
-//!   the ~100 layers on the path add up in quadrature (q8: ≈ 0.5 % per layer → rel L2 4e-2;
-//!   every class int4: → rel L2 0.41, cosine 0.9135). The table keeps the classes with the
-//!   most error per byte saved int8 (shortcuts, samplers, transformer projections,
-//!   attention: +79 MB on SD1.5's q4 plan) → cosine 0.951. The test guards the measured level
-//!   (≥ 0.945); `format_and_class_sweep` measures what each layer class costs and
-//!   `q4_fit_and_policy_variants` the policy variants and an MSE-optimal scale search (which
-//!   lowers the weights' error 7 % but *worsens* ε: cosine 0.905 instead of 0.9135);
+//! - the same with q4 weights: cosine ≥ 0.99 (the issue's target). Round-to-nearest int4 on
+//!   these *random-init* weights (N(0, 1/fan_in), no structure) adds ≈ 8 % relative output
+//!   noise per layer (asymmetric, 32 values per group), and the ~100 layers on the path add
+//!   up: every class int4 → rel L2 0.41, cosine 0.9135. What the table keeps int8 under q4
+//!   was chosen by measured error per SD1.5 byte (`format_and_class_sweep`,
+//!   `q4_fit_and_policy_variants`, and the per-layer numbers in the policy table): shortcuts,
+//!   samplers, spatial transformer projections and attention (cosine 0.951, +79 MB), then the
+//!   full-resolution blocks (`down_blocks.0`, `up_blocks.3`: most of the error, 3 % of the
+//!   GEMM weights) and the motion modules' proj_in/proj_out → cosine 0.992 (+28 MB). An
+//!   error-compensating rounding (GPTQ, calibrated) did not help here: 0.947 calibrated on
+//!   other inputs, 0.959 even on the test input itself; an MSE-optimal scale search lowers the
+//!   weights' error 7 % but *worsens* ε (cosine 0.905 instead of 0.9135);
 //! - the text encoder's prompt embeddings (cosine, printed);
 //! - a whole tiny generation (4 frames 128×64, 3 DDIM steps, CFG 7.5): frames PSNR, printed.
 //!
@@ -111,7 +113,7 @@ fn epsilon_cosine_similarity_of_quantized_unet_motion() {
     let s = step_zero();
     let reference = epsilon(&gpu, &s, None);
     // (scheme, asserted, the issue's target)
-    for (scheme, min, target) in [(QuantScheme::Q8, 0.999, 0.999), (QuantScheme::Q4, 0.945, 0.99)] {
+    for (scheme, min, target) in [(QuantScheme::Q8, 0.999, 0.999), (QuantScheme::Q4, 0.99, 0.99)] {
         let policy = QuantPolicy::new(scheme);
         let eps = epsilon(&gpu, &s, Some(&policy));
         let cos = cosine(&eps, &reference);
@@ -312,13 +314,16 @@ fn q4_fit_and_policy_variants() {
         epsilon(&gpu, &w, None)
     };
     // The classes the table keeps int8 under q4 because of their cost per byte saved
-    // (format_and_class_sweep): shortcuts, samplers, transformer projections, attention.
-    let int8 = ["resnet_shortcut", "attention_proj", "attention", "sampler"];
+    // (format_and_class_sweep and the per-layer measurements): shortcuts, samplers, transformer
+    // projections, attention, the full-resolution blocks and the motion projections.
+    let int8 = ["resnet_shortcut", "attention_proj", "attention", "sampler", "full_resolution", "motion_proj"];
     let table = QuantPolicy::new(QuantScheme::Q4);
     let variants: Vec<(&str, QuantPolicy)> = vec![
-        ("every class int4 (−79 MB)", int8.iter().fold(table.clone(), |p, c| p.with(c, Choice::Q4))),
+        ("every class int4", int8.iter().fold(table.clone(), |p, c| p.with(c, Choice::Q4))),
+        ("full-resolution blocks int4", table.clone().with("full_resolution", Choice::Q4)),
+        ("motion proj_in/out int4", table.clone().with("motion_proj", Choice::Q4)),
         ("the q4 table", table.clone()),
-        ("the q4 table + feed_forward int8 (+60 MB)", table.with("feed_forward", Choice::Q8)),
+        ("the q4 table + feed_forward int8", table.with("feed_forward", Choice::Q8)),
     ];
     for (what, policy) in &variants {
         for fit in [Fit::MinMax, Fit::MseSearch] {
