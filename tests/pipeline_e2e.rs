@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use animatediff_wgpu::model::motion::MotionNorm;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
-use animatediff_wgpu::pipeline::load::{build_models, default_unet_options, open_pipeline, ModelPaths, Precision};
+use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, open_pipeline, ModelPaths, Precision, Weights};
 use animatediff_wgpu::pipeline::scheduler::SchedulerConfig;
 use animatediff_wgpu::Gpu;
 use common::*;
@@ -25,13 +25,13 @@ const F16_FRAMES_TOL: f64 = 6e-2;
 
 /// One generation; `decode: false` skips the VAE (references that record final latents only).
 fn run(gpu: &Gpu, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>, decode: bool) -> Output {
-    run_as(gpu, Precision::F32, paths, norm, scheduler, decode)
+    run_as(gpu, Precision::F32, Weights::Dense, paths, norm, scheduler, decode)
 }
 
-/// [`run`] with activations (and dense weights) stored in `precision`.
-fn run_as(gpu: &Gpu, precision: Precision, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>, decode: bool) -> Output {
+/// [`run`] with activations (and dense weights) stored in `precision`, GEMM weights per `weights`.
+fn run_as(gpu: &Gpu, precision: Precision, weights: Weights, paths: &ModelPaths, norm: MotionNorm, scheduler: Option<SchedulerConfig>, decode: bool) -> Output {
     let host = open_pipeline(paths).unwrap();
-    let models = build_models(gpu, &host.components(), precision).unwrap();
+    let models = build_models_with(gpu, &host.components(), precision, weights).unwrap();
     let refs = read_safetensors(&tiny().join("reference/pipeline_diffusers.safetensors"));
     let mut p = GenerateParams::new(PROMPT, scheduler.unwrap_or_else(|| host.scheduler.clone()));
     p.negative_prompt = NEGATIVE.into();
@@ -77,17 +77,24 @@ fn diffusers_folder_matches_animatediff_pipeline() {
 /// the motion modules' tiled temporal attention, tiled GEMMs, per-workgroup LayerNorm), which
 /// every non-software adapter gets and which the other tests here never take on lavapipe; in
 /// f32 and, where the adapter has shader-f16, with f16 activations (a GPU's default then).
+/// q4 weights (dequantized inside the tiled GEMM) have no diffusers reference: the same q4
+/// run on the register kernels is the reference.
 #[test]
 fn gpu_kernel_family_matches_animatediff_pipeline() {
     use animatediff_wgpu::gpu::{GpuOptions, KernelPreference};
-    let gpu = block_on(Gpu::new(GpuOptions { kernels: KernelPreference::Tiled, ..GpuOptions::default() })).unwrap();
+    let family = |kernels| block_on(Gpu::new(GpuOptions { kernels, ..GpuOptions::default() })).unwrap();
+    let gpu = family(KernelPreference::Tiled);
     assert!(gpu.info().tiled_kernels);
-    let out = run(&gpu, &tiny_diffusers_paths(), MotionNorm::Diffusers, None, true);
+    let paths = tiny_diffusers_paths();
+    let out = run(&gpu, &paths, MotionNorm::Diffusers, None, true);
     check("tiled kernels, f32", &out, "pipeline_diffusers.safetensors");
     if gpu.info().shader_f16 {
-        let out = run_as(&gpu, Precision::F16, &tiny_diffusers_paths(), MotionNorm::Diffusers, None, true);
+        let out = run_as(&gpu, Precision::F16, Weights::Dense, &paths, MotionNorm::Diffusers, None, true);
         check_within("tiled kernels, f16 activations", &out, "pipeline_diffusers.safetensors", F16_LATENTS_TOL, F16_FRAMES_TOL);
     }
+    let tiled = run_as(&gpu, Precision::F32, Weights::Q4, &paths, MotionNorm::Diffusers, None, false);
+    let registers = run_as(&family(KernelPreference::Registers), Precision::F32, Weights::Q4, &paths, MotionNorm::Diffusers, None, false);
+    assert_close("q4 weights: tiled vs register kernels, final latents", &tiled.latents, &registers.latents, 1e-4);
 }
 
 #[test]
