@@ -8,7 +8,7 @@
 
 mod common;
 
-use animatediff_wgpu::gpu::{ArenaConfig, DType, Gpu, GpuOptions};
+use animatediff_wgpu::gpu::{ArenaConfig, DType, Gpu, GpuOptions, KernelPreference};
 use animatediff_wgpu::model::motion::MotionNorm;
 use animatediff_wgpu::pipeline::generate::{GenerateParams, InitLatents, Output};
 use animatediff_wgpu::pipeline::load::{build_models_with, default_unet_options, open_pipeline, HostPipeline, ModelPaths, Precision, Weights};
@@ -42,6 +42,8 @@ struct Case {
     previous: Option<Levers>,
     /// The device's activation arena (`ArenaConfig::OFF`: one buffer per activation).
     arena: ArenaConfig,
+    /// The kernel family (`Tiled`: what real GPUs run).
+    kernels: KernelPreference,
 }
 
 fn params(host: &HostPipeline, c: &Case) -> GenerateParams {
@@ -82,7 +84,7 @@ fn request(host: &HostPipeline, p: &GenerateParams, dtype: DType, weights: Weigh
 type Measured = ((u64, u64), (u64, u64), Output);
 
 fn measure(host: &HostPipeline, c: &Case) -> Option<Measured> {
-    let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: c.max_binding, arena: c.arena, ..GpuOptions::default() })).unwrap();
+    let gpu = block_on(Gpu::new(GpuOptions { max_storage_binding_size: c.max_binding, arena: c.arena, kernels: c.kernels, ..GpuOptions::default() })).unwrap();
     let dtype = match c.precision.dtype(&gpu) {
         Ok(d) => d,
         Err(e) => {
@@ -146,6 +148,7 @@ const BASE: Case = Case {
     // several chunks, some shared, some of a large tensor's own size, as the full-size model's
     // do over 16 MiB ones (a 16 MiB chunk would hold every tiny activation at once).
     arena: ArenaConfig { chunk_bytes: 256 << 10 },
+    kernels: KernelPreference::Auto,
 };
 
 const fn levers(cfg_split: bool, decode_chunk: usize) -> Levers {
@@ -195,6 +198,10 @@ fn planned_peak_equals_measured_peak() {
         Case { arena: ArenaConfig::DEFAULT, ..BASE },
         Case { arena: ArenaConfig { chunk_bytes: 64 << 10 }, frames: 2, ..BASE },
         Case { arena: ArenaConfig::OFF, frames: 2, steps: 1, ..BASE },
+        // What real GPUs run (workgroup-tiled GEMM and attention): the plan does not depend on
+        // the kernel family.
+        Case { kernels: KernelPreference::Tiled, frames: 3, ..BASE },
+        Case { kernels: KernelPreference::Tiled, precision: Precision::F16, weights: Weights::Q4, levers: all_levers(true), frames: 2, steps: 1, ..BASE },
     ];
     let mut ran = 0;
     for c in &cases {
