@@ -123,7 +123,7 @@ fn epsilon_cosine_similarity_of_quantized_unet_motion() {
     }
     if gpu.info().shader_f16 {
         // f16 activations: the storage-precision floor, and q8 weights on top of it.
-        for (what, policy) in [("f16", None), ("q8 + f16 activations", Some(QuantPolicy::new(QuantScheme::Q8)))] {
+        for (what, policy) in [("f16", None), ("q8 + f16 activations", Some(QuantPolicy::new(QuantScheme::Q8))), ("q4 + f16 activations", Some(QuantPolicy::new(QuantScheme::Q4)))] {
             let eps = epsilon_as(&gpu, &s, policy.as_ref(), DType::F16);
             let cos = cosine(&eps, &reference);
             eprintln!("quality: ε cosine similarity {what} vs f32 = {cos:.6} (rel L2 {:.3e})", rel_l2(&eps, &reference));
