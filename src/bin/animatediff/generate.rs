@@ -253,9 +253,15 @@ fn progress_bar(p: Progress) {
     let done = width * p.step / p.steps.max(1);
     let per = p.elapsed.as_secs_f64() / p.step.max(1) as f64;
     let eta = per * (p.steps - p.step) as f64;
-    eprint!("\rstep {:>3}/{} [{}{}] t={:<4} {:.2} s/step, ETA {:.0} s ", p.step, p.steps, "#".repeat(done), " ".repeat(width - done), p.timestep, per, eta);
-    if p.step == p.steps {
-        eprintln!();
+    let line = format!("step {:>3}/{} [{}{}] t={:<4} {:.2} s/step, ETA {:.0} s ", p.step, p.steps, "#".repeat(done), " ".repeat(width - done), p.timestep, per, eta);
+    // A terminal gets one line redrawn in place; a log file or pipe one line per step.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r{line}");
+        if p.step == p.steps {
+            eprintln!();
+        }
+    } else {
+        eprintln!("{}", line.trim_end());
     }
     let _ = std::io::stderr().flush();
 }

@@ -76,11 +76,19 @@ pub fn run(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let pct = done * 100 / total.max(1);
         if pct / 10 != last / 10 || done == total {
             last = pct;
-            print!("\rquantizing: {pct:3}% ({done}/{total} tensors)");
+            let line = format!("quantizing: {pct:3}% ({done}/{total} tensors)");
+            // In place on a terminal, a line each (every 10 %) in a log or pipe.
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                print!("\r{line}");
+            } else {
+                println!("{line}");
+            }
             let _ = std::io::stdout().flush();
         }
     })?;
-    println!();
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!();
+    }
     let f16_bytes = (report.quantized_params + report.dense_params) * 2;
     println!(
         "{}: {} layers quantized ({} q4, {} q8; {:.1} M weights), {} tensors dense ({:.1} M values, {}); {:.1} MiB ({:.0} % of the same tensors in f16) in {:.1} s",
