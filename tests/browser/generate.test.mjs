@@ -279,15 +279,18 @@ test('int8 / int4 weights quantized on load: less GPU memory, a valid video', as
     return { dense: loadInfo.gpuBytes, ...out };
   }, SMALL);
   // Random tiny weights under CFG 7.5 amplify quantization error: the quality bar lives in
-  // tests/quant_quality.rs; here the browser path must run and give a valid video.
+  // tests/quant_quality.rs; here the browser path must run and give a valid video close to the
+  // dense one. Measured 25.7 dB (q8) and 26.2 dB (q4: the policy keeps the sensitive layers
+  // int8, and on this 2-frame 64² run the two are within noise of each other); a wrong
+  // dequantization gives unrelated frames (≈ 10 dB).
   console.log(`GPU bytes: dense ${r.dense}, q8 ${r.q8.gpuBytes}, q4 ${r.q4.gpuBytes}; PSNR vs dense frames: q8 ${r.q8.psnr.toFixed(1)} dB, q4 ${r.q4.psnr.toFixed(1)} dB`);
   for (const w of ['q8', 'q4']) {
     assert.equal(r[w].weights, w);
     assert.equal(r[w].inRange, true);
     assert.ok(r[w].gpuBytes < r.dense, `${w}: ${r[w].gpuBytes} B ≥ dense ${r.dense} B`);
     assert.ok(Number.isFinite(r[w].psnr), `${w}: identical to dense?`);
+    assert.ok(r[w].psnr > 20, `${w}: PSNR vs dense ${r[w].psnr.toFixed(1)} dB ≤ 20 dB`);
   }
-  assert.ok(r.q8.psnr > r.q4.psnr, 'q8 should be closer to dense than q4');
   assert.ok(r.q4.gpuBytes <= r.q8.gpuBytes);
 });
 
