@@ -250,3 +250,43 @@ fn kernel_suite_passes_on_this_device() {
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
+
+/// Pass-timestamp profiling (`bench unet --profile`): every dispatch of the batches submitted
+/// while it runs is counted under its kernel's name, also past one query set's 2048
+/// dispatches (the batch is then submitted in parts), and the work still computes the same.
+#[test]
+fn profile_counts_every_dispatch_by_kernel() {
+    let gpu = gpu();
+    if !gpu.info().timestamp_query {
+        eprintln!("skipping: the adapter has no timestamp-query");
+        return;
+    }
+    assert!(block_on(gpu.take_profile()).is_err(), "no profile was started");
+    let t = gpu.empty([4096], DType::F32, "t").unwrap();
+    let (m, k, n) = (8, 16, 8);
+    let x = gpu.upload_f32(&vec![0.5; m * k], [m, k], "x").unwrap();
+    let w = gpu.upload_f32(&vec![0.25; k * n], [k, n], "w").unwrap();
+    let y = gpu.empty([m, n], DType::F32, "y").unwrap();
+    gpu.start_profile().unwrap();
+    let mut batch = gpu.batch("profiled");
+    let fills = 2100;
+    for i in 0..fills {
+        ops::fill(&mut batch, &t, i as f32).unwrap();
+    }
+    ops::linear(&mut batch, &x, &w, None, &y).unwrap();
+    batch.submit().unwrap();
+    let profile = block_on(gpu.take_profile()).unwrap();
+    eprintln!("{profile:?}");
+    let fill = profile.iter().find(|p| p.name == "fill").expect("fill timed");
+    assert_eq!(fill.dispatches, fills);
+    assert_eq!(profile.iter().map(|p| p.dispatches).sum::<u64>(), fills + 1, "one linear dispatch besides the fills");
+    assert!(profile.iter().all(|p| p.nanoseconds >= 0.0) && profile.iter().any(|p| p.nanoseconds > 0.0));
+    assert!(profile.windows(2).all(|w| w[0].nanoseconds >= w[1].nanoseconds), "most time first");
+    assert!(block_on(gpu.read_f32(&t)).unwrap().iter().all(|&v| v == (fills - 1) as f32));
+    assert!(block_on(gpu.read_f32(&y)).unwrap().iter().all(|&v| (v - 2.0).abs() < 1e-6), "16 × 0.5 × 0.25");
+    // Stopped: later batches are not timed.
+    let mut batch = gpu.batch("after");
+    ops::fill(&mut batch, &t, 1.0).unwrap();
+    batch.submit().unwrap();
+    assert!(block_on(gpu.take_profile()).is_err());
+}

@@ -11,6 +11,7 @@ use super::context::Gpu;
 use super::dispatch::Grid;
 use super::error::{GpuError, GpuResult};
 use super::pipeline::Kernel;
+use super::profile::EncoderQueries;
 use super::tensor::{DType, GpuBuffer, Tensor, TENSOR_ALIGN};
 
 /// A sequence of dispatches submitted together.
@@ -24,13 +25,15 @@ pub struct Batch<'g> {
     encoder: wgpu::CommandEncoder,
     dispatches: u32,
     held: Vec<Arc<GpuBuffer>>,
+    /// Pass timestamps of this encoder's dispatches while a profile runs.
+    queries: Option<EncoderQueries>,
 }
 
 impl Gpu {
     /// Start recording dispatches.
     pub fn batch(&self, label: &str) -> Batch<'_> {
         let encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        Batch { gpu: self, encoder, dispatches: 0, held: Vec::new() }
+        Batch { gpu: self, encoder, dispatches: 0, held: Vec::new(), queries: None }
     }
 }
 
@@ -94,10 +97,17 @@ impl<'g> Batch<'g> {
             layout: &kernel.layout,
             entries: &entries,
         });
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(kernel.name),
-            timestamp_writes: None,
-        });
+        if self.gpu.profiling() {
+            if self.queries.as_ref().is_some_and(|q| !q.has_room()) {
+                // The query set is full: submit what is recorded (its timestamps resolved).
+                self.submit_part();
+            }
+            if self.queries.is_none() {
+                self.queries = Some(EncoderQueries::new(self.gpu));
+            }
+        }
+        let timestamp_writes = self.queries.as_mut().map(|q| q.next(kernel.name));
+        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes });
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid.x, grid.y, grid.z);
@@ -121,10 +131,19 @@ impl<'g> Batch<'g> {
         if dead <= self.gpu.memory_stats().batch_flush_bytes() {
             return;
         }
+        self.submit_part();
+        self.held.clear();
+    }
+
+    /// Submit the commands recorded so far (resolving their profile timestamps) and go on
+    /// recording into a new encoder.
+    fn submit_part(&mut self) {
+        if let Some(q) = self.queries.take() {
+            q.resolve(self.gpu, &mut self.encoder);
+        }
         let next = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch.flushed") });
         let done = std::mem::replace(&mut self.encoder, next);
         self.gpu.queue.submit([done.finish()]);
-        self.held.clear();
     }
 
     /// Submit early now if the buffers only this batch still holds exceed the flush
@@ -208,8 +227,11 @@ impl<'g> Batch<'g> {
     }
 
     /// Submit everything recorded. Errors wgpu reported while recording surface here.
-    pub fn submit(self) -> GpuResult<()> {
+    pub fn submit(mut self) -> GpuResult<()> {
         self.gpu.check()?;
+        if let Some(q) = self.queries.take() {
+            q.resolve(self.gpu, &mut self.encoder);
+        }
         self.gpu.queue.submit([self.encoder.finish()]);
         drop(self.held);
         self.gpu.check()

@@ -160,6 +160,8 @@ pub struct Gpu {
     zeros: Vec<Tensor>,
     arena: Option<Arc<Arena>>,
     arena_config: ArenaConfig,
+    /// The running profile, if any (`Gpu::start_profile`).
+    pub(crate) profile: std::sync::Mutex<Option<super::profile::Profile>>,
 }
 
 /// Distinct zero tensors a dispatch may bind at once.
@@ -276,7 +278,7 @@ impl Gpu {
         // Newly created buffers are zero-initialised by WebGPU / wgpu.
         let arena = rw.then(|| Arc::new(Arena::new(arena_config.chunk_bytes, limits.max_buffer_size)));
 
-        let gpu = Gpu { device, queue, info, limits, health, memory, pipelines: PipelineCache::default(), zeros, arena, arena_config };
+        let gpu = Gpu { device, queue, info, limits, health, memory, pipelines: PipelineCache::default(), zeros, arena, arena_config, profile: Default::default() };
         gpu.check()?;
         Ok(gpu)
     }

@@ -11,6 +11,7 @@ mod dispatch;
 mod error;
 mod memory;
 mod pipeline;
+mod profile;
 mod readback;
 mod tensor;
 
@@ -20,5 +21,6 @@ pub use context::{Gpu, GpuInfo, GpuOptions, KernelPreference, ZERO_SLOTS};
 pub use dispatch::Grid;
 pub use error::{GpuError, GpuResult};
 pub use memory::{MemorySnapshot, MemoryStats, DEFAULT_BATCH_FLUSH_BYTES};
+pub use profile::KernelTime;
 pub use pipeline::{compose_source, Kernel, PipelineCache, ShaderDef, Spec, SpecValue};
 pub use tensor::{DType, GpuBuffer, Shape, Tensor, TENSOR_ALIGN};

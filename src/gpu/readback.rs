@@ -92,7 +92,12 @@ impl Gpu {
             at += padded;
         }
         batch.submit()?;
+        let bytes = self.map_read(&staging).await?;
+        Ok(spans.iter().map(|&(at, len)| bytes[at..at + len].to_vec()).collect())
+    }
 
+    /// The contents of a `MAP_READ` buffer once the work writing it has finished.
+    pub(crate) async fn map_read(&self, staging: &wgpu::Buffer) -> GpuResult<Vec<u8>> {
         let (tx, rx) = oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -105,10 +110,7 @@ impl Gpu {
             Ok(Err(e)) => return Err(GpuError::Readback(e.to_string())),
             Err(_) => return Err(GpuError::Readback("map callback dropped".into())),
         }
-        let out = {
-            let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-            spans.iter().map(|&(at, len)| view[at..at + len].to_vec()).collect()
-        };
+        let out = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(out)
     }

@@ -433,7 +433,8 @@ pub mod unet {
     use animatediff_wgpu::pipeline::load::Weights;
     use animatediff_wgpu::plan::{self, Request};
 
-    pub fn run(gpu: &Gpu, frames: usize, width: usize, height: usize, weights: Weights, f16: bool, steps: usize) -> Result<(), Box<dyn std::error::Error>> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(gpu: &Gpu, frames: usize, width: usize, height: usize, weights: Weights, f16: bool, steps: usize, profile: bool) -> Result<(), Box<dyn std::error::Error>> {
         let dtype = if f16 && gpu.info().shader_f16 { DType::F16 } else { DType::F32 };
         let req = Request { frames, width, height, ..Request::sd15(frames, width, height, dtype, weights) };
         let src = RandomWeights::new(plan::unet_tensors(&req.unet, req.motion.as_ref()));
@@ -472,6 +473,24 @@ pub mod unet {
             peak as f64 / (1 << 20) as f64,
             weight_bytes as f64 / (1 << 20) as f64
         );
+        if profile {
+            // One more step with pass timestamps (they add a little overhead per dispatch).
+            gpu.start_profile()?;
+            let eps = unet.forward(gpu, &sample, 999.0, &context, frames, &opts)?;
+            pollster::block_on(gpu.read_f32(&eps.slice_units(0, 1, eps.dims()[0] as u64).ok_or("slice")?))?;
+            print_profile(&pollster::block_on(gpu.take_profile())?);
+        }
         Ok(())
+    }
+
+    /// GPU time per kernel of a profiled step, most first.
+    fn print_profile(times: &[animatediff_wgpu::gpu::KernelTime]) {
+        let total: f64 = times.iter().map(|t| t.nanoseconds).sum();
+        let dispatches: u64 = times.iter().map(|t| t.dispatches).sum();
+        println!("GPU time per kernel (one step, pass timestamps): {:.1} ms in {dispatches} dispatches", total / 1e6);
+        println!("{:<28} {:>10} {:>10} {:>7}", "kernel", "dispatches", "ms", "%");
+        for t in times {
+            println!("{:<28} {:>10} {:>10.2} {:>6.1}%", t.name, t.dispatches, t.nanoseconds / 1e6, 100.0 * t.nanoseconds / total.max(1.0));
+        }
     }
 }

@@ -105,6 +105,9 @@ enum BenchCommand {
         /// Timed steps (after one warm-up step).
         #[arg(long, default_value_t = 2)]
         steps: usize,
+        /// Then one more step with pass timestamps: GPU time per kernel (needs timestamp-query).
+        #[arg(long)]
+        profile: bool,
     },
     /// Time every kernel family: ms, GFLOP/s, GB/s, peak GPU memory, and with `--peer` the
     /// ratio against burn-wgpu on the same adapter (build with `--features burn-peer`).
@@ -261,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             crate::bench::run_quant(&gpu, size, f16, iters)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Unet { device, random_weights, frames, width, height, weights, f16, steps }) => {
+        Command::Bench(BenchCommand::Unet { device, random_weights, frames, width, height, weights, f16, steps, profile }) => {
             if !random_weights {
                 return Err("bench unet needs --random-weights (the only weight source it has)".into());
             }
@@ -273,7 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             };
             let gpu = pollster::block_on(Gpu::new(device.options()))?;
             print!("{}", gpu.info());
-            crate::bench::unet::run(&gpu, frames, width, height, weights, f16, steps)?;
+            crate::bench::unet::run(&gpu, frames, width, height, weights, f16, steps, profile)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Kernels { device, size, f16, iters, peer, only }) => {
