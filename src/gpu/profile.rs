@@ -91,8 +91,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gpu {
-    /// Start timing every dispatch (until [`Gpu::take_profile`]). Batches started before keep
-    /// running untimed.
+    /// Start timing every dispatch recorded from now on (until [`Gpu::take_profile`]), also in
+    /// batches already started.
     pub fn start_profile(&self) -> GpuResult<()> {
         if !self.info().timestamp_query {
             return Err(GpuError::MissingFeature { what: "profiling (Gpu::start_profile)".into(), feature: "timestamp-query" });
