@@ -478,19 +478,21 @@ pub mod unet {
             gpu.start_profile()?;
             let eps = unet.forward(gpu, &sample, 999.0, &context, frames, &opts)?;
             pollster::block_on(gpu.read_f32(&eps.slice_units(0, 1, eps.dims()[0] as u64).ok_or("slice")?))?;
-            print_profile(&pollster::block_on(gpu.take_profile())?);
+            print!("{}", super::profile_table("one step", &pollster::block_on(gpu.take_profile())?));
         }
         Ok(())
     }
+}
 
-    /// GPU time per kernel of a profiled step, most first.
-    fn print_profile(times: &[animatediff_wgpu::gpu::KernelTime]) {
-        let total: f64 = times.iter().map(|t| t.nanoseconds).sum();
-        let dispatches: u64 = times.iter().map(|t| t.dispatches).sum();
-        println!("GPU time per kernel (one step, pass timestamps): {:.1} ms in {dispatches} dispatches", total / 1e6);
-        println!("{:<28} {:>10} {:>10} {:>7}", "kernel", "dispatches", "ms", "%");
-        for t in times {
-            println!("{:<28} {:>10} {:>10.2} {:>6.1}%", t.name, t.dispatches, t.nanoseconds / 1e6, 100.0 * t.nanoseconds / total.max(1.0));
-        }
+/// GPU time per kernel of a profile (`Gpu::take_profile`), most first, as a table.
+pub fn profile_table(what: &str, times: &[animatediff_wgpu::gpu::KernelTime]) -> String {
+    use std::fmt::Write;
+    let total: f64 = times.iter().map(|t| t.nanoseconds).sum();
+    let dispatches: u64 = times.iter().map(|t| t.dispatches).sum();
+    let mut out = format!("GPU time per kernel ({what}, pass timestamps): {:.1} ms in {dispatches} dispatches\n", total / 1e6);
+    let _ = writeln!(out, "{:<28} {:>10} {:>10} {:>7}", "kernel", "dispatches", "ms", "%");
+    for t in times {
+        let _ = writeln!(out, "{:<28} {:>10} {:>10.2} {:>6.1}%", t.name, t.dispatches, t.nanoseconds / 1e6, 100.0 * t.nanoseconds / total.max(1.0));
     }
+    out
 }

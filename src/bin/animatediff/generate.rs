@@ -203,6 +203,10 @@ pub struct GenerateArgs {
     /// Default: only the adapter's buffer limits.
     #[arg(long, value_name = "BYTES")]
     pub memory_budget: Option<u64>,
+    /// Time every kernel on the GPU (pass timestamp queries; needs timestamp-query) and print
+    /// the GPU time per kernel over the whole generation.
+    #[arg(long)]
+    pub profile: bool,
     /// diffusers' clip_skip (A1111 "CLIP skip 2" = 1).
     #[arg(long, default_value_t = 0)]
     pub clip_skip: usize,
@@ -364,8 +368,14 @@ pub fn run(a: GenerateArgs) -> BoxResult<()> {
         Ok(())
     };
     let mut hooks = Hooks { after_step: &mut after_step, preview: None, cancel: None };
+    if a.profile {
+        gpu.start_profile()?;
+    }
     let out = pollster::block_on(fit::generate_fitted(fit::Loaded { models: &models, host: &host, weights }, &gpu, limits, &mut p, &mut hooks, &mut |plan, why| eprintln!("{}", fit::describe(plan, why))))?;
     let (f, h, w) = (out.frame_count, out.height, out.width);
+    if a.profile {
+        eprint!("{}", crate::bench::profile_table("whole generation", &pollster::block_on(gpu.take_profile())?));
+    }
 
     if p.decode {
         let gif_bytes = gif::encode_gif_f32(&out.frames, f, h, w, a.fps)?;
