@@ -135,12 +135,17 @@ impl<'g> Batch<'g> {
         self.held.clear();
     }
 
-    /// Submit the commands recorded so far (resolving their profile timestamps) and go on
-    /// recording into a new encoder.
-    fn submit_part(&mut self) {
+    /// Record the resolve of this encoder's profile timestamps, if any (before it is finished).
+    fn resolve_timestamps(&mut self) {
         if let Some(q) = self.queries.take() {
             q.resolve(self.gpu, &mut self.encoder);
         }
+    }
+
+    /// Submit the commands recorded so far (resolving their profile timestamps) and go on
+    /// recording into a new encoder.
+    fn submit_part(&mut self) {
+        self.resolve_timestamps();
         let next = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch.flushed") });
         let done = std::mem::replace(&mut self.encoder, next);
         self.gpu.queue.submit([done.finish()]);
@@ -229,9 +234,7 @@ impl<'g> Batch<'g> {
     /// Submit everything recorded. Errors wgpu reported while recording surface here.
     pub fn submit(mut self) -> GpuResult<()> {
         self.gpu.check()?;
-        if let Some(q) = self.queries.take() {
-            q.resolve(self.gpu, &mut self.encoder);
-        }
+        self.resolve_timestamps();
         self.gpu.queue.submit([self.encoder.finish()]);
         drop(self.held);
         self.gpu.check()

@@ -116,14 +116,12 @@ impl Gpu {
         let period = f64::from(self.queue.get_timestamp_period());
         let mut totals: HashMap<&'static str, (u64, f64)> = HashMap::new();
         for (staging, names) in profile.pending {
-            let bytes = self.map_read(&staging).await?;
-            for (i, name) in names.iter().enumerate() {
-                let at = |j: usize| u64::from_le_bytes(bytes[j * 8..j * 8 + 8].try_into().unwrap_or([0; 8]));
-                let (begin, end) = (at(2 * i), at(2 * i + 1));
+            let stamps: Vec<u64> = self.map_read(&staging, bytemuck::pod_collect_to_vec).await?;
+            for (name, pair) in names.iter().zip(stamps.chunks_exact(2)) {
                 let e = totals.entry(name).or_default();
                 e.0 += 1;
                 // Some drivers' timestamps are not monotonic across passes: count 0, not a wrap.
-                e.1 += end.saturating_sub(begin) as f64 * period;
+                e.1 += pair[1].saturating_sub(pair[0]) as f64 * period;
             }
         }
         let mut out: Vec<KernelTime> = totals.into_iter().map(|(name, (dispatches, nanoseconds))| KernelTime { name, dispatches, nanoseconds }).collect();

@@ -92,12 +92,12 @@ impl Gpu {
             at += padded;
         }
         batch.submit()?;
-        let bytes = self.map_read(&staging).await?;
-        Ok(spans.iter().map(|&(at, len)| bytes[at..at + len].to_vec()).collect())
+        self.map_read(&staging, |bytes| spans.iter().map(|&(at, len)| bytes[at..at + len].to_vec()).collect()).await
     }
 
-    /// The contents of a `MAP_READ` buffer once the work writing it has finished.
-    pub(crate) async fn map_read(&self, staging: &wgpu::Buffer) -> GpuResult<Vec<u8>> {
+    /// `read` applied to the contents of a `MAP_READ` buffer once the work writing it has
+    /// finished (the mapped bytes are not copied first).
+    pub(crate) async fn map_read<R>(&self, staging: &wgpu::Buffer, read: impl FnOnce(&[u8]) -> R) -> GpuResult<R> {
         let (tx, rx) = oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -110,7 +110,7 @@ impl Gpu {
             Ok(Err(e)) => return Err(GpuError::Readback(e.to_string())),
             Err(_) => return Err(GpuError::Readback("map callback dropped".into())),
         }
-        let out = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?.to_vec();
+        let out = read(&staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?);
         staging.unmap();
         Ok(out)
     }

@@ -72,13 +72,14 @@ pub fn run(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let policy = QuantPolicy::new(scheme);
     let t = Instant::now();
     let mut last = usize::MAX;
+    // In place on a terminal, a line each (every 10 %) in a log or pipe.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let report = write_quantized(&host, &policy, dense, &args.out, &mut |done, total| {
         let pct = done * 100 / total.max(1);
         if pct / 10 != last / 10 || done == total {
             last = pct;
             let line = format!("quantizing: {pct:3}% ({done}/{total} tensors)");
-            // In place on a terminal, a line each (every 10 %) in a log or pipe.
-            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            if tty {
                 print!("\r{line}");
             } else {
                 println!("{line}");
@@ -86,7 +87,7 @@ pub fn run(args: QuantizeArgs) -> Result<(), Box<dyn std::error::Error>> {
             let _ = std::io::stdout().flush();
         }
     })?;
-    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    if tty {
         println!();
     }
     let f16_bytes = (report.quantized_params + report.dense_params) * 2;
